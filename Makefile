@@ -1,0 +1,51 @@
+# diffnb — the two commands: `make demo` and `make test` (see README.md)
+SHELL := /bin/bash
+VENV ?= .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.diffnb-installed
+TS := $(shell date +%Y%m%d-%H%M%S)
+
+.PHONY: demo test venv export clean-nbs check-sync nbtest pytest docs bench clean
+
+# Create .venv when missing and (re)install the project when pyproject.toml changed.
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+# The main job on embedded defaults: the quickstart tutorial executed with papermill into runs/.
+demo: $(STAMP)
+	@mkdir -p runs/quickstart/$(TS)
+	$(BIN)/papermill --cwd runs/quickstart/$(TS) nbs/tutorials/quickstart.ipynb \
+	    runs/quickstart/$(TS)/quickstart.ipynb -p out_dir .
+	@echo "demo output: runs/quickstart/$(TS)/"
+
+# Notebooks are the source: exporting and cleaning must change nothing; then run the notebooks and pytest.
+test: $(STAMP) check-sync nbtest pytest
+
+check-sync: $(STAMP)
+	@bash tools/check_sync.sh $(BIN)
+
+nbtest: $(STAMP)
+	$(BIN)/nbdev-test --n-workers 2 --timing
+
+pytest: $(STAMP)
+	$(BIN)/pytest -q
+
+export: $(STAMP)
+	$(BIN)/nbdev-export && $(BIN)/nbdev-clean
+
+# Documentation: Quarto when present, otherwise an offline static-HTML build of the same pages.
+docs: $(STAMP)
+	@if command -v quarto >/dev/null 2>&1; then $(BIN)/nbdev-docs; \
+	 else $(PY) tools/offline_docs.py; fi
+
+bench: $(STAMP)
+	@for f in bench/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+clean:
+	rm -rf _docs _proc runs
