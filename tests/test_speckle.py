@@ -1,0 +1,148 @@
+"Tests of diffnb.sim.speckle: analytic speckle vs independent references, disk placement, baseline, sampler."
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+from scipy.special import j1
+
+from diffnb.core import DiffnbValueError
+from diffnb.sim.speckle import (MOMENT_VARIANTS, DiskSystem, NearestClassMean, SpeckleSampler, disk_system,
+                                first_moment, k_axes, photon_noise, preprocess, raster_speckle, speckle,
+                                study_k_step)
+
+
+def airy_intensity(k, R):
+    "(πR² 2J₁(kR)/(kR))², independent of the library (scipy)."
+    kr = np.maximum(k * R, 1e-300)
+    return (np.pi * R**2 * np.where(k > 0, 2 * j1(kr) / kr, 1.0))**2
+
+
+@pytest.mark.parametrize("poly", [0.0, 1 / 3])
+def test_analytic_matches_supersampled_raster_fft(poly):
+    # the study's route (rasterise + zero-padded FFT), 4× supersampled, on a 400-px box: < 1 % relative L2 (k ≠ 0)
+    d = disk_system(6, seed=4, box=400.0, total_area=2 * np.pi * 18.0**2, polydispersity=poly)
+    ref = raster_speckle(d, n=257, supersample=4)
+    ana = speckle(d, n=257, dtype=torch.float64).numpy()
+    keep = np.ones(ana.shape, bool); keep[128, 128] = False
+    assert np.linalg.norm((ana - ref)[keep]) / np.linalg.norm(ana[keep]) < 0.01
+
+
+def test_single_disk_is_airy_on_both_grids():
+    d = DiskSystem(np.array([[321.0, 1500.0]]), np.array([75.0]), 2000.0)
+    for grid in ("centered", "quadrant"):
+        kv = k_axes(129, grid=grid)
+        k = np.hypot(*np.meshgrid(kv, kv))
+        np.testing.assert_allclose(speckle(d, n=129, grid=grid, dtype=torch.float64).numpy(), airy_intensity(k, 75.0),
+                                   rtol=1e-9, atol=1e-12 * (np.pi * 75.0**2)**2)
+
+
+@pytest.mark.parametrize("poly", [0.0, 0.3])
+def test_forward_intensity_is_total_area_squared(poly):
+    for i in range(3):
+        d = disk_system(3 + 5 * i, seed=9, index=i, polydispersity=poly)
+        I0 = speckle(d, n=65, dtype=torch.float64)[32, 32].item()
+        assert I0 == pytest.approx(d.total_area**2, rel=1e-9)
+        assert d.total_area == pytest.approx(2 * math.pi * 90.0**2, rel=1e-12)
+
+
+def test_translation_invariance_and_friedel():
+    d = disk_system(9, seed=1, polydispersity=1 / 3)
+    shifted = DiskSystem(d.centres + np.array([37.5, -12.25]), d.radii, d.box)  # positions only enter via a phase
+    a = speckle(d, dtype=torch.float64); b = speckle(shifted, dtype=torch.float64)
+    np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-8, atol=1e-10 * a.max().item())
+    np.testing.assert_allclose(a.numpy(), a.flip(-1).flip(-2).numpy(), rtol=1e-9, atol=1e-10 * a.max().item())
+    # complex contrast differing between disks breaks Friedel symmetry
+    c = speckle(d, contrast=np.exp(1j * np.arange(9)), dtype=torch.float64)
+    assert (c - c.flip(-1).flip(-2)).abs().max() > 1e-2 * c.max()
+
+
+def test_finufft_matches_matrix_dft_many_disks():
+    d = disk_system(300, seed=2, total_area=0.2 * 2000.0**2)
+    for grid in ("centered", "quadrant"):
+        a = speckle(d, n=101, grid=grid, dtype=torch.float64)
+        b = speckle(d, n=101, grid=grid, method="finufft", dtype=torch.float64)
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=0, atol=1e-8 * a.max().item())
+
+
+def test_study_grid_step():
+    assert study_k_step() == pytest.approx(2 * math.pi / 18001)
+    assert k_axes(257, k_step=study_k_step())[-1] == pytest.approx(128 * 2 * math.pi / 18001)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n_disks=st.integers(1, 40), poly=st.floats(0.0, 0.5), seed=st.integers(0, 2**31),
+       box=st.floats(200.0, 3000.0), coverage=st.floats(0.001, 0.3))
+def test_disk_system_properties(n_disks, poly, seed, box, coverage):
+    area = coverage * box**2
+    try:
+        d = disk_system(n_disks, seed, box=box, total_area=area, polydispersity=poly, min_gap=1.0, max_attempts=20000)
+    except DiffnbValueError as e:  # a packing may be impossible to place, but then the error says so
+        assert "can be placed" in str(e) or "fits in the box" in str(e)
+        return
+    assert d.n_disks == n_disks and (d.radii > 0).all()
+    assert d.total_area == pytest.approx(area, rel=1e-10)                      # area exact
+    assert (d.centres - d.radii[:, None] >= 0).all() and (d.centres + d.radii[:, None] <= box).all()  # inside
+    if n_disks > 1:                                                            # no overlaps, gap respected
+        dist = np.linalg.norm(d.centres[:, None] - d.centres[None], axis=-1)
+        gap = dist - d.radii[:, None] - d.radii[None]
+        np.fill_diagonal(gap, np.inf)
+        assert gap.min() >= 1.0 - 1e-9
+
+
+def test_disk_system_many_disks_uses_grid_and_stays_valid():
+    d = disk_system(2000, seed=3, total_area=0.3 * 2000.0**2, polydispersity=1 / 3, min_gap=0.5)
+    from scipy.spatial import cKDTree
+    pairs = cKDTree(d.centres).query_pairs(2 * d.radii.max() + 0.5, output_type="ndarray")
+    gap = np.linalg.norm(d.centres[pairs[:, 0]] - d.centres[pairs[:, 1]], axis=1) - d.radii[pairs].sum(1)
+    assert gap.min() >= 0.5 - 1e-9
+
+
+def test_first_moment_grows_with_n_disks_on_average():
+    # fixed total area: more disks → smaller disks → wider Airy envelope → larger ⟨|k|⟩ (all four variants)
+    m = np.array([[first_moment(speckle([disk_system(N, 1, i) for i in range(6)]), v).mean().item()
+                   for v in MOMENT_VARIANTS] for N in (2, 6, 12, 20)])
+    assert (np.diff(m, axis=0) > 0).all(), m
+    np.testing.assert_allclose(m[:, 1], m[:, 3], rtol=1e-9)  # min–max scaling leaves the ratio unchanged
+
+
+def test_nearest_class_mean_beats_chance_on_first_moment():
+    s = SpeckleSampler(n_min=2, n_max=7, n=129)
+    _, y, p = s.sample(0, range(180))
+    _, yt, pt = s.sample(1, range(120))
+    acc = NearestClassMean().fit(p["first_moment"], y.numpy()).score(pt["first_moment"], yt.numpy())
+    assert acc > 3 / 6  # chance is 1/6
+
+
+def test_preprocess_and_noise():
+    I = speckle(disk_system(5, 0), n=65)
+    z = preprocess(I)
+    assert abs(z.mean().item()) < 1e-5 and abs(z.std().item() - 1) < 1e-5
+    counts = photon_noise(I.double(), fluence=1e4, seed=3)
+    expected = I.double().sum().item() * 1e4 * (math.pi / 2000 / (2 * math.pi))**2
+    assert abs(counts.sum().item() - expected) < 5 * math.sqrt(expected)
+
+
+def test_sampler_protocol_and_reproducibility():
+    s = SpeckleSampler(polydispersity=1 / 3, n=65, fluence=1e6)
+    assert s.name == "speckle.poly" and s.task == "classification" and len(s.classes) == 19
+    x, y, p = s.sample(7, [4, 5, 6])
+    x2, y2, _ = s.sample(7, [6, 4])
+    assert x.shape == (3, *s.image_shape) and x.dtype == torch.float32 and y.dtype == torch.int64
+    assert torch.equal(x[2], x2[0]) and torch.equal(x[0], x2[1]) and y[2] == y2[0]
+    assert all(len(v) == 3 for v in p.values())
+    assert ((p["n_disks"] >= 2) & (p["n_disks"] <= 20)).all()
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="n_disks must be an integer >= 1"): disk_system(0)
+    with pytest.raises(ValueError, match="RSA jamming"): disk_system(10, box=100.0, total_area=6000.0)
+    with pytest.raises(ValueError, match="can be placed"): disk_system(300, box=100.0, total_area=5000.0, max_attempts=500)
+    d = disk_system(3, 0)
+    with pytest.raises(ValueError, match="n must be an integer >= 3"): speckle(d, n=2)
+    bad = d.centres.copy(); bad[1, 0] = np.nan
+    with pytest.raises(ValueError, match="centres must be finite"): speckle((bad, d.radii))
+    with pytest.raises(ValueError, match="radii must be non-negative"): speckle((d.centres, -d.radii))
+    with pytest.raises(ValueError, match="grid must be one of"): speckle(d, grid="polar")
+    with pytest.raises(ValueError, match="k_step"): raster_speckle(d, k_step=0.0123)
