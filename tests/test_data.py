@@ -64,22 +64,41 @@ def test_provenance_and_lazy_reading(tmp_path):
     assert m["sampler"]["config"]["image_size"] == 16 and m["seed"] == 3 and m["n"] == 40
     assert m["diffnb_version"] and m["created"].endswith("+00:00")
     d = s.to_dask()
-    assert d["images"].shape == (40, 1, 16, 16) and d["images"].chunks[0] == (1,) * 40
+    assert d["images"].shape == (40, 1, 16, 16) and d["images"].chunks[0] == (8,) * 5
     np.testing.assert_array_equal(d["pitch_px"].compute(), s.param("pitch_px"))
     assert list(s.images.metadata.dimension_names) == ["sample", "channel", "y", "x"]
     np.testing.assert_array_equal(s.group["sample"][:], np.arange(40))
     assert list(s.params().columns) == sorted(["n_slits", "width_px", "pitch_px", "height_px", "dose"])
 
 
+# small, physical (unstandardised) configurations of the real simulators for a quick end-to-end run
+REAL_CONFIG = {"speckle.mono": dict(n=65, standardise=False, block=0, n_max=6),
+               "speckle.poly": dict(n=65, standardise=False, block=0, n_max=6)}
+
+
 @pytest.mark.parametrize("name", REAL_SAMPLERS or [pytest.param("none", marks=pytest.mark.skip("no real simulator sampler yet"))])
 def test_real_simulator_end_to_end(tmp_path, name):
-    sampler = get_sampler(name, **({"image_size": 32} if "image_size" in SAMPLERS.get(name, ("", {}))[1] else {}))
+    sampler = get_sampler(name, **REAL_CONFIG.get(name, {}))
     a = generate(sampler, 6, tmp_path / "a.zarr", seed=11, chunk_size=3, scheduler="synchronous", progress=False)
-    assert verify(a.path).ok
+    assert verify(a.path).ok and a.meta["sampler"]["name"] == name
     b = generate(sampler, 6, tmp_path / "b.zarr", seed=11, chunk_size=3, scheduler="synchronous", progress=False)
     assert tree(a.path) == tree(b.path)
     x = a.images[:]
-    assert np.isfinite(x).all() and (x >= 0).all() and x.std() > 0  # physical, non-negative intensities
+    assert np.isfinite(x).all() and x.std() > 0
+    # the store holds the simulator's own output for (seed, index): bitwise for the same batch (chunk 1 = samples
+    # 3..5), and to float32 rounding for another batch composition (batched FFT/matmul sums may round differently)
+    xs, ys, _ = sampler.sample(11, [3, 4, 5])
+    np.testing.assert_array_equal(x[3:6], xs.numpy())
+    xs, ys, _ = sampler.sample(11, [4, 1])
+    np.testing.assert_allclose(x[[4, 1]], xs.numpy(), rtol=1e-5, atol=1e-6 * np.abs(x).max())
+    if sampler.task == "classification":
+        np.testing.assert_array_equal(a.targets[[4, 1]], ys.numpy())
+        assert set(a.targets[:].tolist()) <= set(range(len(sampler.classes)))
+    if name.startswith("speckle."):
+        # physics: forward scattering is the maximum, I(0) = (total disk area)² ≥ I(k); label = n_disks − n_min
+        c = sampler.image_shape[-1] // 2
+        assert np.all(x[:, 0, c, c] >= x.reshape(6, -1).max(axis=1) * (1 - 1e-5))
+        np.testing.assert_array_equal(a.targets[:] + sampler.config["n_min"], a.param("n_disks"))
     dls = dataloaders(a, bs=2, valid_pct=0.34, device="cpu")
     xb = dls.one_batch()[0]
     assert xb.shape == (2, *sampler.image_shape) and xb.dtype == torch.float32
@@ -331,6 +350,12 @@ def test_multiworker_loading_matches_single_process(tmp_path):
     two = dataloaders(s, bs=4, device="cpu", num_workers=2)
     a = torch.cat([b[0] for b in one.valid]); b = torch.cat([b[0] for b in two.valid])
     assert torch.equal(a, b)
+    # chunk-grouped shuffling is a permutation of the training set, different every epoch
+    i1, i2 = list(one.train.get_idxs()), list(one.train.get_idxs())
+    assert sorted(i1) == list(range(len(one.train.dataset))) and i1 != i2 and i1 != sorted(i1)
+    seen = torch.cat([b[0] for b in two.train.new(drop_last=False)])
+    ref = torch.from_numpy(s.images[:][one.train.dataset.indices])
+    assert sorted(map(float, seen.sum(dim=(1, 2, 3)))) == sorted(map(float, ref.sum(dim=(1, 2, 3))))
 
 
 def test_on_the_fly_fresh_training_fixed_validation():
