@@ -252,3 +252,22 @@ def test_samplers_protocol_and_reproducibility():
     vi, vt, vp = vae.sample(0, range(10))
     assert vt is None and vi.shape == (10, 1, 32, 32) and vae.task == "unlabelled"
     assert 0 <= vp["transformation_t"][7] <= 1 and vp["vacancy_fraction"][8] >= 0.75 and vp["amorphous_fraction"][9] >= 0.3
+
+
+def test_phonons_attenuate_bragg_as_their_displacements_predict():
+    from diffnb.sim.kinematic import direct_sum
+    sc = mote2_supercell("2H")
+    x = crystallite(sc, 90.0, rotation_deg=0.0)
+    b1, b2 = reciprocal(mote2_primitive("2H"))
+    refl = np.array([b1, 2 * b1 + b2, 4 * b1])
+    u = phonon_fields("2H")  # (10, sites, 3)
+    # independent prediction: each atom's amplitude times the snapshot average of exp(-2πi g·u) at its site
+    damp = np.exp(-2j * np.pi * np.einsum("gk,nsk->gns", refl, u[..., :2])).mean(1)  # (g, sites)
+    f = np.stack([np.asarray(electron_form_factor(int(z), np.linalg.norm(refl, axis=1))) for z in x.numbers], 1)  # (g, atoms)
+    ph = np.exp(-2j * np.pi * refl @ x.positions[:, :2].T)
+    predicted = np.abs((f * ph * damp[:, x.arrays["site"]]).sum(1)) ** 2
+    got = np.mean([np.abs(direct_sum(phonon_displacements(x, np.random.default_rng(k), 1.0, "2H"), refl)) ** 2
+                   for k in range(6)], 0)
+    i0 = np.abs(direct_sum(x, refl)) ** 2
+    assert got[-1] < 0.8 * i0[-1]  # high-order reflection clearly attenuated
+    np.testing.assert_allclose(got, predicted, rtol=0.05)
