@@ -39,7 +39,7 @@ def study_pipeline(disks, box_px, padded, n=257):
 def time_ours(n, N, poly, threads, device, reps, batch=16):
     torch.set_num_threads(threads)
     def run(start):
-        ds = [disk_system(N, 0, start + i, polydispersity=poly) for i in range(batch)]
+        ds = [disk_system(N, 0, index=start + i, polydispersity=poly) for i in range(batch)]
         out = speckle(ds, n=n, device=device)
         if out.is_cuda: torch.cuda.synchronize()
     run(10**6)  # warm-up (caches, kernels)
@@ -67,7 +67,7 @@ def main():
     torch.set_num_threads(1)
 
     print("\nstudy pipeline (numpy port: raster 2000-px box, zero-pad to 18001², fft2, crop 257²), one core")
-    d = disk_system(20, 0, 0, polydispersity=1 / 3)
+    d = disk_system(20, 0, index=0, polydispersity=1 / 3)
     if full:
         _, tr, tf = study_pipeline(d, int(STUDY_BOX), STUDY_PADDED)
         t_study = tr + tf
@@ -76,7 +76,7 @@ def main():
         ests = []
         for s in (8, 4):
             L, M = int(STUDY_BOX) // s, math.ceil(STUDY_PADDED / s)
-            ds = disk_system(20, 0, 0, box=float(L), total_area=STUDY_TOTAL_AREA / s**2, polydispersity=1 / 3)
+            ds = disk_system(20, 0, index=0, box=float(L), total_area=STUDY_TOTAL_AREA / s**2, polydispersity=1 / 3)
             _, tr, tf = study_pipeline(ds, L, M)
             est_r = tr * (STUDY_BOX / L)**2
             est_f = tf * (STUDY_PADDED**2 * math.log(STUDY_PADDED**2)) / (M**2 * math.log(M**2))

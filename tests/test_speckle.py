@@ -101,7 +101,7 @@ def test_disk_system_many_disks_uses_grid_and_stays_valid():
 
 def test_first_moment_grows_with_n_disks_on_average():
     # fixed total area: more disks → smaller disks → wider Airy envelope → larger ⟨|k|⟩ (all four variants)
-    m = np.array([[first_moment(speckle([disk_system(N, 1, i) for i in range(6)]), v).mean().item()
+    m = np.array([[first_moment(speckle([disk_system(N, 1, index=i) for i in range(6)]), v).mean().item()
                    for v in MOMENT_VARIANTS] for N in (2, 6, 12, 20)])
     assert (np.diff(m, axis=0) > 0).all(), m
     np.testing.assert_allclose(m[:, 1], m[:, 3], rtol=1e-9)  # min–max scaling leaves the ratio unchanged
