@@ -173,12 +173,18 @@ def test_nan_and_missing_provenance_fail_verify(tmp_path):
 
 # ---------------------------------------------------------------- Dask
 def test_localcluster_two_workers_equals_in_process(tmp_path):
+    from dask.distributed import LocalCluster
     a = small(tmp_path, "sync.zarr", n=48)
     t0 = time.time()
-    b = generate(SlitSampler(image_size=16), 48, tmp_path / "dask.zarr", seed=3, chunk_size=8, scheduler="threads",
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        assert len(cluster.workers) == 2
+        # an existing scheduler, reached by its address (as `diffnb generate --scheduler tcp://...` does)
+        b = generate(SlitSampler(image_size=16), 48, tmp_path / "dask.zarr", seed=3, chunk_size=8,
+                     scheduler=cluster.scheduler_address, progress=False)
+    c = generate(SlitSampler(image_size=16), 48, tmp_path / "threads.zarr", seed=3, chunk_size=8, scheduler="threads",
                  n_workers=2, progress=False)
     assert time.time() - t0 < 60
-    assert verify(b.path).ok and tree(a.path) == tree(b.path)
+    assert verify(b.path).ok and tree(a.path) == tree(b.path) == tree(c.path)
 
 
 # ---------------------------------------------------------------- bad input
