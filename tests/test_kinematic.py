@@ -271,3 +271,17 @@ def test_phonons_attenuate_bragg_as_their_displacements_predict():
     i0 = np.abs(direct_sum(x, refl)) ** 2
     assert got[-1] < 0.8 * i0[-1]  # high-order reflection clearly attenuated
     np.testing.assert_allclose(got, predicted, rtol=0.05)
+
+
+def test_chgnet_phonons_harmonic_temperature_scaling():
+    pytest.importorskip("chgnet"); pytest.importorskip("phonopy")
+    from diffnb.sim.mote2 import chgnet_phonon_fields
+    u1 = chgnet_phonon_fields("2H", 1000.0, 40, seed=1)
+    u2 = chgnet_phonon_fields("2H", 2000.0, 40, seed=2)
+    rms = lambda u: np.sqrt((u**2).mean())
+    assert u1.shape == phonon_fields("2H").shape[:0] + (40, 108, 3)
+    np.testing.assert_allclose(rms(u2) / rms(u1), math.sqrt(2), rtol=0.05)  # classical harmonic limit: <u²> ∝ T
+    np.testing.assert_allclose(u1.mean((0, 1)), 0, atol=0.02)
+    x = crystallite(mote2_supercell("2H"), 30.0)
+    y = phonon_displacements(x, np.random.default_rng(0), 1.0, "2H", fields=u1)
+    np.testing.assert_allclose(np.sqrt(((y.positions - x.positions) ** 2).mean()), rms(u1), rtol=0.2)
