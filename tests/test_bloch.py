@@ -108,6 +108,15 @@ def test_symmetry_reduction_noncentrosymmetric_and_absorbing():
                                lacbed(gaas(), symmetry=False, **kw).numpy(), atol=1e-10)
 
 
+@pytest.mark.parametrize("zone,x_dir", [((1, 1, 1), (1, -1, 0)), ((1, 1, 0), (0, 0, 1)), ((0, 1, 2), (1, 0, 0))])
+def test_symmetry_reduction_other_zones(zone, x_dir):
+    kw = dict(energy_kev=E, thickness=[300.0, 900.0], zone=zone, x_dir=x_dir, pixels=10, alpha=0.4, g_max=1.0,
+              device="cpu", discs=[(0, 0, 0)])
+    assert len(pattern_symmetry(silicon(), zone, x_dir)) == 4          # 2mm: the square-grid part of 6mm / 2mm
+    np.testing.assert_allclose(lacbed(silicon(), symmetry=True, **kw).numpy(),
+                               lacbed(silicon(), symmetry=False, **kw).numpy(), atol=1e-10)
+
+
 def test_half_angle_equivalent_to_alpha_and_pixel_centres():
     from diffnb.core import electron_wavelength
     si = silicon()
