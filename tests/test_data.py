@@ -345,8 +345,21 @@ def test_show_results_regression(tmp_path):
     learn = Learner(dls, torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(256, 1)), loss_func=MSELossFlat())
     plt.close("all")
     learn.show_results(max_n=2)
+    assert len(plt.get_fignums()) == 1  # one grid, not a figure per sample
     titles = [ax.get_title() for ax in plt.gcf().axes]
-    assert any("\n" in t for t in titles)  # target and prediction shown
+    assert len(titles) == 2 and all("\n" in t for t in titles), titles  # target and prediction on each panel
+    plt.close("all")
+
+
+def test_show_results_image2image(tmp_path):
+    from fastai.learner import Learner
+    from fastai.losses import MSELossFlat
+    s = small(tmp_path, n=24, task="image2image")
+    dls = dataloaders(s, bs=4, device="cpu", batch_tfms=[SqrtIntensity()])
+    learn = Learner(dls, torch.nn.Conv2d(1, 1, 3, padding=1), loss_func=MSELossFlat())
+    plt.close("all")
+    learn.show_results(max_n=2)
+    assert len(plt.get_fignums()) == 1 and sum(len(ax.get_images()) for ax in plt.gcf().axes) == 6
     plt.close("all")
 
 
