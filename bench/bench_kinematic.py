@@ -47,10 +47,12 @@ def make_xtal(seed=0):
 
 
 def timeit(fn, repeat):
+    "Seconds per call: the fastest of `repeat` timed calls after a warm-up (the least disturbed by other jobs)."
     fn()  # warm-up (plans, caches)
-    t = time.perf_counter()
-    for _ in range(repeat): fn()
-    return (time.perf_counter() - t) / repeat
+    ts = []
+    for _ in range(repeat):
+        t = time.perf_counter(); fn(); ts.append(time.perf_counter() - t)
+    return min(ts)
 
 
 def _worker(n):
@@ -67,8 +69,9 @@ def main(quick=False):
     x = make_xtal()
     print(f"structure: 2H MoTe2 crystallite, {len(x)} atoms; grid {GRID}x{GRID}, s_max {S_MAX} 1/Å; cpu cores {os.cpu_count()}")
     n_sub = 150 if quick else 400
-    t_sub = timeit(lambda: naive_double_sum(x[:n_sub]), 1)
+    t_sub = timeit(lambda: naive_double_sum(x[:n_sub]), 2)
     t_naive = t_sub * len(x) / n_sub
+    print(f"(all timings: fastest of several runs after a warm-up; wall clock)")
     print(f"naive double sum (numpy, 1 core): {t_sub:.2f} s for {n_sub} atoms -> {t_naive:.1f} s per pattern "
           f"(extrapolated linearly to {len(x)} atoms)")
     ref = naive_double_sum(x[:n_sub])
