@@ -5,7 +5,7 @@
 2. Read throughput (samples/s) of a fastai DataLoader from the Zarr store (0 and 2 loader workers) vs the same
    DataLoader over an in-memory tensor.
 
-Usage: python bench/bench_data.py [--n 2048] [--size 64] [--sampler toy.slits]
+Usage: python bench/bench_data.py [--n 2048] [--size 64] [--sampler toy.slits] [--config JSON]
 Numbers depend on the machine's load; ratios are measured in the same run.
 """
 import argparse
@@ -24,6 +24,7 @@ def main():
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--chunk", type=int, default=64)
     p.add_argument("--sampler", default="toy.slits")
+    p.add_argument("--config", default="{}", help='sampler config as JSON, e.g. \'{"n": 129}\' for speckle')
     a = p.parse_args()
     torch.set_num_threads(1)
     from dask.distributed import Client, LocalCluster
@@ -31,7 +32,8 @@ def main():
     from fastai.torch_core import TensorCategory
     from diffnb.data import generate, get_sampler, dataloaders, FloatImage, verify
 
-    cfg = {"image_size": a.size} if a.sampler.startswith("toy.") else {}
+    import json
+    cfg = ({"image_size": a.size} if a.sampler.startswith("toy.") else {}) | json.loads(a.config)
     sampler = get_sampler(a.sampler, **cfg)
     tmp = Path(tempfile.mkdtemp())
     print(f"sampler {sampler.name} v{sampler.version}, image {tuple(sampler.image_shape)}, n={a.n}, chunk={a.chunk}")
@@ -70,7 +72,8 @@ def main():
     epoch_rate(mem)
     read["in-memory tensor"] = epoch_rate(mem)
     for k, v in read.items(): print(f"read      {k:>16}: {v:8.0f} samples/s")
-    print(f"read      zarr (2 workers) / in-memory: {read['zarr, 2 workers'] / read['in-memory tensor']:.2f}")
+    for nw in (0, 2):
+        print(f"read      zarr ({nw} workers) / in-memory: {read[f'zarr, {nw} workers'] / read['in-memory tensor']:.3f}")
     shutil.rmtree(tmp)
 
 
