@@ -73,7 +73,10 @@ def test_provenance_and_lazy_reading(tmp_path):
 
 # small, physical (unstandardised) configurations of the real simulators for a quick end-to-end run
 REAL_CONFIG = {"speckle.mono": dict(n=65, standardise=False, block=0, n_max=6),
-               "speckle.poly": dict(n=65, standardise=False, block=0, n_max=6)}
+               "speckle.poly": dict(n=65, standardise=False, block=0, n_max=6),
+               "powder.bismuth": dict(shape=(48, 48), pixels_per_inv_angstrom=24.0),
+               "kinematic.mote2": dict(grid=33), "kinematic.mote2_vae": dict(grid=33),
+               "bloch.lacbed": dict(pixels=16, n_beams=15, max_atoms=12)}
 
 
 @pytest.mark.parametrize("name", REAL_SAMPLERS or [pytest.param("none", marks=pytest.mark.skip("no real simulator sampler yet"))])
@@ -99,6 +102,11 @@ def test_real_simulator_end_to_end(tmp_path, name):
         c = sampler.image_shape[-1] // 2
         assert np.all(x[:, 0, c, c] >= x.reshape(6, -1).max(axis=1) * (1 - 1e-5))
         np.testing.assert_array_equal(a.targets[:] + sampler.config["n_min"], a.param("n_disks"))
+    if name == "powder.bismuth":  # target is U_iso, stored next to B = 8π² U_iso (Willis & Pryor)
+        np.testing.assert_allclose(a.targets[:], a.param("u_iso"), rtol=1e-6)
+        np.testing.assert_allclose(a.param("b_iso"), 8 * np.pi**2 * a.param("u_iso"), rtol=1e-6)
+    if sampler.task == "image2image":
+        assert a.targets.shape == (6, *sampler.target_shape) and np.isfinite(a.targets[:]).all()
     dls = dataloaders(a, bs=2, valid_pct=0.34, device="cpu")
     xb = dls.one_batch()[0]
     assert xb.shape == (2, *sampler.image_shape) and xb.dtype == torch.float32
