@@ -411,3 +411,13 @@ def test_cli(tmp_path, capsys):
     assert generate_cli(["toy.slits", "--n", "0", "--out", str(tmp_path / "x.zarr")]) == 2
     assert verify_cli([str(tmp_path / "x.zarr")]) == 2
     assert not (tmp_path / "x.zarr").exists()
+
+
+def test_fsspec_url_store():
+    url = f"memory://diffnb-test-{os.getpid()}/m.zarr"
+    s = generate(SlitSampler(image_size=16), 20, url, seed=3, chunk_size=8, scheduler="synchronous", progress=False)
+    assert s.complete and verify(url).ok
+    np.testing.assert_array_equal(open_store(url).images[:], SlitSampler(image_size=16).sample(3, range(20))[0].numpy())
+    with pytest.raises(DiffnbValueError, match="seed: 3 ≠ 4"):
+        generate(SlitSampler(image_size=16), 20, url, seed=4, chunk_size=8, scheduler="synchronous")
+    assert dataloaders(url, bs=4, device="cpu").one_batch()[0].shape == (4, 1, 16, 16)
