@@ -94,11 +94,22 @@ def build(root: Path = ROOT, out: Path | None = None) -> Path:
         rel = p.relative_to(cache).with_suffix(".html")
         sec = rel.parts[0] if len(rel.parts) > 1 else ""
         pages.append((sec, rel.as_posix(), _title(nbformat.read(p, as_version=4), rel.stem), p))
-    exporter = HTMLExporter(template_name="lab")
+    from nbconvert.preprocessors import TagRemovePreprocessor
+    exporter = HTMLExporter(template_name="lab", exclude_input_prompt=True, exclude_output_prompt=True)
+    exporter.register_preprocessor(TagRemovePreprocessor(remove_input_tags={"remove_input"}), enabled=True)
     nav_pages = [(s, r, t) for s, r, t, _ in pages]
     for sec, rel, title, p in pages:
         nb = nbformat.read(p, as_version=4)
         nb.cells = [c for c in nb.cells if not (c.cell_type == "raw" and c.source.startswith("---"))]
+        for c in nb.cells:   # execnb records timings (non-string) that nbformat's schema rejects
+            c.metadata = {k: v for k, v in c.metadata.items() if k == "tags"}
+            if c.cell_type != "code": continue
+            if re.search(r"^#\|\s*echo:\s*false", c.source, re.M):
+                c.metadata["tags"] = list(c.metadata.get("tags", [])) + ["remove_input"]
+            c.source = "\n".join(l for l in c.source.splitlines() if not l.startswith("#|")).strip("\n")
+            for o in c.get("outputs", []):   # Quarto-only link attributes of show_doc's source links
+                if "text/markdown" in o.get("data", {}):
+                    o["data"]["text/markdown"] = re.sub(r"\{target=[^}]*\}", "", o["data"]["text/markdown"])
         body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
         depth = rel.count("/")
         body = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + CSS + _nav(nav_pages, rel, depth), body, count=1)
