@@ -195,8 +195,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/diffnb', 'doc_host': 'http
             'diffnb.scattering': { 'diffnb.scattering._abtem_parametrization': ( 'api/scattering.html#_abtem_parametrization',
                                                                                  'diffnb/scattering.py'),
                                    'diffnb.scattering._bi_b': ('api/scattering.html#_bi_b', 'diffnb/scattering.py'),
-                                   'diffnb.scattering._bi_db': ('api/scattering.html#_bi_db', 'diffnb/scattering.py'),
-                                   'diffnb.scattering._branch_b': ('api/scattering.html#_branch_b', 'diffnb/scattering.py'),
                                    'diffnb.scattering._coefficients': ('api/scattering.html#_coefficients', 'diffnb/scattering.py'),
                                    'diffnb.scattering._dpoly': ('api/scattering.html#_dpoly', 'diffnb/scattering.py'),
                                    'diffnb.scattering._evaluate': ('api/scattering.html#_evaluate', 'diffnb/scattering.py'),
