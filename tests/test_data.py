@@ -69,6 +69,13 @@ def test_provenance_and_lazy_reading(tmp_path):
     assert list(s.images.metadata.dimension_names) == ["sample", "channel", "y", "x"]
     np.testing.assert_array_equal(s.group["sample"][:], np.arange(40))
     assert list(s.params().columns) == sorted(["n_slits", "width_px", "pitch_px", "height_px", "dose"])
+    # xarray view: named dimensions, the sample coordinate, parameters as per-sample variables, same values
+    ds = s.to_xarray()
+    assert ds["images"].dims == ("sample", "channel", "y", "x") and ds.sizes["sample"] == 40
+    np.testing.assert_array_equal(ds["images"].values, s.images[:])
+    np.testing.assert_array_equal(ds["sample"].values, np.arange(40))
+    np.testing.assert_array_equal(ds["n_slits"].values, s.param("n_slits"))
+    assert ds.attrs["diffnb"]["seed"] == 3 and "chunks_done" not in ds
 
 
 # small, physical (unstandardised) configurations of the real simulators for a quick end-to-end run
