@@ -96,6 +96,15 @@ def main():
             print(f"{name:8s} {len(st.hkl):5d} {gm:6.3f} {len(st.ops):3d} {str(dtype)[6:]:>10s} {sec:9.2f} "
                   f"{felix if felix else float('nan'):8.0f} {felix / sec if felix else float('nan'):7.0f}x "
                   f"{ab:8.0f} {ab / sec:7.0f}x {wall:7.2f}")
+    name, atoms, alpha, nb = crystals()[0]
+    gm = g_max_for(atoms, nb)
+    px = 32 if args.quick else 64
+    for method in ("expm", "eigh"):          # with absorption "eigh" means the general eig + solve
+        c0 = time.process_time()
+        lacbed(atoms, E, t, pixels=px, alpha=alpha, g_max=gm, device="cpu", absorption="bird_king", method=method)
+        sec = (time.process_time() - c0) * (128 / px) ** 2
+        print(f"Si with Bird-King absorption, {'expm (auto)' if method == 'expm' else 'eig + solve'}: {sec:.2f} s/pattern, "
+              f"{FELIX_S['Si'] / sec:.0f}x FELIX (if FELIX's figure included absorption)")
     print("s/pattern and abTEM s are CPU seconds of the single core (process time; the wall time is also shown, it is "
           "inflated when other jobs share the machine).")
     print("FELIX figures are the issue's published single-core times (FELIX cannot run here); abTEM is measured in "
