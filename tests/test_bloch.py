@@ -234,3 +234,20 @@ def test_phase_recurrence_matches_direct_phases():
     b = bloch_amplitudes(st, kx, ky, t2, device="cpu").abs().pow(2).numpy()
     np.testing.assert_allclose(a, b, atol=1e-8)
     np.testing.assert_allclose(a.sum(1), 1.0, atol=1e-10)
+
+
+def test_lacbed_widget_shows_the_pattern_of_its_controls():
+    import matplotlib
+    matplotlib.use("Agg")
+    from diffnb.sim.bloch import g_max_for_beams, lacbed_widget
+    si = silicon()
+    w = lacbed_widget(si, pixels=8, n_beams=21, thickness=[100.0, 700.0, 1300.0], device="cpu")
+    gm = g_max_for_beams(si, 21)
+    ref = lacbed(si, E, [100.0, 700.0, 1300.0], pixels=8, alpha=0.6, g_max=gm, device="cpu")[:, 0].numpy()
+    np.testing.assert_allclose(w.result, ref[1], atol=1e-12)          # starts at the middle thickness
+    w.children[0].value = 1300.0                                       # moving the thickness slider
+    np.testing.assert_allclose(w.result, ref[2], atol=1e-12)
+    w.children[2].value = "Bird & King"                                # absorption lowers the transmitted intensity
+    assert w.result.mean() < ref[2].mean()
+    with pytest.raises(DiffnbValueError, match="thickness must be positive"):
+        lacbed_widget(si, thickness=[0.0, 100.0])
