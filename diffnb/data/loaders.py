@@ -8,13 +8,14 @@ Docs: https://diffnb.github.io/diffnb/api/data.loaders.html.md"""
 from __future__ import annotations
 
 import inspect
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..core import DiffnbValueError, ShapeError, fail, check_int, check_range, check_positive, as_device
-from .store import SAMPLERS, SampleStore, make_split, fold_indices, _resolve_sampler
+from ..core import DiffnbValueError, ShapeError, fail, check_int, check_range, check_positive, check_choice, as_device
+from .store import SAMPLERS, SampleStore, StoreWarning, make_split, fold_indices, _resolve_sampler
 
 # %% auto #0
 __all__ = ['FloatImage', 'FloatTarget', 'LogIntensity', 'SqrtIntensity', 'PercentileNormalize', 'ZarrDataset', 'ZarrDL',
@@ -113,23 +114,29 @@ def _wrap(images, targets, task):
     return (x, FloatTarget(targets))
 
 class ZarrDataset(torch.utils.data.Dataset):
-    "Items `(image, target)` of a store, read a whole chunk at a time (cached); safe to send to DataLoader workers."
-    def __init__(self, path, indices, storage_options=None, cache_chunks: int = 2):
+    """Items `(image, target)` of a store, read a whole chunk at a time (cached); safe to send to DataLoader workers.
+    Each chunk is checked against its checksum the first time it is read (`DamagedStoreError` if it fails)."""
+    def __init__(self, path, indices, storage_options=None, cache_chunks: int = 2,
+                 checked: dict | None = None,  # chunk → problem ('' = sound) already known, e.g. from `verify`
+                ):
         self.path, self.storage_options, self.cache_chunks = path, storage_options, cache_chunks
         self.indices = np.asarray(indices, dtype=np.int64)
         st = SampleStore(path, storage_options)
         self.task, self.classes, self.chunk_size, self.n = st.task, st.classes, st.chunk_size, st.n
-        self._arrays, self._cache = None, {}
-    def __getstate__(self): return {**self.__dict__, "_arrays": None, "_cache": {}}
+        if len(self.indices) and (self.indices.min() < 0 or self.indices.max() >= self.n):
+            fail("indices", self.indices, f"sample indices in 0..{self.n - 1}")
+        self._store, self._cache, self._checked = None, {}, dict(checked or {})
+    def __getstate__(self):  # verified chunks travel to the workers, open arrays and cached data do not
+        return {**self.__dict__, "_store": None, "_cache": {},
+                "_checked": {**self._checked, **(self._store._checked if self._store is not None else {})}}
     def chunk_of(self, positions) -> np.ndarray: return self.indices[np.asarray(positions)] // self.chunk_size
     def _load(self, k):
         if k not in self._cache:
-            if self._arrays is None:
-                st = SampleStore(self.path, self.storage_options)
-                self._arrays = (st.images, st.targets)
-            a, b = k * self.chunk_size, min(self.n, (k + 1) * self.chunk_size)
-            images, targets = self._arrays
-            self._cache[k] = (images[a:b], None if targets is None else targets[a:b])
+            if self._store is None:
+                self._store = SampleStore(self.path, self.storage_options)
+                self._store._checked.update(self._checked)
+            images, targets, _ = self._store.read_chunk(k)  # checked once per chunk, then cached as sound
+            self._cache[k] = (images, targets)
             while len(self._cache) > self.cache_chunks: self._cache.pop(next(iter(self._cache)))
         return self._cache[k]
     def __len__(self): return len(self.indices)
@@ -202,6 +209,7 @@ def dataloaders(source,  # a store (path/URL or `SampleStore`), or a sampler / r
                 n_train: int = 1024,  # on the fly: fresh training samples per epoch
                 n_valid: int = 256,  # on the fly: fixed validation samples
                 storage_options: dict | None = None,  # fsspec options for URLs
+                on_damaged: str = "raise",  # store: "raise" on a chunk failing its checksum, or "exclude" its samples
                ) -> DataLoaders:
     "fastai `DataLoaders` from a Zarr store, or simulating fresh training data every epoch from a sampler."
     bs = check_int("bs", bs, min_value=1)
@@ -218,8 +226,20 @@ def dataloaders(source,  # a store (path/URL or `SampleStore`), or a sampler / r
         train = SimulatedDL(_SamplerDataset(sampler, n_train, seed, n_valid, True, dev), shuffle=False, drop_last=True, **kw)
         valid = SimulatedDL(_SamplerDataset(sampler, n_valid, seed, 0, False, dev), shuffle=False, **kw)
         return _finish(DataLoaders(train, valid, device=device), sampler.task, sampler.classes, sampler.target_shape, batch_tfms)
+    check_choice("on_damaged", on_damaged, ("raise", "exclude"))
     store = source if isinstance(source, SampleStore) else SampleStore(source, storage_options)
-    if not store.complete: fail("source", store.path, "a complete store (run generate again to finish it, then verify)")
+    done, checked = store.done, {}
+    if on_damaged == "exclude":  # check every chunk now, and leave out the samples of those that fail
+        checked = {k: store.chunk_problem(k, int(done[k])) for k in range(store.n_chunks)}
+        bad = sorted(k for k, p in checked.items() if p)
+        if len(bad) == store.n_chunks: fail("source", store.path, "a store with at least one sound chunk (all fail verify)")
+        if bad:
+            warnings.warn(f"store {store.path!r}: excluding {len(bad)} damaged or incomplete chunk(s) {bad[:20]}"
+                          f"{' …' if len(bad) > 20 else ''} ({sum(b - a for a, b in map(store.chunk_range, bad))} "
+                          "samples); repair the store to use them", StoreWarning, stacklevel=2)
+    elif not (done != 0).all():
+        fail("source", store.path, "a complete store (run generate again to finish it, then verify), "
+             "or on_damaged='exclude' to leave out the missing chunks")
     if split is None: folds = make_split(store, "random", valid_pct=valid_pct, seed=seed)
     elif isinstance(split, str): folds = store.load_split(split)
     else: folds = np.asarray(split)
@@ -228,9 +248,13 @@ def dataloaders(source,  # a store (path/URL or `SampleStore`), or a sampler / r
         if folds.max() > 1: fail("fold", fold, f"the held-out fold (0..{int(folds.max())}) of this k-fold split")
         fold = 1
     tr, va = fold_indices(folds, fold)
+    if checked:
+        sound = np.array([not checked[k] for k in range(store.n_chunks)])
+        tr, va = tr[sound[tr // store.chunk_size]], va[sound[va // store.chunk_size]]
+        if not len(tr) or not len(va): fail("source", store.path, "enough sound chunks for a training and a validation set")
     kw = dict(bs=bs, after_item=_item_pipeline(item_tfms, store.classes), after_batch=batch_tfms, device=device,
               num_workers=num_workers, persistent_workers=num_workers > 0)
-    dss = [ZarrDataset(store.path, idx, storage_options) for idx in (tr, va)]
+    dss = [ZarrDataset(store.path, idx, storage_options, checked={**store._checked, **checked}) for idx in (tr, va)]
     train = ZarrDL(dss[0], shuffle=True, drop_last=len(tr) >= bs, **kw)
     valid = ZarrDL(dss[1], shuffle=False, **kw)
     return _finish(DataLoaders(train, valid, device=device), store.task, store.classes,

@@ -8,14 +8,20 @@ Docs: https://diffnb.github.io/diffnb/api/data.store.html.md"""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import hashlib
 import importlib
+import inspect
 import json
 import logging
+import math
 import os
+import re
 import shutil
+import socket
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, Sequence, runtime_checkable
@@ -29,9 +35,11 @@ from ..core import (DiffnbError, DiffnbValueError, DiffnbFileNotFoundError, Shap
                          check_int, check_choice, check_range, check_positive, numpy_rng)
 
 # %% auto #0
-__all__ = ['TASKS', 'SAMPLERS', 'FORMAT_VERSION', 'SPLIT_METHODS', 'Sampler', 'check_sampler', 'SlitSampler', 'register_sampler',
-           'get_sampler', 'available_samplers', 'SampleStore', 'open_store', 'generate', 'VerifyReport', 'verify',
-           'repair', 'make_split', 'fold_indices', 'generate_cli', 'verify_cli']
+__all__ = ['TASKS', 'SAMPLERS', 'FORMAT_VERSION', 'EXIT_OK', 'EXIT_DAMAGED', 'EXIT_USAGE', 'EXIT_MALFORMED', 'EXIT_LOCKED',
+           'LOCK_NAME', 'MAX_CHUNKS', 'SPLIT_METHODS', 'Sampler', 'check_sampler', 'SlitSampler', 'register_sampler',
+           'get_sampler', 'available_samplers', 'MalformedStoreError', 'DamagedStoreError', 'StoreLockedError',
+           'StoreWarning', 'StoreLock', 'SampleStore', 'open_store', 'generate', 'VerifyReport', 'verify', 'repair',
+           'make_split', 'fold_indices', 'generate_cli', 'verify_cli', 'repair_cli']
 
 # %% ../../nbs/api/41_data.store.ipynb #457b7997
 TASKS = ("classification", "regression", "image2image", "unlabelled")
@@ -187,7 +195,22 @@ def available_samplers() -> list[str]:
     return out
 
 # %% ../../nbs/api/41_data.store.ipynb #bc54e6a5
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the provenance carries an identity checksum (`identity_hash`)
+
+class MalformedStoreError(DiffnbValueError):
+    "A store whose metadata or array structure is unreadable or inconsistent (not repairable by recomputing chunks)."
+
+class DamagedStoreError(DiffnbValueError):
+    "A store with chunks that are missing or fail their checksum (repairable: `repair` recomputes them)."
+
+class StoreLockedError(DiffnbError):
+    "Another writer holds the store's lock, or replaced the store while this writer was running."
+
+class StoreWarning(UserWarning):
+    "A store was repaired, a stale lock was broken or damaged chunks were excluded."
+
+# exit status of the `diffnb generate / verify / repair` commands
+EXIT_OK, EXIT_DAMAGED, EXIT_USAGE, EXIT_MALFORMED, EXIT_LOCKED = 0, 1, 2, 3, 4
 
 def _is_url(path) -> bool: return isinstance(path, str) and "://" in path
 
@@ -197,20 +220,16 @@ def _zstore(path, storage_options=None, read_only=False):
         return zarr.storage.FsspecStore.from_url(path, storage_options=storage_options, read_only=read_only)
     return zarr.storage.LocalStore(Path(path), read_only=read_only)
 
+def _fs(path, storage_options=None):
+    "(fsspec file system, path inside it) of a URL."
+    import fsspec
+    return fsspec.core.url_to_fs(path, **(storage_options or {}))
+
 def _exists(path, storage_options=None) -> bool:
     if _is_url(path):
-        import fsspec
-        fs, p = fsspec.core.url_to_fs(path, **(storage_options or {}))
+        fs, p = _fs(path, storage_options)
         return fs.exists(p)
     return Path(path).exists()
-
-def _remove(path, storage_options=None):
-    if _is_url(path):
-        import fsspec
-        fs, p = fsspec.core.url_to_fs(path, **(storage_options or {}))
-        if fs.exists(p): fs.rm(p, recursive=True)
-    elif Path(path).is_dir(): shutil.rmtree(path)
-    elif Path(path).exists(): Path(path).unlink()
 
 def _check_writable(path):
     "Fail unless the local `path` can be created (nearest existing ancestor writable) and is not a file."
@@ -222,27 +241,293 @@ def _check_writable(path):
     if not q.is_dir() or not os.access(q, os.W_OK | os.X_OK):
         fail("path", str(path), f"a writable location ({q} is not writable)")
 
+def _fmt_bytes(b: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(b) < 1024 or unit == "PiB": return f"{b:.0f} {unit}" if unit == "B" else f"{b:.1f} {unit}"
+        b /= 1024
+
+# %% ../../nbs/api/41_data.store.ipynb #5a1c0e02
+LOCK_NAME = ".diffnb.lock"
+_PARTIAL = r"[^/]*\.[0-9a-f]{32}\.partial"  # zarr's atomic-write temporary files
+_LEAF = rf"(?:zarr\.json|c(?:/\d+)+|(?:c(?:/\d+)*/)?{_PARTIAL})"  # an array's metadata, chunk files, leftovers
+_LAYOUT = re.compile(rf"^(?:zarr\.json|{_PARTIAL}|{re.escape(LOCK_NAME)}|(?:images|targets|sample|chunks_done)/{_LEAF}"
+                     rf"|(?:params|splits)/(?:zarr\.json|{_PARTIAL})|(?:params|splits)/[^/]+/{_LEAF})$")
+_MEMBERS = ("images", "targets", "sample", "chunks_done", "params", "splits", "zarr.json")
+
+def _list_files(path, storage_options=None) -> list[str]:
+    "Every file under `path`, relative to it, with '/' separators."
+    if _is_url(path):
+        fs, p = _fs(path, storage_options)
+        root = p.rstrip("/")
+        return sorted(f[len(root) + 1:] for f in fs.find(root)) if fs.exists(root) else []
+    p = Path(path)
+    if not p.is_dir(): return []
+    return sorted(str(Path(r, f).relative_to(p)).replace(os.sep, "/") for r, _, fs_ in os.walk(p) for f in fs_)
+
+def _foreign_files(path, storage_options=None) -> list[str]:
+    "Files under `path` that are not part of a diffnb store's known layout."
+    return [f for f in _list_files(path, storage_options) if not _LAYOUT.match(f)]
+
+def _read_root_meta(path, storage_options=None):
+    "The `diffnb` attributes of the root zarr.json (None when there is none or it has none); raises on bad JSON."
+    key = "zarr.json"
+    if _is_url(path):
+        fs, p = _fs(path, storage_options)
+        f = p.rstrip("/") + "/" + key
+        if not fs.exists(f): return None
+        raw = fs.cat_file(f)
+    else:
+        f = Path(path) / key
+        if not f.is_file(): return None
+        raw = f.read_bytes()
+    doc = json.loads(raw)
+    return doc.get("attributes", {}).get("diffnb") if isinstance(doc, dict) else None
+
+def _remove_members(path, storage_options=None):
+    "Delete the members diffnb writes in a store (never foreign files, never the lock); refuse if foreign files exist."
+    foreign = _foreign_files(path, storage_options)
+    if foreign: raise DiffnbValueError(_foreign_message(path, foreign, "holds files diffnb did not write"))
+    if _is_url(path):
+        fs, p = _fs(path, storage_options)
+        for m in _MEMBERS:
+            q = p.rstrip("/") + "/" + m
+            if fs.exists(q): fs.rm(q, recursive=True)
+        return
+    root = Path(path)
+    for f in _list_files(path):
+        if f != LOCK_NAME: (root / f).unlink(missing_ok=True)
+    for d in sorted((Path(r) for r, _, _ in os.walk(root)), key=lambda q: -len(q.parts)):
+        if d != root and not any(d.iterdir()): d.rmdir()
+
+def _foreign_message(path, foreign, what) -> str:
+    shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+    return (f"path {str(path)!r} {what}: {shown}; diffnb only ever replaces or deletes its own stores and the files "
+            "it wrote in them — choose a new or empty path, or move those files away")
+
+# %% ../../nbs/api/41_data.store.ipynb #5a1c0e04
+def _proc_start(pid: int):
+    "Start time of process `pid` in clock ticks since boot (Linux /proc), or None where unavailable."
+    try: return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError): return None
+
+def _pid_alive(pid: int, start=None) -> bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: pass  # exists, owned by another user
+    except (OverflowError, ValueError): return False
+    now = _proc_start(pid)
+    return not (start is not None and now is not None and now != start)  # a reused pid started later
+
+class StoreLock:
+    "Exclusive writer lock of the store at `path` (see above); a context manager. Creates the directory if needed."
+    def __init__(self, path, storage_options: dict | None = None, break_lock: bool = False, action: str = "write"):
+        self.path, self.storage_options, self.break_lock, self.action = path, storage_options, break_lock, action
+        self.info, self.made = None, []
+
+    def _lockfile(self):
+        if _is_url(self.path):
+            fs, p = _fs(self.path, self.storage_options)
+            return fs, p.rstrip("/") + "/" + LOCK_NAME
+        return None, Path(self.path) / LOCK_NAME
+
+    def _read(self):
+        fs, f = self._lockfile()
+        try: raw = fs.cat_file(f) if fs is not None else f.read_bytes()
+        except FileNotFoundError: return None
+        try:
+            info = json.loads(raw)
+            if isinstance(info, dict) and isinstance(info.get("pid"), int) and isinstance(info.get("host"), str): return info
+        except (ValueError, UnicodeDecodeError): pass
+        return {"unreadable": raw[:200].decode("utf-8", "replace")}
+
+    def holder(self) -> str:
+        "Who holds the lock, in words ('' when unlocked)."
+        info = self._read()
+        if info is None: return ""
+        if "unreadable" in info: return "an unreadable lock file"
+        return f"pid {info['pid']} on host {info['host']} since {info.get('time', '?')} ({info.get('action', 'write')})"
+
+    def _stale(self, info) -> bool:
+        return ("unreadable" not in info and info["host"] == socket.gethostname()
+                and not _pid_alive(info["pid"], info.get("pid_start")))
+
+    def acquire(self):
+        me = dict(pid=os.getpid(), host=socket.gethostname(), pid_start=_proc_start(os.getpid()),
+                  time=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), action=self.action,
+                  token=os.urandom(8).hex())
+        data = json.dumps(me).encode()
+        fs, f = self._lockfile()
+        if fs is None:
+            p = Path(self.path).absolute()
+            while not p.exists(): self.made.append(p); p = p.parent
+            for d in reversed(self.made): d.mkdir()
+        for _ in range(5):
+            if fs is None:
+                try:
+                    fd = os.open(f, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                    try: os.write(fd, data); os.fsync(fd)
+                    finally: os.close(fd)
+                    self.info = me; return self
+                except FileExistsError: pass
+            elif not fs.exists(f):  # object stores have no atomic create: advisory lock
+                fs.pipe_file(f, data); self.info = me; return self
+            info = self._read()
+            if info is None: continue  # released meanwhile: try again
+            who = self.holder()
+            if self.break_lock or self._stale(info):
+                why = "break_lock=True" if self.break_lock else "its process is no longer running"
+                warnings.warn(f"breaking the writer lock of {str(self.path)!r} held by {who} ({why})", StoreWarning, stacklevel=3)
+                self._break(fs, f, info)
+                continue
+            hint = ("if that process is gone, pass break_lock=True" if "unreadable" in info or info["host"] != socket.gethostname()
+                    else "wait for it to finish or stop it")
+            self._cleanup_dirs()
+            raise StoreLockedError(f"store {str(self.path)!r} is locked by another writer: {who}; {hint}")
+        self._cleanup_dirs()
+        raise StoreLockedError(f"store {str(self.path)!r}: could not take the writer lock (contended)")
+
+    def _break(self, fs, f, info):
+        "Remove the lock `info` we judged stale — but not a fresh lock another process took meanwhile."
+        if fs is not None: fs.rm(f); return
+        aside = f.with_name(f"{LOCK_NAME}.{os.getpid()}.{os.urandom(4).hex()}")
+        try: os.rename(f, aside)
+        except FileNotFoundError: return
+        try: moved = json.loads(aside.read_bytes())
+        except ValueError: moved = None
+        if "unreadable" in info or moved == info: aside.unlink(); return
+        try: os.link(aside, f)  # we moved someone else's fresh lock: put it back
+        except FileExistsError: pass
+        aside.unlink()
+
+    def release(self):
+        if self.info is None: return
+        fs, f = self._lockfile()
+        cur = self._read()
+        if cur is not None and cur.get("token") == self.info["token"]:  # never remove a lock that is not ours
+            if fs is not None: fs.rm(f)
+            else: f.unlink(missing_ok=True)
+        self.info = None
+        self._cleanup_dirs()
+
+    def _cleanup_dirs(self):
+        "Remove the directories this lock created if nothing else was put in them."
+        for d in self.made:
+            try: d.rmdir()
+            except OSError: break
+        self.made = []
+
+    def __enter__(self): return self.acquire()
+    def __exit__(self, *exc): self.release()
+
 # %% ../../nbs/api/41_data.store.ipynb #7fc4d040
+_PARAM_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")  # a file name inside params/: no '/', no leading '.'
+_PARAM_DTYPES = ("str", "bool", "int64", "float64")
+MAX_CHUNKS = 1 << 24  # bound on the chunk count a store may declare (the completion record is 8 bytes per chunk)
+_IDENTITY_KEYS = ("format", "sampler", "seed", "n", "chunk_size", "n_chunks", "param_names", "param_dtypes")
+
+def _identity_hash(meta: dict) -> str:
+    "BLAKE2b-128 of the canonical JSON of the store's identity (what was generated, and how)."
+    ident = json.dumps({k: meta.get(k) for k in _IDENTITY_KEYS}, sort_keys=True, separators=(",", ":"))
+    return hashlib.blake2b(ident.encode(), digest_size=16).hexdigest()
+
+def _is_int(v, lo=None) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and (lo is None or v >= lo)
+
+def _check_meta(meta, path) -> dict:
+    "Return `meta` if it is well-formed provenance with consistent counts, else raise `MalformedStoreError`."
+    def bad(what): raise MalformedStoreError(f"store {str(path)!r} has malformed provenance: {what}")
+    if not isinstance(meta, dict): bad(f"the 'diffnb' attributes must be a dict, got {type(meta).__name__}")
+    for key in ("format", "sampler", "seed", "n", "chunk_size", "n_chunks", "param_names", "param_dtypes",
+                "diffnb_version", "created"):
+        if key not in meta: bad(f"missing '{key}'")
+    if not _is_int(meta["format"]) or not 1 <= meta["format"] <= FORMAT_VERSION:
+        bad(f"format must be an integer 1..{FORMAT_VERSION}, got {meta['format']!r}")
+    s = meta["sampler"]
+    if not isinstance(s, dict): bad(f"sampler must be a dict, got {s!r}")
+    for key in ("name", "version", "config", "image_shape", "task", "target_shape", "classes"):
+        if key not in s: bad(f"missing 'sampler.{key}'")
+    if not isinstance(s["name"], str) or not s["name"]: bad(f"sampler.name must be a non-empty string, got {s['name']!r}")
+    if not isinstance(s["version"], str): bad(f"sampler.version must be a string, got {s['version']!r}")
+    if not isinstance(s["config"], dict): bad(f"sampler.config must be a dict, got {s['config']!r}")
+    if not (isinstance(s["image_shape"], list) and len(s["image_shape"]) == 3 and all(_is_int(v, 1) for v in s["image_shape"])):
+        bad(f"sampler.image_shape must be [c, h, w] of positive integers, got {s['image_shape']!r}")
+    if s["task"] not in TASKS: bad(f"sampler.task must be one of {TASKS}, got {s['task']!r}")
+    if not (isinstance(s["target_shape"], list) and len(s["target_shape"]) <= 3 and all(_is_int(v, 1) for v in s["target_shape"])):
+        bad(f"sampler.target_shape must be a list of at most 3 positive integers, got {s['target_shape']!r}")
+    if not (s["classes"] is None or (isinstance(s["classes"], list) and all(isinstance(c, str) for c in s["classes"]))):
+        bad(f"sampler.classes must be null or a list of strings, got {s['classes']!r}")
+    if s["task"] == "classification" and not s["classes"]: bad("a classification store needs sampler.classes")
+    if not _is_int(meta["seed"], 0): bad(f"seed must be an integer >= 0, got {meta['seed']!r}")
+    for key in ("n", "chunk_size", "n_chunks"):
+        if not _is_int(meta[key], 1): bad(f"{key} must be an integer >= 1, got {meta[key]!r}")
+    if meta["n_chunks"] != -(-meta["n"] // meta["chunk_size"]):
+        bad(f"n_chunks must be ceil(n / chunk_size) = {-(-meta['n'] // meta['chunk_size'])}, got {meta['n_chunks']!r}")
+    if meta["n_chunks"] > MAX_CHUNKS: bad(f"n_chunks must be <= {MAX_CHUNKS}, got {meta['n_chunks']!r}")
+    names, dts = meta["param_names"], meta["param_dtypes"]
+    if not (isinstance(names, list) and all(isinstance(k, str) and _PARAM_NAME.match(k) for k in names)) or len(set(names)) != len(names):
+        bad(f"param_names must be distinct names of letters, digits, '_', '.', '-' (no path separators), got {names!r}")
+    if not (isinstance(dts, dict) and sorted(dts) == sorted(names) and all(v in _PARAM_DTYPES for v in dts.values())):
+        bad(f"param_dtypes must give one of {_PARAM_DTYPES} for each of {names!r}, got {dts!r}")
+    for key in ("diffnb_version", "created"):
+        if not isinstance(meta[key], str): bad(f"{key} must be a string, got {meta[key]!r}")
+    if meta["format"] >= 2 and not isinstance(meta.get("identity_hash"), str):
+        bad("missing 'identity_hash' (the checksum of the store's identity)")
+    return meta
+
 class SampleStore:
-    "Lazy view of a diffnb Zarr dataset: images, targets, parameter table, provenance and splits."
+    """Lazy view of a diffnb Zarr dataset: images, targets, parameter table, provenance and splits.
+    Indexing (`store[i]`, `read_chunk`) checks each chunk it touches against its checksum (once per chunk)."""
     def __init__(self, path, storage_options: dict | None = None, mode: str = "r"):
         self.path, self.storage_options = (path if _is_url(path) else str(path)), storage_options
         if not _exists(path, storage_options):
             raise DiffnbFileNotFoundError(f"path must be an existing diffnb store, got {str(path)!r} (not found)")
         try: self.group = zarr.open_group(store=_zstore(path, storage_options, read_only=(mode == "r")), mode=mode)
-        except Exception as e: raise DiffnbValueError(f"path must be a Zarr group, got {str(path)!r} ({e})") from e
-        self.meta = dict(self.group.attrs).get("diffnb")
-        if not isinstance(self.meta, dict):
+        except Exception as e:
+            try: has_root = _read_root_meta(path, storage_options) is not None
+            except Exception: has_root = True  # a zarr.json that is not JSON
+            if has_root: raise MalformedStoreError(f"store {str(path)!r} has an unreadable root zarr.json ({e})") from e
+            raise DiffnbValueError(f"path must be a Zarr group, got {str(path)!r} ({e})") from e
+        meta = dict(self.group.attrs).get("diffnb")
+        if meta is None:
             raise DiffnbValueError(f"path must be a diffnb store, got {str(path)!r} (no diffnb provenance attributes)")
+        self.meta = _check_meta(meta, path)
+        self._arrays, self._checked = {}, {}
 
     n = property(lambda self: int(self.meta["n"]))
     chunk_size = property(lambda self: int(self.meta["chunk_size"]))
     n_chunks = property(lambda self: -(-self.n // self.chunk_size))
     task = property(lambda self: self.meta["sampler"]["task"])
     classes = property(lambda self: self.meta["sampler"]["classes"])
-    images = property(lambda self: self.group["images"])
-    targets = property(lambda self: self.group["targets"] if "targets" in self.group else None)
     param_names = property(lambda self: list(self.meta["param_names"]))
+
+    def expected_arrays(self) -> dict:
+        "Every array the provenance implies: name → (shape, dtype or None)."
+        m, s = self.meta, self.meta["sampler"]
+        out = {"images": ((self.n, *s["image_shape"]), "float32"), "chunks_done": ((self.n_chunks,), "uint64")}
+        if s["task"] != "unlabelled":
+            out["targets"] = ((self.n, *s["target_shape"]), "int64" if s["task"] == "classification" else "float32")
+        dt = {"str": None, "bool": "bool", "int64": "int64", "float64": "float64"}
+        out.update({f"params/{k}": ((self.n,), dt[m["param_dtypes"][k]]) for k in m["param_names"]})
+        return out
+
+    def array(self, key: str):
+        "The zarr array `key`, checked against the shape and dtype the provenance implies (`MalformedStoreError` if not)."
+        if key not in self._arrays:
+            shape, dt = self.expected_arrays()[key]
+            try: a = self.group[key]
+            except KeyError: raise MalformedStoreError(f"store {self.path!r}: array '{key}' is missing") from None
+            except Exception as e:
+                raise MalformedStoreError(f"store {self.path!r}: array '{key}' has unreadable metadata ({type(e).__name__}: {e})") from e
+            if not isinstance(a, zarr.Array): raise MalformedStoreError(f"store {self.path!r}: '{key}' is not an array")
+            if tuple(a.shape) != tuple(shape):
+                raise MalformedStoreError(f"store {self.path!r}: array '{key}' has shape {tuple(a.shape)}, expected {tuple(shape)}")
+            if dt is not None and str(a.dtype) != dt:
+                raise MalformedStoreError(f"store {self.path!r}: array '{key}' has dtype {a.dtype}, expected {dt}")
+            self._arrays[key] = a
+        return self._arrays[key]
+
+    images = property(lambda self: self.array("images"))
+    targets = property(lambda self: self.array("targets") if self.task != "unlabelled" else None)
     def __len__(self): return self.n
     def __repr__(self):
         s = self.meta["sampler"]
@@ -252,7 +537,7 @@ class SampleStore:
     def param(self, name: str) -> np.ndarray:
         "Column `name` of the parameter table (read into memory)."
         check_choice("name", name, self.param_names)
-        return self.group[f"params/{name}"][:]
+        return self.array(f"params/{name}")[:]
 
     def params(self):
         "The parameter table as a pandas DataFrame (one row per sample)."
@@ -261,8 +546,15 @@ class SampleStore:
 
     @property
     def done(self) -> np.ndarray:
-        "Checksum of every generation chunk, 0 where the chunk is not complete."
-        return self.group["chunks_done"][:]
+        "Checksum recorded for every generation chunk; 0 where the chunk is not complete (or its record is unreadable)."
+        a = self.array("chunks_done")
+        try: return a[:]
+        except Exception:  # a damaged record file: read the others one by one
+            out = np.zeros(self.n_chunks, np.uint64)
+            for k in range(self.n_chunks):
+                try: out[k] = a[k]
+                except Exception: pass
+            return out
     n_complete = property(lambda self: int((self.done != 0).sum()))
     complete = property(lambda self: self.n_complete == self.n_chunks)
 
@@ -270,26 +562,104 @@ class SampleStore:
         "Sample range [start, stop) of generation chunk `k`."
         return k * self.chunk_size, min(self.n, (k + 1) * self.chunk_size)
 
+    def _read_chunk(self, k):
+        a, b = self.chunk_range(k)
+        images = self.images[a:b]
+        targets = self.targets[a:b] if self.targets is not None else None
+        dts = self.meta["param_dtypes"]
+        params = {p: self.array(f"params/{p}")[a:b] for p in self.param_names}
+        return images, targets, {p: v.astype(str) if dts[p] == "str" else v for p, v in params.items()}
+
+    def _recorded(self, k) -> int:
+        try: return int(self.array("chunks_done")[k])
+        except MalformedStoreError: raise
+        except Exception: return 0  # an unreadable completion record: the chunk counts as not done
+
+    def _judge(self, k, recorded, data=None) -> str:
+        if int(recorded) == 0: return "not complete"
+        if data is None:
+            try: data = self._read_chunk(k)
+            except MalformedStoreError: raise
+            except Exception as e: return f"unreadable ({type(e).__name__}: {e})"
+        images, targets, params = data
+        bad = [nm for nm, v in [("images", images), ("targets", targets)]
+               if v is not None and v.dtype.kind == "f" and not np.isfinite(v).all()]
+        if bad: return f"NaN/Inf in {', '.join(bad)}"
+        if _digest(images, targets, params) != int(recorded): return "checksum mismatch (data deleted or corrupted)"
+        return ""
+
+    def chunk_problem(self, k: int, recorded=None) -> str:
+        "What is wrong with generation chunk `k` ('' if it is complete, readable, finite and matches its checksum)."
+        if recorded is None:
+            if k in self._checked: return self._checked[k]
+            recorded = self._recorded(k)
+        self._checked[k] = problem = self._judge(k, recorded)
+        return problem
+
+    def _damaged(self, k, problem):
+        a, b = self.chunk_range(k)
+        return DamagedStoreError(f"store {self.path!r}: chunk {k} (samples {a}-{b - 1}) is damaged: {problem}; "
+                                 f"recompute it with repair({self.path!r}), or exclude damaged chunks "
+                                 "with on_damaged='exclude'")
+
+    def check_chunk(self, k: int):
+        "Raise `DamagedStoreError` unless chunk `k` is sound (checked once, then cached)."
+        problem = self.chunk_problem(k)
+        if problem: raise self._damaged(k, problem)
+
+    def read_chunk(self, k: int, check: bool = True):
+        "(images, targets, params) of generation chunk `k` as numpy arrays; with `check`, verified against its checksum."
+        k = check_int("k", k, min_value=0, max_value=self.n_chunks - 1)
+        try: data = self._read_chunk(k)
+        except MalformedStoreError: raise
+        except Exception as e:
+            if not check: raise
+            self._checked[k] = f"unreadable ({type(e).__name__}: {e})"
+            raise self._damaged(k, self._checked[k]) from e
+        if check:
+            if k not in self._checked: self._checked[k] = self._judge(k, self._recorded(k), data)
+            if self._checked[k]: raise self._damaged(k, self._checked[k])
+        return data
+
+    def _chunks_of(self, idx) -> list[int]:
+        "Generation chunks touched by the sample index `idx` (int, slice, sequence or boolean mask)."
+        i = idx[0] if isinstance(idx, tuple) else idx
+        cs = self.chunk_size
+        if isinstance(i, slice):
+            r = range(self.n)[i]
+            if not len(r): return []
+            if abs(r.step) <= cs: return list(range(min(r[0], r[-1]) // cs, max(r[0], r[-1]) // cs + 1))
+            return sorted({j // cs for j in r})
+        a = np.asarray(i)
+        if a.dtype == bool: a = np.flatnonzero(a)
+        if a.dtype.kind not in "iu": return []  # let zarr report the bad index
+        a = a.ravel()
+        a = np.where(a < 0, a + self.n, a)
+        return np.unique(a[(a >= 0) & (a < self.n)] // cs).tolist()
+
     def __getitem__(self, idx):
-        "Images (and targets) of sample(s) `idx` as tensors."
+        "Images (and targets) of sample(s) `idx` as tensors; every chunk read is checked against its checksum first."
+        for k in self._chunks_of(idx): self.check_chunk(k)
         x = torch.from_numpy(np.asarray(self.images[idx]))
         t = self.targets
         return (x,) if t is None else (x, torch.from_numpy(np.asarray(t[idx])))
 
     def to_dask(self) -> dict:
-        "Lazy dask arrays of images, targets and parameter columns."
+        "Lazy dask arrays of images, targets and parameter columns (a raw view: run `verify` first to check the data)."
         import dask.array as da
         out = {"images": da.from_zarr(self.images)}
         if self.targets is not None: out["targets"] = da.from_zarr(self.targets)
-        for k in self.param_names: out[k] = da.from_zarr(self.group[f"params/{k}"])
+        for k in self.param_names: out[k] = da.from_zarr(self.array(f"params/{k}"))
         return out
 
     def to_xarray(self):
-        "Lazy `xarray.Dataset`: `images` (sample, channel, y, x), `targets`, every parameter on `sample`; attrs = provenance."
+        "Lazy `xarray.Dataset`: `images` (sample, channel, y, x), `targets`, every parameter on `sample`; attrs = provenance (raw view, as `to_dask`)."
         import xarray as xr
-        ds = xr.open_zarr(self.group.store, consolidated=False).drop_vars("chunks_done")   # bookkeeping, not data
-        if self.param_names:
-            ds = ds.merge(xr.open_zarr(self.group.store, group="params", consolidated=False))
+        with warnings.catch_warnings():  # a writer's lock file is not a Zarr node
+            warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
+            ds = xr.open_zarr(self.group.store, consolidated=False).drop_vars("chunks_done")   # bookkeeping, not data
+            if self.param_names:
+                ds = ds.merge(xr.open_zarr(self.group.store, group="params", consolidated=False))
         ds.attrs = {"diffnb": self.meta}
         return ds
 
@@ -301,12 +671,15 @@ class SampleStore:
 
     def save_split(self, name: str, folds, **info):
         "Save fold assignment `folds` (int per sample) under `name`, with `info` (method, seed...) as attributes."
+        if not isinstance(name, str) or not _PARAM_NAME.match(name):
+            fail("name", name, "a split name of letters, digits, '_', '.', '-' (no path separators)")
         folds = np.asarray(folds)
         if folds.shape != (self.n,): fail("folds", folds, f"a 1-d array of length n = {self.n}", ShapeError)
-        g = zarr.open_group(store=_zstore(self.path, self.storage_options), mode="r+")
-        a = g.create_array(f"splits/{name}", shape=(self.n,), dtype="int16", chunks=(max(1, min(self.n, 1 << 20)),),
-                           dimension_names=("sample",), attributes={"diffnb_split": info}, overwrite=True)
-        a[:] = folds.astype(np.int16)
+        with StoreLock(self.path, self.storage_options, action="save_split"):
+            g = zarr.open_group(store=_zstore(self.path, self.storage_options), mode="r+")
+            a = g.create_array(f"splits/{name}", shape=(self.n,), dtype="int16", chunks=(max(1, min(self.n, 1 << 20)),),
+                               dimension_names=("sample",), attributes={"diffnb_split": info}, overwrite=True)
+            a[:] = folds.astype(np.int16)
         self.group = zarr.open_group(store=_zstore(self.path, self.storage_options, read_only=True), mode="r")
 
     def load_split(self, name: str) -> np.ndarray:
@@ -378,21 +751,23 @@ def _dtype_name(v: np.ndarray) -> str:
 # %% ../../nbs/api/41_data.store.ipynb #8747393c
 def _fingerprint(meta: dict) -> dict:
     "The part of the provenance that must match for a store to be resumed."
-    return {k: meta[k] for k in ("format", "sampler", "seed", "n", "chunk_size", "param_names", "param_dtypes")}
+    return {k: meta.get(k) for k in ("format", "sampler", "seed", "n", "chunk_size", "param_names", "param_dtypes")}
 
 def _describe_mismatch(old: dict, new: dict) -> str:
     diffs = []
     for k in new:
         if k == "sampler":
             for kk in new[k]:
-                if old.get(k, {}).get(kk) != new[k][kk]: diffs.append(f"sampler.{kk}: {old.get(k, {}).get(kk)!r} ≠ {new[k][kk]!r}")
+                o = old.get(k, {}).get(kk) if isinstance(old.get(k), dict) else None
+                if o != new[k][kk]: diffs.append(f"sampler.{kk}: {o!r} ≠ {new[k][kk]!r}")
         elif old.get(k) != new[k]: diffs.append(f"{k}: {old.get(k)!r} ≠ {new[k]!r}")
     return "; ".join(diffs)
 
 def _create_store(path, storage_options, meta, target_dtype):
+    "Create the arrays of an empty store (the directory may already hold the writer lock, nothing else of ours)."
     s = meta["sampler"]
     n, cs, ishape, tshape = meta["n"], meta["chunk_size"], tuple(s["image_shape"]), tuple(s["target_shape"])
-    g = zarr.open_group(store=_zstore(path, storage_options), mode="w", attributes={"diffnb": meta})
+    g = zarr.create_group(store=_zstore(path, storage_options), attributes={"diffnb": meta})
     dims = ("sample", "channel", "y", "x")
     g.create_array("images", shape=(n, *ishape), dtype="float32", chunks=(cs, *ishape), dimension_names=dims, fill_value=0.0)
     if s["task"] != "unlabelled":
@@ -404,8 +779,9 @@ def _create_store(path, storage_options, meta, target_dtype):
         dt = meta["param_dtypes"][k]
         g.create_array(f"params/{k}", shape=(n,), dtype=str if dt == "str" else dt, chunks=(cs,),
                        dimension_names=("sample",))
-    smp = g.create_array("sample", shape=(n,), dtype="int64", chunks=(min(n, 1 << 20),), dimension_names=("sample",))
-    smp[:] = np.arange(n)
+    block = min(n, 1 << 20)
+    smp = g.create_array("sample", shape=(n,), dtype="int64", chunks=(block,), dimension_names=("sample",))
+    for a in range(0, n, block): smp[a:a + block] = np.arange(a, min(n, a + block))  # bounded memory for any n
     g.create_array("chunks_done", shape=(meta["n_chunks"],), dtype="uint64", chunks=(1,), fill_value=0,
                    dimension_names=("chunk",))
     return g
@@ -415,41 +791,119 @@ def _delete_key(zs, key):
     try: sync(zs.delete(key))
     except (FileNotFoundError, KeyError): pass
 
-def _write_chunk(sampler, path, storage_options, meta, k, torch_threads=None) -> int:
-    "Generate chunk `k`, write its data, then (only then) its checksum. Returns the number of samples."
+def _check_identity(path, storage_options, meta, k):
+    "Stop a writer whose store was replaced (other sampler/config/seed/size) since it started."
+    try: cur = _read_root_meta(path, storage_options)
+    except (OSError, ValueError): cur = None
+    if not isinstance(cur, dict) or _fingerprint(cur) != _fingerprint(meta) or cur.get("identity_hash") != meta.get("identity_hash"):
+        raise StoreLockedError(f"store {str(path)!r} was replaced or changed by another writer while this one was running "
+                               f"(chunk {k} not recorded); run the command again once the other writer is done")
+
+def _write_chunk(sampler, path, storage_options, meta, k, torch_threads=None, recorded=0) -> tuple[int, str]:
+    """Make chunk `k` sound: keep it if its recorded checksum still matches (`recorded` ≠ 0), else generate it,
+    write its data, then (only then) its checksum. Returns (number of samples, "kept" | "written" | "recomputed")."""
     import zarr  # local import (see `_zstore`)
     if torch_threads: torch.set_num_threads(torch_threads)
     n, cs, seed = meta["n"], meta["chunk_size"], meta["seed"]
     start, stop = k * cs, min(n, (k + 1) * cs)
+    status = "written"
+    if recorded:  # resuming: a chunk marked done is trusted only if it still matches its checksum
+        _check_identity(path, storage_options, meta, k)
+        if not SampleStore(path, storage_options).chunk_problem(k, recorded): return stop - start, "kept"
+        status = "recomputed"
     images, targets, params = _conform(sampler, seed, range(start, stop), meta)
     for name, a in [("images", images), ("targets", targets)]:
         if a is not None and a.dtype.kind == "f" and not np.isfinite(a).all():
             raise DiffnbError(f"sampler {sampler.name} produced NaN/Inf {name} in chunk {k} (samples {start}-{stop - 1})")
+    _check_identity(path, storage_options, meta, k)
     zs = _zstore(path, storage_options)
+    g = zarr.open_group(store=zs, mode="r+")
+    if recorded: g["chunks_done"][k] = np.uint64(0)  # not done until rewritten
     # a leftover chunk of an interrupted write must not be read back and merged by zarr: remove it first
     for name, a in [("images", images), ("targets", targets)]:
         if a is not None: _delete_key(zs, f"{name}/c/{k}" + "/0" * (a.ndim - 1))
-    g = zarr.open_group(store=zs, mode="r+")
     g["images"][start:stop] = images
     if targets is not None: g["targets"][start:stop] = targets
     for key, v in params.items(): g[f"params/{key}"][start:stop] = v
+    _check_identity(path, storage_options, meta, k)
     g["chunks_done"][k] = np.uint64(_digest(images, targets, params))  # the completion record, written last
-    return stop - start
+    return stop - start, status
 
 # %% ../../nbs/api/41_data.store.ipynb #ba6e5bf9
 def _resolve_sampler(sampler):
     if isinstance(sampler, str): return get_sampler(sampler)
     return check_sampler(sampler)
 
+def _connect(scheduler):
+    from dask.distributed import Client
+    try: return Client(scheduler, timeout="10s")
+    except (OSError, TimeoutError) as e:
+        raise DiffnbValueError(f"scheduler must be a reachable Dask scheduler address, got {scheduler!r} ({e})") from e
+
 def _start_client(scheduler, n_workers):
     from dask.distributed import Client, LocalCluster
-    if isinstance(scheduler, str) and "://" in scheduler:
-        try: return Client(scheduler, timeout="10s"), None
-        except OSError as e: raise DiffnbValueError(f"scheduler must be a reachable Dask scheduler address, got {scheduler!r} ({e})") from e
+    if isinstance(scheduler, str) and "://" in scheduler: return _connect(scheduler), None
     processes = scheduler in (None, "processes")
     cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=processes,
                            dashboard_address=None, silence_logs=logging.ERROR)
     return Client(cluster), cluster
+
+def _sample_bytes(sampler) -> int:
+    "Uncompressed bytes of one sample as stored (image + target), from the sampler's declared shapes."
+    img = 4 * int(np.prod(sampler.image_shape))
+    if sampler.task == "unlabelled": return img
+    return img + (8 if sampler.task == "classification" else 4) * int(np.prod(sampler.target_shape or (1,)))
+
+def _available_memory():
+    try:
+        import psutil
+        return int(psutil.virtual_memory().available)
+    except Exception: return None
+
+def _free_disk(path, storage_options=None):
+    if _is_url(path): return None
+    q = Path(path).absolute()
+    while not q.exists(): q = q.parent
+    return shutil.disk_usage(q).free
+
+def _check_memory(sampler, chunk_size, n_workers, allow_large):
+    "Refuse a chunk (or a single sample) that cannot fit in memory, before the sampler runs."
+    if allow_large: return
+    avail, per = _available_memory(), _sample_bytes(sampler)
+    if avail is None: return
+    if 2 * per > avail:
+        raise DiffnbValueError(f"one sample of {sampler.name} (image shape {tuple(sampler.image_shape)}) needs about "
+                               f"{_fmt_bytes(2 * per)} of memory, only {_fmt_bytes(avail)} available; choose a smaller "
+                               "image size in the sampler config (or allow_large=True to try anyway)")
+    need = 2 * per * chunk_size * (n_workers or 1)
+    if need > avail:
+        raise DiffnbValueError(f"a chunk of {chunk_size} samples of {_fmt_bytes(per)} needs about {_fmt_bytes(need)} of "
+                               f"memory{f' on {n_workers} workers' if n_workers else ''}, only {_fmt_bytes(avail)} "
+                               "available; use a smaller chunk_size (or allow_large=True to try anyway)")
+
+def _check_disk(path, storage_options, n_samples, per, max_bytes, allow_large):
+    "Refuse a store larger (uncompressed) than `max_bytes` (default: the free space where it goes)."
+    if allow_large or n_samples == 0: return
+    need = n_samples * per
+    if max_bytes is not None: limit, where = max_bytes, f"max_bytes = {_fmt_bytes(max_bytes)}"
+    else:
+        limit = _free_disk(path, storage_options)
+        where = f"the {_fmt_bytes(limit or 0)} free where it goes"
+    if limit is not None and need > limit:
+        raise DiffnbValueError(f"the store needs about {_fmt_bytes(need)} uncompressed ({n_samples} samples × "
+                               f"{_fmt_bytes(per)}), more than {where}; lower n, or pass max_bytes=... or "
+                               "allow_large=True if compression will make it fit")
+
+def _inspect(path, storage_options):
+    "What is at `path`: ('absent'|'empty'|'store'|'malformed'|'foreign', provenance or error)."
+    if not _exists(path, storage_options): return "absent", None
+    files = [f for f in _list_files(path, storage_options) if f != LOCK_NAME]
+    if not files: return "empty", None
+    try: meta = _read_root_meta(path, storage_options)
+    except (OSError, ValueError, UnicodeDecodeError): meta = None
+    if meta is None: return "foreign", [f for f in files if not _LAYOUT.match(f)] or files
+    try: return "store", SampleStore(path, storage_options).meta
+    except DiffnbError as e: return "malformed", e
 
 def generate(sampler,  # a Sampler, or a registered sampler name (see `SAMPLERS`)
              n: int,  # number of samples
@@ -459,22 +913,32 @@ def generate(sampler,  # a Sampler, or a registered sampler name (see `SAMPLERS`
              client=None,  # an existing `dask.distributed.Client` (overrides `scheduler`)
              scheduler: str | None = None,  # None/"processes", "threads", "synchronous" or a scheduler address
              n_workers: int | None = None,  # workers of the LocalCluster (default: sized to the machine)
-             overwrite: bool = False,  # replace an existing store made with other parameters
+             overwrite: bool = False,  # replace an existing diffnb store made with other parameters
              progress: bool = True,  # show a tqdm bar (samples/s)
              storage_options: dict | None = None,  # fsspec options for URLs
+             max_bytes: int | None = None,  # refuse a store larger than this, uncompressed [bytes] (default: free disk space)
+             allow_large: bool = False,  # skip the store-size and memory checks
+             break_lock: bool = False,  # take over a writer lock held by another host (after making sure it is gone)
             ) -> SampleStore:
     "Generate (or finish) a dataset of `n` samples of `sampler` into a Zarr store; resumable and reproducible."
     n = check_int("n", n, min_value=1)
     chunk_size = check_int("chunk_size", chunk_size, min_value=1)
     seed = check_int("seed", seed, min_value=0)
     if n_workers is not None: n_workers = check_int("n_workers", n_workers, min_value=1)
+    if max_bytes is not None: max_bytes = check_int("max_bytes", max_bytes, min_value=1)
+    if -(-n // chunk_size) > MAX_CHUNKS:
+        fail("n", n, f"at most {MAX_CHUNKS} chunks of chunk_size = {chunk_size} (use a larger chunk_size)")
     if client is None and not (scheduler in (None, "processes", "threads", "synchronous") or
                                (isinstance(scheduler, str) and "://" in scheduler)):
         fail("scheduler", scheduler, "None, 'processes', 'threads', 'synchronous' or an address like 'tcp://host:8786'")
     sampler = _resolve_sampler(sampler)
     _check_writable(path)
+    _check_memory(sampler, chunk_size, n_workers if scheduler in (None, "processes") else None, allow_large)
     # probe one sample: validates the sampler's output and fixes the dtypes of every column before writing anything
-    _, t0, p0 = _conform(sampler, seed, [0])
+    try: _, t0, p0 = _conform(sampler, seed, [0])
+    except MemoryError as e:
+        raise DiffnbValueError(f"sampler {sampler.name} ran out of memory drawing one sample of shape "
+                               f"{tuple(sampler.image_shape)}; choose a smaller image size") from e
     meta = dict(format=FORMAT_VERSION,
                 sampler=dict(name=sampler.name, version=str(sampler.version), config=sampler.config,
                              image_shape=list(sampler.image_shape), task=sampler.task,
@@ -483,119 +947,177 @@ def generate(sampler,  # a Sampler, or a registered sampler name (see `SAMPLERS`
                 seed=seed, n=n, chunk_size=chunk_size, n_chunks=-(-n // chunk_size),
                 param_names=sorted(p0), param_dtypes={k: _dtype_name(v) for k, v in p0.items()})
     meta = json.loads(json.dumps(meta))  # canonical JSON types (tuples → lists)
-    if _exists(path, storage_options):
-        try: old = SampleStore(path, storage_options).meta
-        except DiffnbError: old = None
-        if old is None and not overwrite:
-            if _is_url(path) or any(Path(path).iterdir()):
-                fail("path", str(path), "a new path or an existing diffnb store (it exists and is not one; pass overwrite=True to replace it)")
-        elif old is not None and _fingerprint(old) != _fingerprint(meta) and not overwrite:
-            raise DiffnbValueError(f"path {str(path)!r} holds a store made with other parameters "
-                                   f"({_describe_mismatch(_fingerprint(old), _fingerprint(meta))}); "
-                                   "use another path or overwrite=True")
-        if overwrite and (old is None or _fingerprint(old) != _fingerprint(meta)): _remove(path, storage_options)
-        elif old is not None: meta = old
-    if not _exists(path, storage_options) or "chunks_done" not in zarr.open_group(store=_zstore(path, storage_options), mode="a"):
-        meta = {**meta, "diffnb_version": diffnb.__version__,
-                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-        _create_store(path, storage_options, meta, "int64" if sampler.task == "classification" else "float32")
-    store = SampleStore(path, storage_options)
-    todo = [k for k in np.flatnonzero(store.done == 0).tolist()]
-    if todo: _run_chunks(sampler, path, storage_options, store.meta, todo, client, scheduler, n_workers, progress)
+    meta["identity_hash"] = _identity_hash(meta)
+    bad_names = [k for k in meta["param_names"] if not _PARAM_NAME.match(k)]
+    if bad_names: fail("sampler params", bad_names, "column names of letters, digits, '_', '.', '-' (no path separators)")
+    per = _sample_bytes(sampler) + sum(8 if v.dtype.kind in "iufb" else 16 + 4 * max(len(str(x)) for x in v)
+                                       for v in p0.values())
+    own_client = cluster = None
+    if client is None and isinstance(scheduler, str) and "://" in scheduler:
+        client = own_client = _connect(scheduler)  # an unreachable scheduler fails before anything is created
+    try:
+        with StoreLock(path, storage_options, break_lock=break_lock, action="generate"):
+            kind, old = _inspect(path, storage_options)
+            if kind == "foreign":
+                raise DiffnbValueError(_foreign_message(path, old, "exists and is not one of diffnb's stores; it holds"))
+            if kind == "malformed" and not overwrite:
+                raise MalformedStoreError(f"path {str(path)!r} holds a diffnb store that cannot be resumed ({old}); "
+                                          "use another path or overwrite=True to replace it")
+            if kind == "store" and _fingerprint(old) != _fingerprint(meta) and not overwrite:
+                raise DiffnbValueError(f"path {str(path)!r} holds a store made with other parameters "
+                                       f"({_describe_mismatch(_fingerprint(old), _fingerprint(meta))}); "
+                                       "use another path or overwrite=True")
+            fresh = not (kind == "store" and _fingerprint(old) == _fingerprint(meta))
+            if fresh:
+                _check_disk(path, storage_options, n, per, max_bytes, allow_large)
+                if kind in ("store", "malformed"): _remove_members(path, storage_options)  # only files diffnb wrote
+                meta = {**meta, "diffnb_version": diffnb.__version__,
+                        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+                recorded = np.zeros(meta["n_chunks"], np.uint64)
+            else:
+                meta = old
+                recorded = SampleStore(path, storage_options).done
+                todo_n = sum(min(n, (k + 1) * chunk_size) - k * chunk_size for k in np.flatnonzero(recorded == 0).tolist())
+                _check_disk(path, storage_options, todo_n, per, max_bytes, allow_large)
+            if client is None and scheduler != "synchronous":
+                own_client, cluster = _start_client(scheduler, n_workers); client = own_client
+            try:
+                if fresh: _create_store(path, storage_options, meta, "int64" if sampler.task == "classification" else "float32")
+                out = _run_chunks(sampler, path, storage_options, meta, list(range(meta["n_chunks"])), recorded,
+                                  client, progress)
+            except BaseException:
+                if fresh:  # never leave a skeleton: a new store with no finished chunk is removed again
+                    try:
+                        if SampleStore(path, storage_options).n_complete == 0: _remove_members(path, storage_options)
+                    except Exception: pass
+                raise
+    finally:
+        if own_client is not None: own_client.close()
+        if cluster is not None: cluster.close()
+    if out["recomputed"]:
+        warnings.warn(f"store {str(path)!r}: {len(out['recomputed'])} chunk(s) marked done failed their checksum and "
+                      f"were recomputed: {sorted(out['recomputed'])}", StoreWarning, stacklevel=2)
     return SampleStore(path, storage_options)
 
-def _run_chunks(sampler, path, storage_options, meta, todo, client, scheduler, n_workers, progress):
+def _run_chunks(sampler, path, storage_options, meta, todo, recorded, client, progress) -> dict:
+    "Make every chunk in `todo` sound (keep, write or recompute); returns {status: [chunks]}."
     from tqdm.auto import tqdm
     cs, n = meta["chunk_size"], meta["n"]
     total = sum(min(n, (k + 1) * cs) - k * cs for k in todo)
     bar = tqdm(total=total, unit="sample", unit_scale=True, desc=f"generate {sampler.name}", disable=not progress)
+    out = {"kept": [], "written": [], "recomputed": []}
     try:
-        if client is None and scheduler == "synchronous":
-            for k in todo: bar.update(_write_chunk(sampler, path, storage_options, meta, k))
-            return
-        from dask.distributed import as_completed
-        own = client is None
-        if own: client, cluster = _start_client(scheduler, n_workers)
-        try:
+        if client is None:
+            for k in todo:
+                m, status = _write_chunk(sampler, path, storage_options, meta, k, None, int(recorded[k]))
+                out[status].append(k); bar.update(m)
+        else:
+            from dask.distributed import as_completed
             token = hashlib.sha1(json.dumps(_fingerprint(meta), sort_keys=True).encode() + str(path).encode()).hexdigest()[:10]
-            futs = [client.submit(_write_chunk, sampler, path, storage_options, meta, k, 1,
-                                  key=f"diffnb-chunk-{token}-{k}", pure=False) for k in todo]
+            futs = {client.submit(_write_chunk, sampler, path, storage_options, meta, k, 1, int(recorded[k]),
+                                  key=f"diffnb-chunk-{token}-{k}-{os.urandom(3).hex()}", pure=False): k for k in todo}
             try:
-                for f in as_completed(futs): bar.update(f.result())
+                for f in as_completed(futs):
+                    m, status = f.result()
+                    out[status].append(futs[f]); bar.update(m)
             except BaseException:
-                client.cancel(futs); raise
-        finally:
-            if own:
-                client.close()
-                if cluster is not None: cluster.close()
+                client.cancel(list(futs)); raise
     finally: bar.close()
+    return out
 
 # %% ../../nbs/api/41_data.store.ipynb #83fc9137
+_LISTED = 50  # chunk problems listed one by one in a report (the count covers all)
+
 @dataclass
 class VerifyReport:
-    "Outcome of `verify`: `ok` is True when `problems` is empty."
+    "Outcome of `verify`. `status`: 'ok', 'damaged' (chunks to recompute: `bad_chunks`) or 'malformed' (metadata/structure)."
     path: str
     n_chunks: int = 0
-    n_complete: int = 0
+    n_complete: int = 0  # chunks that are complete and match their checksum
+    n_recorded: int = 0  # chunks with a completion record (whether or not the data still match it)
     problems: list = field(default_factory=list)
+    bad_chunks: list = field(default_factory=list)
+    malformed: bool = False
     ok = property(lambda self: not self.problems)
+    status = property(lambda self: "ok" if self.ok else "malformed" if self.malformed else "damaged")
+    exit_code = property(lambda self: {"ok": EXIT_OK, "damaged": EXIT_DAMAGED, "malformed": EXIT_MALFORMED}[self.status])
     def __str__(self):
-        head = f"{self.path}: {self.n_complete}/{self.n_chunks} chunks complete"
+        if self.malformed: head = f"{self.path}: MALFORMED store"
+        else:
+            head = f"{self.path}: {self.n_complete}/{self.n_chunks} chunks complete"
+            if self.n_recorded > self.n_complete:
+                head += f" ({self.n_recorded - self.n_complete} marked done but failing their checksum)"
         return head + (" — OK" if self.ok else "\n" + "\n".join(f"  - {p}" for p in self.problems))
 
 def verify(path,  # store to check (local directory or URL)
            storage_options: dict | None = None,  # fsspec options for URLs
           ) -> VerifyReport:
-    "Check a store's completeness, shapes, finiteness, checksums and provenance."
-    st = SampleStore(path, storage_options)
+    "Check a store's provenance (and its checksum), array shapes, completeness, finiteness and every chunk's checksum."
     rep = VerifyReport(str(path))
+    try: st = SampleStore(path, storage_options)
+    except MalformedStoreError as e:
+        rep.malformed = True; rep.problems.append(str(e)); return rep
     m = st.meta
-    for key in ("format", "sampler", "seed", "n", "chunk_size", "n_chunks", "param_names", "diffnb_version", "created"):
-        if key not in m: rep.problems.append(f"provenance: missing '{key}'")
-    if not rep.ok: return rep
-    s, n = m["sampler"], m["n"]
-    for key in ("name", "version", "config", "image_shape", "task", "target_shape"):
-        if key not in s: rep.problems.append(f"provenance: missing 'sampler.{key}'")
-    expected = {"images": ((n, *s["image_shape"]), "float32"), "chunks_done": ((m["n_chunks"],), "uint64")}
-    if s["task"] != "unlabelled":
-        expected["targets"] = ((n, *s["target_shape"]), "int64" if s["task"] == "classification" else "float32")
-    expected.update({f"params/{k}": ((n,), None) for k in m["param_names"]})
-    for key, (shape, dt) in expected.items():
-        if key not in st.group: rep.problems.append(f"array '{key}' is missing"); continue
-        a = st.group[key]
-        if tuple(a.shape) != tuple(shape): rep.problems.append(f"array '{key}' has shape {tuple(a.shape)}, expected {tuple(shape)}")
-        if dt is not None and str(a.dtype) != dt: rep.problems.append(f"array '{key}' has dtype {a.dtype}, expected {dt}")
-    rep.n_chunks = m["n_chunks"]
-    if not rep.ok: return rep
+    rep.n_chunks = st.n_chunks
+    if m["format"] >= 2 and m["identity_hash"] != _identity_hash(m):
+        rep.malformed = True
+        rep.problems.append("provenance checksum mismatch: the recorded sampler, config, seed, format or sizes were "
+                            "changed after the store was written, so its metadata no longer describe its data")
+    for key in st.expected_arrays():
+        try: st.array(key)
+        except MalformedStoreError as e: rep.malformed = True; rep.problems.append(str(e))
+    if rep.malformed: return rep
     done = st.done
-    rep.n_complete = int((done != 0).sum())
-    for k in range(m["n_chunks"]):
-        a, b = st.chunk_range(k)
-        where = f"chunk {k} (samples {a}-{b - 1})"
-        if done[k] == 0: rep.problems.append(f"{where}: not complete"); continue
-        try:
-            images = st.images[a:b]
-            targets = st.targets[a:b] if st.targets is not None else None
-            params = {p: st.group[f"params/{p}"][a:b] for p in m["param_names"]}
-            params = {p: v.astype(str) if m["param_dtypes"][p] == "str" else v for p, v in params.items()}
-        except Exception as e:
-            rep.problems.append(f"{where}: unreadable ({type(e).__name__}: {e})"); continue
-        bad = [nm for nm, v in [("images", images), ("targets", targets)]
-               if v is not None and v.dtype.kind == "f" and not np.isfinite(v).all()]
-        if bad: rep.problems.append(f"{where}: NaN/Inf in {', '.join(bad)}")
-        if _digest(images, targets, params) != int(done[k]):
-            rep.problems.append(f"{where}: checksum mismatch (data deleted or corrupted)")
+    rep.n_recorded = int((done != 0).sum())
+    for k in range(st.n_chunks):
+        problem = st.chunk_problem(k, int(done[k]))
+        if not problem: continue
+        rep.bad_chunks.append(k)
+        if len(rep.bad_chunks) <= _LISTED:
+            a, b = st.chunk_range(k)
+            rep.problems.append(f"chunk {k} (samples {a}-{b - 1}): {problem}")
+    if len(rep.bad_chunks) > _LISTED: rep.problems.append(f"… and {len(rep.bad_chunks) - _LISTED} more damaged chunks")
+    rep.n_complete = st.n_chunks - len(rep.bad_chunks)
     return rep
 
 # %% ../../nbs/api/41_data.store.ipynb #d1bbe27d
-def repair(path, storage_options: dict | None = None) -> list[int]:
-    "Drop the completion record of every chunk that fails `verify`, so that `generate` recomputes it. Returns their numbers."
+def repair(path,  # store to repair (local directory or URL)
+           storage_options: dict | None = None,  # fsspec options for URLs
+           sampler=None,  # the sampler that made the store (default: rebuilt from the registry and the recorded config)
+           scheduler: str | None = "synchronous",  # as in `generate`
+           client=None,  # an existing `dask.distributed.Client`
+           n_workers: int | None = None,  # workers of a LocalCluster
+           progress: bool = False,  # show a tqdm bar
+           break_lock: bool = False,  # take over a writer lock held by another host
+          ) -> list[int]:  # the chunks that were recomputed
+    "Recompute, from (seed, index), every chunk that fails `verify`; refuses a malformed store (metadata or structure)."
     rep = verify(path, storage_options)
-    bad = sorted({int(p.split()[1]) for p in rep.problems if p.startswith("chunk ")})
-    if bad:
-        g = zarr.open_group(store=_zstore(path, storage_options), mode="r+")
-        for k in bad: g["chunks_done"][k] = np.uint64(0)
-    return bad
+    if rep.malformed:
+        raise MalformedStoreError(f"store {str(path)!r} cannot be repaired by recomputing chunks: {'; '.join(rep.problems[:3])}")
+    if not rep.bad_chunks: return []
+    m = SampleStore(path, storage_options).meta
+    s = m["sampler"]
+    if sampler is None:
+        try: sampler = get_sampler(s["name"], **s["config"])
+        except (DiffnbError, TypeError) as e:
+            raise DiffnbValueError(f"store {str(path)!r} was made by sampler {s['name']!r}, which cannot be rebuilt here "
+                                   f"({e}); pass sampler=... to repair it") from e
+    else: sampler = _resolve_sampler(sampler)
+    made = json.loads(json.dumps(dict(name=sampler.name, version=str(sampler.version), config=sampler.config)))
+    if made != {k: s[k] for k in ("name", "version", "config")}:
+        raise DiffnbValueError(f"the sampler differs from the one that made store {str(path)!r} "
+                               f"({_describe_mismatch({'sampler': s}, {'sampler': made})}); it would write other data")
+    own = cluster = None
+    try:
+        with StoreLock(path, storage_options, break_lock=break_lock, action="repair"):
+            recorded = SampleStore(path, storage_options).done  # re-read under the lock: chunks still sound are kept
+            if client is None and scheduler != "synchronous":
+                own, cluster = _start_client(scheduler, n_workers); client = own
+            _run_chunks(sampler, path, storage_options, m, rep.bad_chunks, recorded, client, progress)
+    finally:
+        if own is not None: own.close()
+        if cluster is not None: cluster.close()
+    return rep.bad_chunks
 
 # %% ../../nbs/api/41_data.store.ipynb #cc410593
 SPLIT_METHODS = ("random", "stratified", "grouped")
@@ -667,46 +1189,191 @@ def fold_indices(folds,  # fold of each sample (from `make_split`)
     return np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
 
 # %% ../../nbs/api/41_data.store.ipynb #46416013
-def _parse_kv(items):
+def _config_spec(name: str):
+    "(keyword → default, accepts **kwargs) of the constructor of registered sampler `name`, with the registry's defaults."
+    factory, defaults = _resolve_factory(SAMPLERS[name])
+    try: sig = inspect.signature(factory)
+    except (TypeError, ValueError): return {}, True
+    spec, var_kw = {}, False
+    for q in sig.parameters.values():
+        if q.kind is q.VAR_KEYWORD: var_kw = True
+        elif q.kind in (q.POSITIONAL_OR_KEYWORD, q.KEYWORD_ONLY): spec[q.name] = None if q.default is q.empty else q.default
+    return {**spec, **defaults}, var_kw
+
+def _is_num(v) -> bool: return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+def _parse_value(key: str, text: str, default):
+    "Parse the text of `-p key=text` strictly, as the type of the constructor's default value."
+    what = f"-p {key}"
+    if isinstance(default, (bool, np.bool_)):
+        if text.lower() in ("true", "false"): return text.lower() == "true"
+        fail(what, text, "true or false")
+    if isinstance(default, (int, np.integer)):
+        try: return int(text)
+        except ValueError: fail(what, text, "an integer")
+    if isinstance(default, (float, np.floating)):
+        try: v = float(text)
+        except ValueError: fail(what, text, "a number")
+        if not math.isfinite(v): fail(what, text, "a finite number")
+        return v
+    if isinstance(default, str): return text
+    if isinstance(default, (tuple, list)):
+        try: v = json.loads(text)
+        except ValueError: v = None
+        example = json.dumps(list(default))
+        if not isinstance(v, list): fail(what, text, f"a JSON list like {example}")
+        if default and all(_is_num(d) for d in default):
+            ints = all(isinstance(d, (int, np.integer)) for d in default)
+            if not all(isinstance(x, int) if ints else _is_num(x) for x in v):
+                fail(what, text, f"a JSON list of {'integers' if ints else 'numbers'} like {example}")
+        return tuple(v) if isinstance(default, tuple) else v
+    if isinstance(default, dict):
+        try: v = json.loads(text)
+        except ValueError: v = None
+        if not isinstance(v, dict): fail(what, text, "a JSON object")
+        return v
+    try: return json.loads(text)  # no typed default (None): a JSON value, else the text itself
+    except ValueError: return text
+
+def _parse_params(name: str, items) -> dict:
+    "Sampler config from `-p key=value` items, typed by the constructor's defaults; unknown keys are refused."
+    spec, var_kw = _config_spec(name)
     out = {}
     for it in items or []:
         if "=" not in it: fail("-p", it, "key=value")
         k, v = it.split("=", 1)
-        try: out[k] = json.loads(v)
-        except json.JSONDecodeError: out[k] = v
+        if k not in spec and not var_kw: fail("-p", k, f"a config key of sampler {name}: {', '.join(sorted(spec))}")
+        out[k] = _parse_value(k, v, spec.get(k))
     return out
+
+def _count(text: str) -> int:
+    "An integer count for the command line; integral scientific notation (1e6) is accepted."
+    try: return int(text)
+    except ValueError: pass
+    try: v = float(text)
+    except ValueError: raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if not (math.isfinite(v) and v == int(v)): raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}")
+    return int(v)
+
+_CLI_WORDS = [(re.compile(r"\boverwrite=True"), "--overwrite"), (re.compile(r"\ballow_large=True"), "--allow-large"),
+              (re.compile(r"\bbreak_lock=True"), "--break-lock"), (re.compile(r"\bmax_bytes=\.\.\."), "--max-bytes N"),
+              (re.compile(r"\bmax_bytes = "), "--max-bytes "), (re.compile(r"\bsmaller chunk_size"), "smaller --chunk-size"),
+              (re.compile(r"\brepair\('([^']*)'\)"), r"`diffnb repair \1`"), (re.compile(r"\bsampler=\.\.\."), "the sampler (Python API)")]
+
+def _speak_cli(msg: str) -> str:
+    "Library advice (`overwrite=True`) in command-line words (`--overwrite`)."
+    for pat, rep in _CLI_WORDS: msg = pat.sub(rep, msg)
+    return msg
+
+def _emit(text: str, file=None):
+    "Print, and stay quiet when the reader has gone (`diffnb verify ... | head -1`)."
+    file = file or sys.stdout
+    try: print(text, file=file); file.flush()
+    except BrokenPipeError:
+        try: os.dup2(os.open(os.devnull, os.O_WRONLY), file.fileno())  # no second error when Python flushes at exit
+        except (OSError, ValueError): pass
+
+def _exit_code(e: BaseException) -> int:
+    if isinstance(e, StoreLockedError): return EXIT_LOCKED
+    if isinstance(e, MalformedStoreError): return EXIT_MALFORMED
+    if isinstance(e, DamagedStoreError): return EXIT_DAMAGED
+    return EXIT_USAGE
+
+@contextlib.contextmanager
+def _cli_warnings(cmd: str):
+    "Show store warnings (stale lock broken, chunks recomputed) as one line on stderr."
+    def show(message, category, *args, **kw):
+        _emit(f"diffnb {cmd}: warning: {_speak_cli(str(message))}", sys.stderr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", StoreWarning)
+        warnings.showwarning = show
+        yield
+
+_EXIT_HELP = (f"exit status: {EXIT_OK} ok, {EXIT_DAMAGED} damaged store (missing chunks or failed checksums; "
+              f"`diffnb repair` fixes it), {EXIT_USAGE} usage error (bad arguments, not a store), {EXIT_MALFORMED} "
+              f"malformed store (unreadable or inconsistent metadata), {EXIT_LOCKED} locked by another writer")
+
+def _fail_cli(cmd: str, e: BaseException) -> int:
+    _emit(f"diffnb {cmd}: error: {_speak_cli(str(e))}", sys.stderr)
+    return _exit_code(e)
 
 def generate_cli(argv: list[str] | None = None) -> int:
     "`diffnb generate`: generate or resume a dataset. Returns the exit status."
-    p = argparse.ArgumentParser(prog="diffnb generate", description="Generate (or resume) a Zarr dataset of a registered sampler with Dask.")
+    p = argparse.ArgumentParser(prog="diffnb generate", epilog=_EXIT_HELP,
+                                description="Generate (or resume) a Zarr dataset of a registered sampler with Dask.")
     p.add_argument("sampler", help=f"registered sampler: {', '.join(sorted(SAMPLERS))}")
-    p.add_argument("--n", type=int, required=True, help="number of samples")
+    p.add_argument("--n", type=_count, required=True, help="number of samples")
     p.add_argument("--out", required=True, help="output store (directory or fsspec URL)")
     p.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
     p.add_argument("--chunk-size", type=int, default=64, help="samples per task and Zarr chunk (default 64)")
     p.add_argument("--scheduler", default=None,
                    help="Dask scheduler address (tcp://host:8786), or processes (default LocalCluster), threads, synchronous")
     p.add_argument("--workers", type=int, default=None, help="LocalCluster workers (default: sized to the machine)")
-    p.add_argument("-p", "--param", action="append", metavar="KEY=VALUE", help="sampler config (value parsed as JSON)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing store made with other parameters")
+    p.add_argument("-p", "--param", action="append", metavar="KEY=VALUE",
+                   help="sampler config, typed like the sampler's default (true/false, numbers, JSON lists)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing diffnb store made with other parameters (never a directory that is not one)")
+    p.add_argument("--max-bytes", type=_count, default=None,
+                   help="refuse a store larger than this, uncompressed (default: the free disk space)")
+    p.add_argument("--allow-large", action="store_true", help="skip the store-size and memory checks")
+    p.add_argument("--break-lock", action="store_true", help="take over a writer lock held by another host")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     a = p.parse_args(argv)
-    try:
-        sampler = get_sampler(a.sampler, **_parse_kv(a.param))
-        st = generate(sampler, a.n, a.out, seed=a.seed, chunk_size=a.chunk_size, scheduler=a.scheduler,
-                      n_workers=a.workers, overwrite=a.overwrite, progress=not a.no_progress)
-    except (DiffnbError, TypeError) as e:
-        print(f"diffnb generate: error: {e}", file=sys.stderr); return 2
-    print(st)
-    return 0
+    with _cli_warnings("generate"):
+        try:
+            if a.sampler not in SAMPLERS: get_sampler(a.sampler)  # the registry's own message
+            config = _parse_params(a.sampler, a.param)
+            try: sampler = get_sampler(a.sampler, **config)
+            except DiffnbError: raise
+            except MemoryError as e:
+                raise DiffnbValueError(f"sampler {a.sampler} with {config} does not fit in memory; choose a smaller size") from e
+            except Exception as e:
+                raise DiffnbValueError(f"sampler {a.sampler} cannot be built with {config}: {type(e).__name__}: {e}") from e
+            st = generate(sampler, a.n, a.out, seed=a.seed, chunk_size=a.chunk_size, scheduler=a.scheduler,
+                          n_workers=a.workers, overwrite=a.overwrite, progress=not a.no_progress,
+                          max_bytes=a.max_bytes, allow_large=a.allow_large, break_lock=a.break_lock)
+        except (DiffnbError, TypeError) as e: return _fail_cli("generate", e)
+        _emit(str(st))
+    return EXIT_OK
+
+def _repair_and_report(cmd, path, a) -> int:
+    fixed = repair(path, scheduler=getattr(a, "scheduler", "synchronous"), n_workers=getattr(a, "workers", None),
+                   progress=not a.no_progress, break_lock=a.break_lock)
+    if fixed: _emit(f"recomputed {len(fixed)} chunk(s): {fixed}")
+    rep = verify(path)
+    _emit(str(rep))
+    return rep.exit_code
 
 def verify_cli(argv: list[str] | None = None) -> int:
-    "`diffnb verify PATH`: 0 when the store is complete and sound, 1 when damaged, 2 when it is not a store."
-    p = argparse.ArgumentParser(prog="diffnb verify", description="Check a diffnb Zarr dataset (completeness, shapes, NaN/Inf, checksums, provenance).")
+    "`diffnb verify PATH [--repair]`: exit status 0 sound, 1 damaged, 2 usage error/not a store, 3 malformed, 4 locked."
+    p = argparse.ArgumentParser(prog="diffnb verify", epilog=_EXIT_HELP,
+                                description="Check a diffnb Zarr dataset (provenance checksum, shapes, completeness, "
+                                            "NaN/Inf, every chunk's checksum).")
     p.add_argument("path", help="store to check (directory or fsspec URL)")
+    p.add_argument("--repair", action="store_true", help="recompute damaged chunks from (seed, index), then check again")
+    p.add_argument("--break-lock", action="store_true", help="with --repair: take over a lock held by another host")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar of --repair")
     a = p.parse_args(argv)
-    try: rep = verify(a.path)
-    except DiffnbError as e:
-        print(f"diffnb verify: error: {e}", file=sys.stderr); return 2
-    print(rep)
-    return 0 if rep.ok else 1
+    with _cli_warnings("verify"):
+        try:
+            rep = verify(a.path)
+            if not (a.repair and rep.status == "damaged"):
+                _emit(str(rep)); return rep.exit_code
+            _emit(str(rep))
+            return _repair_and_report("verify", a.path, a)
+        except DiffnbError as e: return _fail_cli("verify", e)
+
+def repair_cli(argv: list[str] | None = None) -> int:
+    "`diffnb repair PATH`: recompute the damaged chunks of a store; exit status as `diffnb verify` after the repair."
+    p = argparse.ArgumentParser(prog="diffnb repair", epilog=_EXIT_HELP,
+                                description="Recompute every chunk of a diffnb store that is missing or fails its "
+                                            "checksum, from (seed, index), deterministically.")
+    p.add_argument("path", help="store to repair (directory or fsspec URL)")
+    p.add_argument("--scheduler", default="synchronous", help="as for `diffnb generate` (default synchronous)")
+    p.add_argument("--workers", type=int, default=None, help="LocalCluster workers")
+    p.add_argument("--break-lock", action="store_true", help="take over a writer lock held by another host")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    a = p.parse_args(argv)
+    with _cli_warnings("repair"):
+        try: return _repair_and_report("repair", a.path, a)
+        except DiffnbError as e: return _fail_cli("repair", e)
