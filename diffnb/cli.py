@@ -21,7 +21,8 @@ __all__ = ['SUBCOMMANDS', 'diffnb_root', 'main']
 # %% ../nbs/api/90_cli.ipynb #d93d995a
 SUBCOMMANDS = {
     "generate": ("diffnb.data", "generate_cli", "simulate a labelled dataset into a Zarr store (resumable, Dask)"),
-    "verify":   ("diffnb.data", "verify_cli", "check a dataset store: completeness, shapes, NaN/Inf, provenance"),
+    "verify":   ("diffnb.data", "verify_cli", "check a dataset store: provenance, shapes, completeness, checksums"),
+    "repair":   ("diffnb.data", "repair_cli", "recompute the damaged chunks of a dataset store from (seed, index)"),
 }
 
 def _epilog() -> str:

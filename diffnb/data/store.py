@@ -836,6 +836,12 @@ def _resolve_sampler(sampler):
 
 def _connect(scheduler):
     from dask.distributed import Client
+    from urllib.parse import urlsplit
+    u = urlsplit(scheduler)
+    if u.scheme == "tcp" and u.hostname and u.port:  # a refused connection fails at once, not after the timeout
+        try: socket.create_connection((u.hostname, u.port), timeout=10).close()
+        except OSError as e:
+            raise DiffnbValueError(f"scheduler must be a reachable Dask scheduler address, got {scheduler!r} ({e})") from e
     try: return Client(scheduler, timeout="10s")
     except (OSError, TimeoutError) as e:
         raise DiffnbValueError(f"scheduler must be a reachable Dask scheduler address, got {scheduler!r} ({e})") from e
@@ -926,14 +932,17 @@ def generate(sampler,  # a Sampler, or a registered sampler name (see `SAMPLERS`
     seed = check_int("seed", seed, min_value=0)
     if n_workers is not None: n_workers = check_int("n_workers", n_workers, min_value=1)
     if max_bytes is not None: max_bytes = check_int("max_bytes", max_bytes, min_value=1)
-    if -(-n // chunk_size) > MAX_CHUNKS:
-        fail("n", n, f"at most {MAX_CHUNKS} chunks of chunk_size = {chunk_size} (use a larger chunk_size)")
     if client is None and not (scheduler in (None, "processes", "threads", "synchronous") or
                                (isinstance(scheduler, str) and "://" in scheduler)):
         fail("scheduler", scheduler, "None, 'processes', 'threads', 'synchronous' or an address like 'tcp://host:8786'")
     sampler = _resolve_sampler(sampler)
     _check_writable(path)
     _check_memory(sampler, chunk_size, n_workers if scheduler in (None, "processes") else None, allow_large)
+    try: resumable = _read_root_meta(path, storage_options) is not None
+    except Exception: resumable = False
+    if not resumable: _check_disk(path, storage_options, n, _sample_bytes(sampler), max_bytes, allow_large)
+    if -(-n // chunk_size) > MAX_CHUNKS:
+        fail("n", n, f"at most {MAX_CHUNKS} chunks of chunk_size = {chunk_size} (use a larger chunk_size)")
     # probe one sample: validates the sampler's output and fixes the dtypes of every column before writing anything
     try: _, t0, p0 = _conform(sampler, seed, [0])
     except MemoryError as e:
@@ -1059,7 +1068,7 @@ def verify(path,  # store to check (local directory or URL)
         rep.malformed = True; rep.problems.append(str(e)); return rep
     m = st.meta
     rep.n_chunks = st.n_chunks
-    if m["format"] >= 2 and m["identity_hash"] != _identity_hash(m):
+    if "identity_hash" in m and m["identity_hash"] != _identity_hash(m):
         rep.malformed = True
         rep.problems.append("provenance checksum mismatch: the recorded sampler, config, seed, format or sizes were "
                             "changed after the store was written, so its metadata no longer describe its data")

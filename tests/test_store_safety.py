@@ -1,0 +1,382 @@
+"""Data integrity of diffnb stores: overwrite never deletes foreign data, one writer at a time, damaged chunks are
+found (resume, readers, verify) and repaired, malformed metadata gives clear errors and exit codes, size checks."""
+import json
+import multiprocessing
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from diffnb.core import DiffnbValueError
+from diffnb.data import SlitSampler, generate, verify, open_store, repair, dataloaders, generate_cli, verify_cli
+from diffnb.data.store import (StoreLock, StoreLockedError, StoreWarning, MalformedStoreError, DamagedStoreError,
+                               repair_cli, LOCK_NAME, _parse_params, EXIT_OK, EXIT_DAMAGED, EXIT_USAGE, EXIT_MALFORMED,
+                               EXIT_LOCKED)
+from diffnb.data.loaders import ZarrDataset
+
+CLI = ["--chunk-size", "8", "--scheduler", "synchronous", "--no-progress", "-p", "image_size=16"]
+
+
+def snapshot(path):
+    "Every file and directory under `path` with its bytes: a byte-identical comparison of a whole tree."
+    p = Path(path)
+    return {str(f.relative_to(p)): (f.read_bytes() if f.is_file() else None) for f in sorted(p.rglob("*"))}
+
+
+def small(path, seed=3, n=32, **kw):
+    return generate(SlitSampler(image_size=16), n, path, seed=seed, chunk_size=8, scheduler="synchronous",
+                    progress=False, **kw)
+
+
+def edit_meta(path, **changes):
+    "Edit the provenance in the root zarr.json directly (as a user or a bug might)."
+    f = Path(path) / "zarr.json"
+    doc = json.loads(f.read_text())
+    meta = doc["attributes"]["diffnb"]
+    for k, v in changes.items():
+        if "." in k:
+            a, b = k.split(".")
+            meta[a][b] = v
+        else: meta[k] = v
+    f.write_text(json.dumps(doc))
+
+
+def chunk_file(path, k): return Path(path) / "images" / "c" / str(k) / "0" / "0" / "0"
+
+
+# ---------------------------------------------------------------- 1. overwrite deletes only diffnb stores
+def test_overwrite_never_touches_a_directory_that_is_not_a_store(tmp_path, capsys):
+    d = tmp_path / "d"; d.mkdir()
+    (d / "thesis.tex").write_text("x"); (d / "figs").mkdir(); (d / "figs" / "a.png").write_bytes(b"\x89PNG")
+    before = snapshot(d)
+    assert generate_cli(["toy.slits", "--n", "64", "--out", str(d), "--overwrite", *CLI]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "not one of diffnb's stores" in err and "thesis.tex" in err
+    with pytest.raises(DiffnbValueError, match="not one of diffnb's stores"):
+        small(d, overwrite=True)
+    assert snapshot(d) == before
+
+
+def test_overwrite_out_dot_in_working_directory(tmp_path, monkeypatch, capsys):
+    cwd = tmp_path / "work"; cwd.mkdir()
+    (cwd / "notes.md").write_text("keep me"); (cwd / ".hidden").write_text("me too")
+    before = snapshot(cwd)
+    monkeypatch.chdir(cwd)
+    assert generate_cli(["toy.slits", "--n", "16", "--out", ".", "--overwrite", *CLI]) == EXIT_USAGE
+    assert "notes.md" in capsys.readouterr().err
+    assert snapshot(cwd) == before
+
+
+def test_overwrite_a_store_removes_only_its_own_files(tmp_path):
+    a = small(tmp_path / "a.zarr", seed=1)
+    (Path(a.path) / "my_notes.txt").write_text("mine")
+    before = snapshot(a.path)
+    with pytest.raises(DiffnbValueError, match="holds files diffnb did not write: my_notes.txt"):
+        small(a.path, seed=2, overwrite=True)
+    assert snapshot(a.path) == before
+    (Path(a.path) / "my_notes.txt").unlink()
+    b = small(a.path, seed=2, overwrite=True)
+    assert b.meta["seed"] == 2 and verify(b.path).ok
+    np.testing.assert_array_equal(b.images[:], SlitSampler(image_size=16).sample(2, range(32))[0].numpy())
+    assert not (Path(b.path) / LOCK_NAME).exists()
+
+
+def test_generate_into_an_empty_directory_and_cli_words(tmp_path, capsys):
+    e = tmp_path / "empty"; e.mkdir()
+    assert verify(small(e).path).ok  # an empty directory may become a store
+    assert generate_cli(["toy.slits", "--n", "32", "--out", str(e), "--seed", "4", *CLI]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "--overwrite" in err and "overwrite=True" not in err  # the command line speaks command line
+
+
+# ---------------------------------------------------------------- 2. one writer at a time
+HOLD = textwrap.dedent("""
+    import sys
+    from diffnb.data.store import StoreLock
+    with StoreLock(sys.argv[1], action="test"):
+        print("locked", flush=True)
+        sys.stdin.read()
+""")
+
+
+def test_second_writer_is_refused_while_the_first_holds_the_lock(tmp_path, capsys):
+    a = small(tmp_path / "a.zarr", seed=1)
+    before = snapshot(a.path)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, a.path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        lock = json.loads((Path(a.path) / LOCK_NAME).read_text())
+        assert lock["pid"] == holder.pid and lock["host"] == socket.gethostname() and lock["time"]
+        assert generate_cli(["toy.slits", "--n", "32", "--out", a.path, "--seed", "9", "--overwrite", *CLI]) == EXIT_LOCKED
+        assert f"pid {holder.pid}" in capsys.readouterr().err
+        with pytest.raises(StoreLockedError, match="locked by another writer"):
+            small(a.path, seed=1)  # an identical writer must not write either
+        with pytest.raises(StoreLockedError):
+            StoreLock(a.path).acquire()
+        assert {k: v for k, v in snapshot(a.path).items() if k != LOCK_NAME} == before
+    finally:
+        holder.communicate("", timeout=30)
+    assert not (Path(a.path) / LOCK_NAME).exists()  # released by its holder
+    assert small(a.path, seed=9, overwrite=True).meta["seed"] == 9
+
+
+def _race(path, barrier, results):
+    barrier.wait()
+    try:
+        lock = StoreLock(path).acquire()
+        results.put("won"); time.sleep(1.0); lock.release()
+    except StoreLockedError: results.put("refused")
+
+
+def test_exactly_one_of_simultaneous_writers_gets_the_lock(tmp_path):
+    ctx = multiprocessing.get_context("fork")
+    barrier, results = ctx.Barrier(6), ctx.Queue()
+    procs = [ctx.Process(target=_race, args=(str(tmp_path / "s.zarr"), barrier, results)) for _ in range(6)]
+    for p in procs: p.start()
+    for p in procs: p.join(30)
+    got = sorted(results.get(timeout=5) for _ in procs)
+    assert got == ["refused"] * 5 + ["won"]
+
+
+def test_stale_lock_on_this_host_is_broken_other_host_needs_break_lock(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"]); dead.wait()  # a pid that is no longer running
+    path = tmp_path / "s.zarr"; path.mkdir()
+    lockfile = path / LOCK_NAME
+    lockfile.write_text(json.dumps(dict(pid=dead.pid, host=socket.gethostname(), time="then")))
+    with pytest.warns(StoreWarning, match="no longer running"):
+        assert verify(small(path).path).ok
+    assert not lockfile.exists()
+    lockfile.write_text(json.dumps(dict(pid=1, host="some-other-node", time="then")))
+    with pytest.raises(StoreLockedError, match="break_lock=True"):
+        small(path, seed=5, overwrite=True)
+    assert open_store(path).meta["seed"] == 3
+    with pytest.warns(StoreWarning, match="break_lock=True"):
+        assert small(path, seed=5, overwrite=True, break_lock=True).meta["seed"] == 5
+
+
+SLOW_WRITER = textwrap.dedent("""
+    import sys, time
+    from diffnb.data import SlitSampler, generate
+    class Slow(SlitSampler):  # same name/version/config as toy.slits: only slower
+        def sample(self, seed, indices):
+            if len(indices) > 1: time.sleep(0.4)
+            return super().sample(seed, indices)
+    generate(Slow(image_size=16), 96, sys.argv[1], seed=1, chunk_size=8, scheduler="synchronous", progress=False)
+""")
+
+
+def test_paused_writer_cannot_mix_seeds_into_a_replaced_store(tmp_path):
+    path = tmp_path / "s.zarr"
+    a = subprocess.Popen([sys.executable, "-c", SLOW_WRITER, str(path)], stderr=subprocess.PIPE, text=True)
+    t0 = time.time()
+    try:
+        while not (path / "chunks_done" / "c").exists() or len(list((path / "chunks_done" / "c").iterdir())) < 2:
+            assert a.poll() is None and time.time() - t0 < 120, "the first writer did not start"
+            time.sleep(0.05)
+        os.kill(a.pid, signal.SIGSTOP)
+        # the second writer is refused while the first holds the lock, even though the first is paused
+        with pytest.raises(StoreLockedError):
+            small(path, seed=7, n=96, overwrite=True)
+        with pytest.warns(StoreWarning):
+            b = small(path, seed=7, n=96, overwrite=True, break_lock=True)  # forced: the first writer must notice
+    finally:
+        os.kill(a.pid, signal.SIGCONT)
+    _, err = a.communicate(timeout=60)
+    assert a.returncode != 0 and "replaced or changed by another writer" in err
+    rep = verify(b.path)
+    ref = SlitSampler(image_size=16).sample(7, range(96))[0].numpy()
+    imgs = open_store(path).images[:]
+    for k in range(12):  # every chunk verify calls sound holds seed 7's data: nothing mixed in silently
+        if k not in rep.bad_chunks: np.testing.assert_array_equal(imgs[8 * k:8 * k + 8], ref[8 * k:8 * k + 8])
+    assert rep.ok or rep.status == "damaged"
+
+
+# ---------------------------------------------------------------- 3. damage is found and repaired
+def test_resume_rechecks_chunks_marked_done(tmp_path, capsys):
+    out = tmp_path / "s.zarr"
+    assert generate_cli(["toy.slits", "--n", "32", "--out", str(out), "--seed", "3", *CLI]) == EXIT_OK
+    ref = open_store(out).images[:].copy()
+    chunk_file(out, 2).unlink()
+    capsys.readouterr()
+    assert generate_cli(["toy.slits", "--n", "32", "--out", str(out), "--seed", "3", *CLI]) == EXIT_OK
+    err = capsys.readouterr().err
+    assert "warning" in err and "recomputed: [2]" in err
+    assert verify(out).ok and np.array_equal(open_store(out).images[:], ref)
+
+
+def test_readers_refuse_damaged_chunks_or_exclude_them(tmp_path):
+    s = small(tmp_path / "s.zarr")
+    chunk_file(s.path, 1).unlink()  # zarr would read zeros
+    st = open_store(s.path)
+    x, y = st[0:8]  # a sound chunk reads fine
+    with pytest.raises(DamagedStoreError, match=r"chunk 1 \(samples 8-15\) is damaged: checksum mismatch"):
+        st[10]
+    with pytest.raises(DamagedStoreError):
+        st[[3, 12]]
+    ds = ZarrDataset(s.path, np.arange(32))
+    ds[0]
+    with pytest.raises(DamagedStoreError, match="repair"):
+        ds[9]
+    with pytest.warns(StoreWarning, match="excluding 1 damaged"):
+        dls = dataloaders(s.path, bs=4, device="cpu", on_damaged="exclude", valid_pct=0.25)
+    idx = np.concatenate([dls.train.dataset.indices, dls.valid.dataset.indices])
+    assert len(idx) == 24 and not ((idx >= 8) & (idx < 16)).any()
+    with pytest.raises(DiffnbValueError, match="on_damaged must be one of"):
+        dataloaders(s.path, on_damaged="ignore")
+
+
+def test_repair_and_verify_repair_on_the_command_line(tmp_path, capsys):
+    s = small(tmp_path / "s.zarr")
+    ref = s.images[:].copy()
+    chunk_file(s.path, 0).unlink()
+    tf = Path(s.path) / "targets" / "c" / "3"; tf.write_bytes(tf.read_bytes()[:-3] + b"xyz")
+    assert verify_cli([s.path]) == EXIT_DAMAGED
+    assert "2/4 chunks complete (2 marked done but failing their checksum)" in capsys.readouterr().out
+    assert repair_cli([s.path, "--no-progress"]) == EXIT_OK
+    assert "recomputed 2 chunk(s): [0, 3]" in capsys.readouterr().out
+    assert np.array_equal(open_store(s.path).images[:], ref) and verify(s.path).ok
+    chunk_file(s.path, 2).unlink()
+    assert verify_cli([s.path, "--repair", "--no-progress"]) == EXIT_OK
+    assert "4/4 chunks complete — OK" in capsys.readouterr().out
+    assert np.array_equal(open_store(s.path).images[:], ref)
+    assert repair(s.path) == []
+
+
+# ---------------------------------------------------------------- 4. provenance is covered by a checksum
+@pytest.mark.parametrize("change", [dict(seed=4), {"sampler.config": {"image_size": 16, "max_slits": 4, "task":
+                                    "classification", "dose": 5.0, "noise": True}}, dict(format=1),
+                                    {"sampler.name": "toy.other"}, {"sampler.version": "2"}])
+def test_edited_provenance_fails_verify(tmp_path, change, capsys):
+    s = small(tmp_path / "s.zarr")
+    edit_meta(s.path, seed=3)  # rewriting the same values is fine
+    assert verify(s.path).ok
+    edit_meta(s.path, **change)
+    rep = verify(s.path)
+    assert rep.status == "malformed" and "provenance checksum mismatch" in rep.problems[0], rep.problems
+    assert verify_cli([s.path]) == EXIT_MALFORMED
+    with pytest.raises(MalformedStoreError, match="cannot be repaired"):
+        repair(s.path)
+
+
+# ---------------------------------------------------------------- 5. malformed stores: clear messages, exit code 3
+def test_corrupted_completion_record_is_damage_not_a_crash(tmp_path, capsys):
+    s = small(tmp_path / "s.zarr")
+    (Path(s.path) / "chunks_done" / "c" / "1").write_bytes(b"\x00\x01garbage")
+    rep = verify(s.path)
+    assert rep.status == "damaged" and rep.bad_chunks == [1] and "3/4 chunks complete" in str(rep)
+    assert verify_cli([s.path]) == EXIT_DAMAGED
+    assert repair(s.path) == [1] and verify(s.path).ok
+
+
+def test_bad_json_in_array_metadata(tmp_path, capsys):
+    s = small(tmp_path / "s.zarr")
+    (Path(s.path) / "images" / "zarr.json").write_text("{not json")
+    assert verify_cli([s.path]) == EXIT_MALFORMED
+    assert "array 'images' has unreadable metadata" in capsys.readouterr().out
+    with pytest.raises(MalformedStoreError):
+        dataloaders(s.path, bs=4, device="cpu").one_batch()
+
+
+def test_unknown_codec(tmp_path, capsys):
+    s = small(tmp_path / "s.zarr")
+    f = Path(s.path) / "targets" / "zarr.json"
+    doc = json.loads(f.read_text()); doc["codecs"] = [{"name": "no-such-codec", "configuration": {}}]
+    f.write_text(json.dumps(doc))
+    assert verify_cli([s.path]) == EXIT_MALFORMED
+    assert "array 'targets'" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("field,value,msg", [("chunk_size", "x", "chunk_size must be an integer >= 1"),
+                                             ("chunk_size", 0, "chunk_size must be an integer >= 1"),
+                                             ("n_chunks", 10**10, "n_chunks must be ceil"),
+                                             ("param_names", ["..", "dose", "height_px", "n_slits", "pitch_px"],
+                                              "no path separators")])
+def test_malformed_provenance_field(tmp_path, capsys, field, value, msg):
+    s = small(tmp_path / "s.zarr")
+    edit_meta(s.path, **{field: value})
+    t0 = time.time()
+    assert verify_cli([s.path]) == EXIT_MALFORMED
+    assert msg in capsys.readouterr().out and time.time() - t0 < 5  # nothing allocated from the bad count
+    with pytest.raises(MalformedStoreError, match=msg):
+        open_store(s.path)
+
+
+def test_huge_consistent_counts_are_bounded(tmp_path, capsys):
+    s = small(tmp_path / "s.zarr")
+    edit_meta(s.path, n=8 * 10**10, n_chunks=10**10)  # consistent with each other, not with the arrays
+    assert verify_cli([s.path]) == EXIT_MALFORMED
+    assert "n_chunks must be <=" in capsys.readouterr().out
+
+
+def test_verify_header_and_broken_pipe(tmp_path):
+    s = small(tmp_path / "s.zarr")
+    chunk_file(s.path, 3).write_bytes(b"junk")
+    assert str(verify(s.path)).splitlines()[0].endswith("3/4 chunks complete (1 marked done but failing their checksum)")
+    cmd = f"{sys.executable} -c 'import sys; from diffnb.cli import main; sys.exit(main())' verify {s.path}"
+    # the reader is gone before diffnb writes a byte (`| head -1` races with a short report; `| true` always loses)
+    r = subprocess.run(f"{cmd} | true", shell=True, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr, r.stderr
+
+
+def test_not_a_store_is_a_usage_error(tmp_path):
+    assert verify_cli([str(tmp_path / "nowhere")]) == EXIT_USAGE
+    (tmp_path / "plain").mkdir()
+    assert verify_cli([str(tmp_path / "plain")]) == EXIT_USAGE
+    assert repair_cli([str(tmp_path / "plain")]) == EXIT_USAGE
+
+
+# ---------------------------------------------------------------- 9. sizes are checked before anything is created
+def test_sizes_are_checked_before_anything_is_created(tmp_path, capsys):
+    out = tmp_path / "big.zarr"
+    assert generate_cli(["toy.slits", "--n", "1e12", "--out", str(out), *CLI]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "TiB" in err and "--allow-large" in err and "--max-bytes" in err
+    assert generate_cli(["toy.slits", "--n", "8", "--out", str(out), "--chunk-size", "8", "--scheduler", "synchronous",
+                         "-p", "image_size=300000"]) == EXIT_USAGE
+    assert "of memory" in capsys.readouterr().err
+    with pytest.raises(DiffnbValueError, match="more than max_bytes"):
+        small(out, max_bytes=1000)
+    assert not out.exists()
+    assert verify(small(out, max_bytes=1000, allow_large=True).path).ok
+
+
+def test_no_skeleton_store_after_an_early_failure(tmp_path):
+    class FailsInChunks(SlitSampler):
+        def sample(self, seed, indices):
+            if len(indices) > 1: raise RuntimeError("simulator crashed")
+            return super().sample(seed, indices)
+    out = tmp_path / "a" / "b.zarr"
+    with pytest.raises(RuntimeError, match="simulator crashed"):
+        generate(FailsInChunks(image_size=16), 16, out, chunk_size=8, scheduler="synchronous", progress=False)
+    assert not (tmp_path / "a").exists()
+    t0 = time.time()
+    with pytest.raises(DiffnbValueError, match="reachable Dask scheduler"):
+        generate(SlitSampler(image_size=16), 16, out, scheduler="tcp://127.0.0.1:9", progress=False)
+    assert not (tmp_path / "a").exists() and time.time() - t0 < 30
+
+
+# ---------------------------------------------------------------- 7. typed sampler config on the command line
+def test_sampler_config_is_parsed_strictly(tmp_path, capsys):
+    assert _parse_params("toy.slits", ["noise=false", "dose=1e3", "image_size=16", "task=regression"]) == \
+        dict(noise=False, dose=1000.0, image_size=16, task="regression")
+    for item, msg in [("noise=no", "true or false"), ("image_size=abc", "an integer"), ("image_size=1.5", "an integer"),
+                      ("dose=lots", "a number"), ("colour=red", "a config key of sampler toy.slits"), ("noise", "key=value")]:
+        out = tmp_path / "x.zarr"
+        assert generate_cli(["toy.slits", "--n", "8", "--out", str(out), "-p", item, "--no-progress"]) == EXIT_USAGE
+        assert msg in capsys.readouterr().err, item
+        assert not out.exists()
+    from diffnb.data.store import SAMPLERS, available_samplers
+    if "powder.bismuth" in available_samplers():
+        with pytest.raises(DiffnbValueError, match=r"-p shape must be a JSON list like \[256, 256\]"):
+            _parse_params("powder.bismuth", ["shape=abc"])
+        assert _parse_params("powder.bismuth", ["shape=[48, 48]"]) == dict(shape=(48, 48))
