@@ -226,6 +226,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/diffnb', 'doc_host': 'http
                                    'diffnb.data.store._foreign_message': ('api/data.store.html#_foreign_message', 'diffnb/data/store.py'),
                                    'diffnb.data.store._free_disk': ('api/data.store.html#_free_disk', 'diffnb/data/store.py'),
                                    'diffnb.data.store._fs': ('api/data.store.html#_fs', 'diffnb/data/store.py'),
+                                   'diffnb.data.store._has_member': ('api/data.store.html#_has_member', 'diffnb/data/store.py'),
                                    'diffnb.data.store._identity_hash': ('api/data.store.html#_identity_hash', 'diffnb/data/store.py'),
                                    'diffnb.data.store._inspect': ('api/data.store.html#_inspect', 'diffnb/data/store.py'),
                                    'diffnb.data.store._is_int': ('api/data.store.html#_is_int', 'diffnb/data/store.py'),

@@ -297,12 +297,20 @@ def _remove_members(path, storage_options=None):
     for f in _list_files(path):
         if f != LOCK_NAME: (root / f).unlink(missing_ok=True)
     for d in sorted((Path(r) for r, _, _ in os.walk(root)), key=lambda q: -len(q.parts)):
-        if d != root and not any(d.iterdir()): d.rmdir()
+        rel = d.relative_to(root).parts
+        if rel and rel[0] in _MEMBERS and not any(d.iterdir()): d.rmdir()  # only the folders of our arrays
 
 def _foreign_message(path, foreign, what) -> str:
     shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
     return (f"path {str(path)!r} {what}: {shown}; diffnb only ever replaces or deletes its own stores and the files "
             "it wrote in them — choose a new or empty path, or move those files away")
+
+def _has_member(path, storage_options, key) -> bool:
+    "Whether the store at `path` has the file `key` (e.g. 'chunks_done/zarr.json')."
+    if _is_url(path):
+        fs, p = _fs(path, storage_options)
+        return fs.exists(p.rstrip("/") + "/" + key)
+    return (Path(path) / key).is_file()
 
 # %% ../../nbs/api/41_data.store.ipynb #5a1c0e04
 def _proc_start(pid: int):
@@ -976,7 +984,9 @@ def generate(sampler,  # a Sampler, or a registered sampler name (see `SAMPLERS`
                 raise DiffnbValueError(f"path {str(path)!r} holds a store made with other parameters "
                                        f"({_describe_mismatch(_fingerprint(old), _fingerprint(meta))}); "
                                        "use another path or overwrite=True")
-            fresh = not (kind == "store" and _fingerprint(old) == _fingerprint(meta))
+            # resume a store of the same identity, unless its creation was interrupted (no completion record yet)
+            fresh = not (kind == "store" and _fingerprint(old) == _fingerprint(meta)
+                         and _has_member(path, storage_options, "chunks_done/zarr.json"))
             if fresh:
                 _check_disk(path, storage_options, n, per, max_bytes, allow_large)
                 if kind in ("store", "malformed"): _remove_members(path, storage_options)  # only files diffnb wrote
