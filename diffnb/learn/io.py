@@ -530,7 +530,7 @@ def predict(model,              # `LoadedModel`, model directory, or a list of t
     return Prediction(task, values=mean, std=std, names=names, units=units if task == "regression" else None,
                       n_samples=n_samples, sources=sources)
 
-# %% ../../nbs/api/55_learn.io.ipynb #da56ad92
+# %% ../../nbs/api/55_learn.io.ipynb #e006464f
 READERS = {".tif": "tifffile", ".tiff": "tifffile", ".npy": "numpy", ".dm3": "rsciio.digitalmicrograph",
            ".dm4": "rsciio.digitalmicrograph", ".mrc": "rsciio.mrc", ".emd": "rsciio.emd", ".h5": "rsciio.emd",
            ".hdf5": "rsciio.emd", ".hspy": "rsciio.hspy"}
@@ -555,7 +555,7 @@ def _expand(paths_or_glob) -> list[Path]:
         else: raise DiffnbFileNotFoundError(f"image file {str(it)!r} does not exist")
     return files
 
-# %% ../../nbs/api/55_learn.io.ipynb #1b1516fb
+# %% ../../nbs/api/55_learn.io.ipynb #ed1806f0
 _TIFF_UNITS = {2: "inch", 3: "cm"}
 
 def _read_tiff(path):
@@ -606,7 +606,7 @@ def _read_one(path: Path):
     if data.ndim < 2 or min(data.shape[-2:]) < 1: fail(f"image file {str(path)!r}", data, "images of at least (H, W)", ShapeError)
     return data, (float(size) if size else None), unit
 
-# %% ../../nbs/api/55_learn.io.ipynb #27afaeb8
+# %% ../../nbs/api/55_learn.io.ipynb #72736eab
 def read_images(paths_or_glob,           # file, directory, glob pattern ("runs/*.tif"), or a list of them
                 stack: str = "images",   # several frames per file: "images" (one image each) or "channels" (one image)
                ) -> tuple:               # (float32 array (N, C, H, W), list of N metadata dicts)
@@ -632,7 +632,7 @@ def read_images(paths_or_glob,           # file, directory, glob pattern ("runs/
                   "pixel_size": size, "pixel_unit": unit} for k in range(len(x))]
     return np.concatenate(batches), meta
 
-# %% ../../nbs/api/55_learn.io.ipynb #15a26227
+# %% ../../nbs/api/55_learn.io.ipynb #9dac897a
 def predict_cli(argv: list[str] | None = None) -> int:
     "`diffnb predict MODEL_DIR IMAGES... --out predictions.csv`: 0 on success, 2 on bad input."
     import argparse
