@@ -561,12 +561,13 @@ _TIFF_UNITS = {2: "inch", 3: "cm"}
 def _read_tiff(path):
     import tifffile
     with tifffile.TiffFile(path) as tf:
-        s = tf.series[0]
-        if s.axes.endswith("S") or s.axes.endswith("C") and len(s.shape) and s.shape[-1] in (3, 4):
-            raise DiffnbValueError(f"{str(path)!r} is an RGB(A) image (axes {s.axes}): a rendering, not intensities; "
+        s, page = tf.series[0], tf.pages[0]
+        if getattr(page.photometric, "name", "") in ("RGB", "PALETTE", "YCBCR", "CMYK", "SEPARATED"):
+            raise DiffnbValueError(f"{str(path)!r} is a colour ({page.photometric.name}) image: a rendering, not intensities; "
                                    f"export the detector data (grey-scale TIFF, DM, MRC, EMD)")
         data = s.asarray()
-        page, size, unit = tf.pages[0], None, None
+        if s.axes.endswith("S"): data = np.moveaxis(data, -1, -3)  # extra grey samples per pixel: frames
+        size, unit = None, None
         xres, runit = page.tags.get("XResolution"), page.tags.get("ResolutionUnit")
         ij_unit = (tf.imagej_metadata or {}).get("unit")
         if xres is not None and xres.value[0] and tuple(xres.value) != (1, 1):
@@ -649,9 +650,14 @@ def predict_cli(argv: list[str] | None = None) -> int:
     p.add_argument("--stack", choices=["images", "channels"], default=None,
                    help="frames of a multi-frame file as separate images or as the channels of one image "
                         "(default: channels when the model takes several channels)")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                   help="Python module to import first, that registers your own architectures (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     a = p.parse_args(argv)
     try:
+        for mod in a.imports:
+            try: importlib.import_module(mod)
+            except ImportError as e: raise DiffnbValueError(f"--import {mod}: {e}") from None
         members = _as_members([a.model, *a.ensemble], a.device)
         if members[0].task == "image_to_image":
             raise DiffnbValueError("an image_to_image model predicts images, which a CSV cannot hold: use diffnb.learn.io.predict")
