@@ -19,8 +19,8 @@ from ..core import DiffnbError, DiffnbValueError, DiffnbFileNotFoundError, Shape
 from . import MODELS, build_model, model_spec
 
 # %% auto #0
-__all__ = ['PREPROCESSING', 'FORMAT', 'FORMAT_VERSION', 'WEIGHTS_FILE', 'META_FILE', 'TASKS', 'READERS', 'FloatImage',
-           'LogIntensity', 'SqrtIntensity', 'PercentileNormalize', 'Normalize', 'preprocessing_from_json',
+__all__ = ['PREPROCESSING', 'FORMAT', 'FORMAT_VERSION', 'WEIGHTS_FILE', 'META_FILE', 'TASKS', 'ARCHITECTURE_MODULES', 'READERS',
+           'FloatImage', 'LogIntensity', 'SqrtIntensity', 'PercentileNormalize', 'Normalize', 'preprocessing_from_json',
            'preprocessing_to_json', 'apply_preprocessing', 'preprocessing_from_dls', 'save_model', 'read_model_meta',
            'LoadedModel', 'load_model', 'Prediction', 'predict', 'read_images', 'predict_cli']
 
@@ -170,7 +170,9 @@ def _first_in_channels(model):
         if isinstance(m, (nn.Conv2d, nn.Conv1d, nn.Conv3d)): return int(m.in_channels)
     return None
 
-# %% ../../nbs/api/55_learn.io.ipynb #c8fa9171
+# %% ../../nbs/api/55_learn.io.ipynb #4d2281ac
+_META_KEYS = ("task", "classes", "targets", "target_units", "preprocessing", "input_shape", "provenance")
+
 def _learner_parts(learn):
     "Model, metadata and preprocessing known to a fastai Learner (or a bare model)."
     if not hasattr(learn, "dls") or not isinstance(getattr(learn, "model", None), nn.Module):
@@ -181,7 +183,8 @@ def _learner_parts(learn):
     meta.setdefault("task", getattr(dls, "task", None))
     if meta.get("classes") is None and getattr(dls, "vocab", None) is not None and meta.get("task") == "classification":
         meta["classes"] = [str(c) for c in dls.vocab]
-    if meta.get("preprocessing") is None: meta["preprocessing"] = preprocessing_from_dls(dls)
+    if getattr(dls, "after_batch", None) is not None or meta.get("preprocessing") is None:
+        meta["preprocessing"] = preprocessing_from_dls(dls)  # what the model really saw, normalisation included
     if meta.get("input_shape") is None:
         try: meta["input_shape"] = list(dls.valid.one_batch()[0].shape[1:])
         except Exception: pass  # no batch to look at: shape comes from the caller or stays unknown
@@ -243,6 +246,7 @@ def save_model(learn_or_model,        # a fastai Learner (uses `learn.model`, it
             "diffnb_version": diffnb.__version__, "torch_version": torch.__version__,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "provenance": _to_json(meta.get("provenance"), "provenance"),
+            "extra": _to_json({k: v for k, v in meta.items() if k not in _META_KEYS}, "learn.diffnb_meta"),
             "weights": {"file": WEIGHTS_FILE, "sha256": _sha256(tmp / WEIGHTS_FILE),
                         "n_parameters": int(sum(p.numel() for p in model.parameters()))},
         }
@@ -299,11 +303,22 @@ def _resolve_model_dir(path) -> Path:
             raise DiffnbFileNotFoundError(f"model directory {str(path)!r} has no {f} (save models with diffnb.learn.io.save_model)")
     return path
 
-def _import_architectures():
-    "Register diffnb's architectures (the `diffnb.learn.models` module registers them on import)."
-    try: importlib.import_module("diffnb.learn.models")
-    except ModuleNotFoundError as e:
-        if e.name != "diffnb.learn.models": raise
+ARCHITECTURE_MODULES = ["diffnb.learn.models", "diffnb.learn.learner", "diffnb.learn.gan"]  # register architectures on import
+
+def _spec_archs(spec) -> set:
+    "Every architecture named in a (possibly nested) model spec."
+    if isinstance(spec, dict):
+        return ({spec["arch"]} if isinstance(spec.get("arch"), str) else set()) | set().union(*[_spec_archs(v) for v in spec.values()])
+    if isinstance(spec, list): return set().union(*[_spec_archs(v) for v in spec])
+    return set()
+
+def _import_architectures(spec):
+    "Import the modules that register diffnb's architectures until every name in `spec` is known."
+    for mod in ARCHITECTURE_MODULES:
+        if _spec_archs(spec) <= set(MODELS): return
+        try: importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name != mod: raise
 
 def read_model_meta(path) -> dict:
     "The checked `model.json` of a model directory (format, version, required keys)."
@@ -387,8 +402,8 @@ def load_model(path,        # model directory written by `save_model` (or its mo
     if sha != doc["weights"].get("sha256"):
         raise DiffnbValueError(f"weights file {str(wfile)!r} does not match {META_FILE} (sha256 {sha[:12]}…, expected "
                                f"{str(doc['weights'].get('sha256'))[:12]}…): the files were altered or come from different saves")
-    _import_architectures()
     spec = doc["model"]
+    _import_architectures(spec)
     if not isinstance(spec, dict) or spec.get("arch") not in MODELS:
         arch = spec.get("arch") if isinstance(spec, dict) else spec
         raise DiffnbValueError(f"{str(path / META_FILE)!r}: architecture {arch!r} is not registered; known: {sorted(MODELS)}")
