@@ -238,6 +238,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/diffnb', 'doc_host': 'http
                                  'diffnb.learn.io._register_step': ('api/learn.io.html#_register_step', 'diffnb/learn/io.py'),
                                  'diffnb.learn.io._resolve_model_dir': ('api/learn.io.html#_resolve_model_dir', 'diffnb/learn/io.py'),
                                  'diffnb.learn.io._sha256': ('api/learn.io.html#_sha256', 'diffnb/learn/io.py'),
+                                 'diffnb.learn.io._shape_from_spec': ('api/learn.io.html#_shape_from_spec', 'diffnb/learn/io.py'),
                                  'diffnb.learn.io._spec_archs': ('api/learn.io.html#_spec_archs', 'diffnb/learn/io.py'),
                                  'diffnb.learn.io._to_json': ('api/learn.io.html#_to_json', 'diffnb/learn/io.py'),
                                  'diffnb.learn.io._unwrap': ('api/learn.io.html#_unwrap', 'diffnb/learn/io.py'),

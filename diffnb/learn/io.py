@@ -165,6 +165,15 @@ def _unwrap(model):
     while getattr(model, "diffnb_spec", None) is None and isinstance(getattr(model, "module", None), nn.Module): model = model.module
     return model
 
+def _shape_from_spec(spec):
+    "(C, H, W) from factory arguments `n_in` and `img_size` (an int or a pair), when a factory takes both."
+    kw = spec.get("kwargs", {})
+    if kw.get("model") and isinstance(kw["model"], dict) and "arch" in kw["model"]: return _shape_from_spec(kw["model"])
+    n, size = kw.get("n_in"), kw.get("img_size")
+    if not isinstance(n, int) or size is None: return None
+    size = [size, size] if isinstance(size, int) else list(size)
+    return [n, *size] if len(size) == 2 and all(isinstance(v, int) for v in size) else None
+
 def _first_in_channels(model):
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Conv1d, nn.Conv3d)): return int(m.in_channels)
@@ -221,7 +230,7 @@ def save_model(learn_or_model,        # a fastai Learner (uses `learn.model`, it
     if units is not None and (targets is None or len(units) != len(targets)):
         fail("target_units", units, f"one unit per target (targets = {targets})")
     steps = preprocessing_to_json(meta.get("preprocessing") or [])
-    shape = meta.get("input_shape")
+    shape = meta.get("input_shape") or _shape_from_spec(spec)
     if shape is not None:
         shape = [int(v) for v in shape]
         if len(shape) != 3 or min(shape) < 1: fail("input_shape", shape, "(C, H, W) with positive sizes")
@@ -420,7 +429,7 @@ def load_model(path,        # model directory written by `save_model` (or its mo
                                f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
     return LoadedModel(model, doc, as_device(device), path)
 
-# %% ../../nbs/api/55_learn.io.ipynb #ec03c6ba
+# %% ../../nbs/api/55_learn.io.ipynb #2f8e6d94
 @dataclasses.dataclass
 class Prediction:
     "Predictions for N images: values (regression/vae/image) or classes with probabilities, and their spread."
@@ -459,7 +468,7 @@ class Prediction:
         if self.units: df.attrs["units"] = dict(zip(self.names, self.units))
         return df
 
-# %% ../../nbs/api/55_learn.io.ipynb #85466158
+# %% ../../nbs/api/55_learn.io.ipynb #00589001
 def _as_members(model, device) -> list:
     items = model if isinstance(model, (list, tuple)) else [model]
     if not items: fail("model", model, "a LoadedModel, a model directory, or a non-empty list of them")
@@ -486,7 +495,7 @@ def _main_output(out, task):
         out = out[1] if task == "vae" and len(out) >= 2 else out[0]
     return out.float()
 
-# %% ../../nbs/api/55_learn.io.ipynb #c183ddec
+# %% ../../nbs/api/55_learn.io.ipynb #16fffac0
 def predict(model,              # `LoadedModel`, model directory, or a list of them (deep ensemble)
             images,             # (N, C, H, W) / (N, H, W) / (H, W) array or tensor, or file paths/glob (see `read_images`)
             bs: int = 64,       # batch size
@@ -545,7 +554,7 @@ def predict(model,              # `LoadedModel`, model directory, or a list of t
     return Prediction(task, values=mean, std=std, names=names, units=units if task == "regression" else None,
                       n_samples=n_samples, sources=sources)
 
-# %% ../../nbs/api/55_learn.io.ipynb #e006464f
+# %% ../../nbs/api/55_learn.io.ipynb #5f90aa90
 READERS = {".tif": "tifffile", ".tiff": "tifffile", ".npy": "numpy", ".dm3": "rsciio.digitalmicrograph",
            ".dm4": "rsciio.digitalmicrograph", ".mrc": "rsciio.mrc", ".emd": "rsciio.emd", ".h5": "rsciio.emd",
            ".hdf5": "rsciio.emd", ".hspy": "rsciio.hspy"}
@@ -570,7 +579,7 @@ def _expand(paths_or_glob) -> list[Path]:
         else: raise DiffnbFileNotFoundError(f"image file {str(it)!r} does not exist")
     return files
 
-# %% ../../nbs/api/55_learn.io.ipynb #ed1806f0
+# %% ../../nbs/api/55_learn.io.ipynb #8f582a9e
 _TIFF_UNITS = {2: "inch", 3: "cm"}
 
 def _read_tiff(path):
@@ -622,7 +631,7 @@ def _read_one(path: Path):
     if data.ndim < 2 or min(data.shape[-2:]) < 1: fail(f"image file {str(path)!r}", data, "images of at least (H, W)", ShapeError)
     return data, (float(size) if size else None), unit
 
-# %% ../../nbs/api/55_learn.io.ipynb #72736eab
+# %% ../../nbs/api/55_learn.io.ipynb #7dcd0524
 def read_images(paths_or_glob,           # file, directory, glob pattern ("runs/*.tif"), or a list of them
                 stack: str = "images",   # several frames per file: "images" (one image each) or "channels" (one image)
                ) -> tuple:               # (float32 array (N, C, H, W), list of N metadata dicts)
@@ -648,7 +657,7 @@ def read_images(paths_or_glob,           # file, directory, glob pattern ("runs/
                   "pixel_size": size, "pixel_unit": unit} for k in range(len(x))]
     return np.concatenate(batches), meta
 
-# %% ../../nbs/api/55_learn.io.ipynb #9dac897a
+# %% ../../nbs/api/55_learn.io.ipynb #95fb97f3
 def predict_cli(argv: list[str] | None = None) -> int:
     "`diffnb predict MODEL_DIR IMAGES... --out predictions.csv`: 0 on success, 2 on bad input."
     import argparse
