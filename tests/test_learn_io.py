@@ -236,3 +236,22 @@ def test_cli_predict_end_to_end(saved, tmp_path):
     assert predict_cli([str(p0), str(tmp_path / "one_channel.tif"), "--out", str(tmp_path / "x.csv"), "--no-progress"]) == 2
     assert not (tmp_path / "x.csv").exists()
     assert predict_cli([str(p0), str(tmp_path), "--import", "no_such_module_xyz", "--out", str(tmp_path / "x.csv")]) == 2
+
+
+@pytest.mark.parametrize("arch,kwargs,meta", [
+    ("conversion_cnn", dict(n_in=1, n_out=2, img_size=32, channels=(4, 8), hidden=(16,)), dict(task="regression", targets=["u_iso", "b_iso"])),
+    ("wide_resnet_ued", dict(n_in=2, n_classes=7, width=1), dict(task="classification", classes=list("ABCDEFG"), input_shape=(2, 16, 16))),
+    ("resnet", dict(n_layers=18, n_in=1, n_out=3, lin_ftrs=[16]), dict(task="classification", classes=["1", "2", "3"], input_shape=(1, 32, 32))),
+    ("conv_vae", dict(n_in=1, img_size=16, latent_dim=4, base=8), dict(task="vae")),
+])
+def test_diffnb_architectures_round_trip(tmp_path, arch, kwargs, meta):
+    models = pytest.importorskip("diffnb.learn.models")
+    torch.manual_seed(0)
+    net = getattr(models, arch)(**kwargs).eval()
+    lm = load_model(save_model(net, tmp_path / arch, **meta), device="cpu")
+    x = torch.rand(3, *lm.input_shape)
+    with torch.no_grad(): a, b = net(x), lm(x)
+    if isinstance(a, tuple): assert all(torch.equal(u, v) for u, v in zip(a, b))
+    else: assert torch.equal(a, b)
+    p = predict(lm, x, progress=False)
+    assert len(p.to_frame()) == 3
