@@ -14,8 +14,8 @@ import torch.nn as nn
 
 from diffnb.core import DiffnbError, ShapeError
 from diffnb.learn import MODELS, register_model
-from diffnb.learn.io import (LogIntensity, Normalize, PercentileNormalize, SqrtIntensity, load_model, predict,
-                             predict_cli, preprocessing_from_json, read_images, save_model)
+from diffnb.learn.io import (LogIntensityStep, NormalizeStep, PercentileNormalizeStep, SqrtIntensityStep, load_model,
+                             predict, predict_cli, preprocessing_from_json, read_images, save_model)
 
 tifffile = pytest.importorskip("tifffile")
 
@@ -72,14 +72,14 @@ def test_round_trip_bitwise(saved):
 def test_preprocessing_matches_training_transforms():
     from diffnb.data import loaders as L
     x = torch.rand(3, 1, 8, 8) * 1000
-    for ours, theirs in [(LogIntensity(3.0), L.LogIntensity(3.0)), (SqrtIntensity(), L.SqrtIntensity()),
-                         (PercentileNormalize(2, 98), L.PercentileNormalize(2, 98))]:
+    for ours, theirs in [(LogIntensityStep(3.0), L.LogIntensity(3.0)), (SqrtIntensityStep(), L.SqrtIntensity()),
+                         (PercentileNormalizeStep(2, 98), L.PercentileNormalize(2, 98))]:
         assert torch.equal(ours(x), theirs(L.FloatImage(x)))
         assert preprocessing_from_json([theirs.record()]) == [ours]
     # percentile normalisation against numpy's percentiles (linear interpolation, as torch.quantile)
     lo, hi = np.percentile(x[0].numpy(), [2, 98])
-    np.testing.assert_allclose(PercentileNormalize(2, 98)(x)[0].numpy(), (x[0].numpy() - lo) / (hi - lo), rtol=1e-4, atol=1e-5)
-    n = Normalize([5.0], [2.0])(x)
+    np.testing.assert_allclose(PercentileNormalizeStep(2, 98)(x)[0].numpy(), (x[0].numpy() - lo) / (hi - lo), rtol=1e-4, atol=1e-5)
+    n = NormalizeStep([5.0], [2.0])(x)
     np.testing.assert_allclose(n.numpy(), (x.numpy() - 5) / 2, rtol=1e-6)
 
 

@@ -20,31 +20,35 @@ from . import MODELS, build_model, model_spec
 
 # %% auto #0
 __all__ = ['PREPROCESSING', 'FORMAT', 'FORMAT_VERSION', 'WEIGHTS_FILE', 'META_FILE', 'TASKS', 'ARCHITECTURE_MODULES', 'READERS',
-           'FloatImage', 'LogIntensity', 'SqrtIntensity', 'PercentileNormalize', 'Normalize', 'preprocessing_from_json',
-           'preprocessing_to_json', 'apply_preprocessing', 'preprocessing_from_dls', 'save_model', 'read_model_meta',
-           'LoadedModel', 'load_model', 'Prediction', 'predict', 'read_images', 'predict_cli']
+           'FloatImageStep', 'LogIntensityStep', 'SqrtIntensityStep', 'PercentileNormalizeStep', 'NormalizeStep',
+           'preprocessing_from_json', 'preprocessing_to_json', 'apply_preprocessing', 'preprocessing_from_dls',
+           'save_model', 'read_model_meta', 'LoadedModel', 'load_model', 'Prediction', 'predict', 'read_images',
+           'predict_cli']
 
 # %% ../../nbs/api/55_learn.io.ipynb #88831c9c
 PREPROCESSING: dict[str, type] = {}  # JSON name -> preprocessing step class
 
 def _register_step(cls):
-    PREPROCESSING[cls.__name__] = cls
+    PREPROCESSING[cls.name] = cls
     return cls
 
 class _Step:
     "A JSON-describable preprocessing step on float image batches `(N, C, H, W)`."
+    name: str = ""       # JSON name: the training transform it mirrors
     params: tuple = ()
-    def to_json(self) -> dict: return {"name": type(self).__name__, **{k: getattr(self, k) for k in self.params}}
+    def to_json(self) -> dict: return {"name": self.name, **{k: getattr(self, k) for k in self.params}}
     def __repr__(self): return f"{type(self).__name__}({', '.join(f'{k}={getattr(self, k)!r}' for k in self.params)})"
     def __eq__(self, other): return type(self) is type(other) and self.to_json() == other.to_json()
 
 @_register_step
-class FloatImage(_Step):
+class FloatImageStep(_Step):
+    name = "FloatImage"
     "Cast to float32 and nothing else: intensities stay linear and physical (no division by 255)."
     def __call__(self, x): return x.float()
 
 @_register_step
-class LogIntensity(_Step):
+class LogIntensityStep(_Step):
+    name = "LogIntensity"
     "x → log(max(x, 0) + offset), offset in counts (as `diffnb.data.loaders.LogIntensity`)."
     params = ("offset",)
     def __init__(self, offset: float = 1.0):
@@ -53,12 +57,14 @@ class LogIntensity(_Step):
     def __call__(self, x): return torch.log(x.clamp_min(0) + self.offset)
 
 @_register_step
-class SqrtIntensity(_Step):
+class SqrtIntensityStep(_Step):
+    name = "SqrtIntensity"
     "x → √max(x, 0) (as `diffnb.data.loaders.SqrtIntensity`)."
     def __call__(self, x): return torch.sqrt(x.clamp_min(0))
 
 @_register_step
-class PercentileNormalize(_Step):
+class PercentileNormalizeStep(_Step):
+    name = "PercentileNormalize"
     "Per image: (x − p_lo)/(p_hi − p_lo) with that image's percentiles [%], no clipping (as `diffnb.data.loaders.PercentileNormalize`)."
     params = ("lo", "hi")
     def __init__(self, lo: float = 1.0, hi: float = 99.0):
@@ -72,7 +78,8 @@ class PercentileNormalize(_Step):
         return (x - q[:, 0].view(shp)) / (q[:, 1] - q[:, 0]).clamp_min(1e-12).view(shp)
 
 @_register_step
-class Normalize(_Step):
+class NormalizeStep(_Step):
+    name = "Normalize"
     "Per channel: (x − mean)/std (as fastai's `Normalize`); `mean`, `std` are lists of one value per channel."
     params = ("mean", "std")
     def __init__(self, mean, std):
@@ -126,8 +133,7 @@ def preprocessing_from_dls(dls) -> list:
         if getattr(t, "split_idx", None) == 0: continue  # training-only augmentation
         if hasattr(t, "record"): out += preprocessing_to_json([t.record()]); continue
         if type(t).__name__ == "Normalize" and hasattr(t, "mean") and hasattr(t, "std"):
-            out.append(Normalize(torch.as_tensor(t.mean).cpu().numpy(), torch.as_tensor(t.std).cpu().numpy()).to_json()); continue
-        if type(t).__name__ in ("Transform", "noop", "ToTensor", "Cuda"): continue
+            out.append(NormalizeStep(torch.as_tensor(t.mean).cpu().numpy(), torch.as_tensor(t.std).cpu().numpy()).to_json()); continue
         raise DiffnbValueError(f"the DataLoaders' batch transform {type(t).__name__} cannot be written to model.json; "
                                f"pass preprocessing=[...] (names: {sorted(PREPROCESSING)}) to save_model")
     return out
