@@ -143,7 +143,7 @@ FORMAT = "diffnb-model"
 FORMAT_VERSION = 1
 WEIGHTS_FILE, META_FILE = "model.safetensors", "model.json"
 TASKS = ("regression", "classification", "vae", "image_to_image")
-_TASK_ALIASES = {"image2image": "image_to_image", "regress": "regression", "classify": "classification"}
+_TASK_ALIASES = {"image2image": "image_to_image"}  # the data layer's name of the task
 
 def _sha256(path) -> str:
     h = hashlib.sha256()
@@ -367,7 +367,7 @@ class LoadedModel:
 
     def check_images(self, images, name="images") -> torch.Tensor:
         "`images` as a float32 `(N, C, H, W)` tensor, after checking channels, size and finiteness against the model."
-        x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
+        x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images).as_subclass(torch.Tensor)
         if x.is_complex() or x.dtype == torch.bool: fail(name, images, "real-valued intensities")
         C = self.channels
         if x.ndim == 2: x = x[None, None]
@@ -503,7 +503,7 @@ def _main_output(out, task):
 
 # %% ../../nbs/api/55_learn.io.ipynb #16fffac0
 def predict(model,              # `LoadedModel`, model directory, or a list of them (deep ensemble)
-            images,             # (N, C, H, W) / (N, H, W) / (H, W) array or tensor, or file paths/glob (see `read_images`)
+            images,             # (N, C, H, W) / (N, H, W) / (H, W) array or tensor, file paths/glob, or `read_images`'s result
             bs: int = 64,       # batch size
             mc_dropout: int = 0,  # Monte-Carlo dropout passes per member (0: dropout off)
             progress: bool = True,  # tqdm progress bar over batches
@@ -514,7 +514,9 @@ def predict(model,              # `LoadedModel`, model directory, or a list of t
     bs = check_int("bs", bs, min_value=1); mc_dropout = check_int("mc_dropout", mc_dropout, min_value=0)
     members = _as_members(model, device)
     sources = None
-    if isinstance(images, (str, Path)) or (isinstance(images, (list, tuple)) and images and all(isinstance(i, (str, Path)) for i in images)):
+    if isinstance(images, tuple) and len(images) == 2 and isinstance(images[1], list) and all(isinstance(m, dict) for m in images[1]):
+        images, sources = images  # the (images, metadata) pair of `read_images`
+    elif isinstance(images, (str, Path)) or (isinstance(images, (list, tuple)) and images and all(isinstance(i, (str, Path)) for i in images)):
         stack = "channels" if (members[0].channels or 1) > 1 else "images"
         images, sources = read_images(images, stack=stack)
     x = members[0].check_images(images)  # every check before any computation
