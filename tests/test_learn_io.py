@@ -204,6 +204,13 @@ def test_read_images_errors(tmp_path):
     with pytest.raises(DiffnbError, match=r"x\.jpg.*known format"): read_images(tmp_path / "x.jpg")
     (tmp_path / "cut.mrc").write_bytes(b"\0" * 100)
     with pytest.raises(DiffnbError, match=r"cannot read image file .*cut\.mrc"): read_images(tmp_path / "cut.mrc")
+    (tmp_path / "junk.dm4").write_bytes(b"\0" * 64)
+    with pytest.raises(DiffnbError, match=r"cannot read image file .*junk\.dm4"): read_images(tmp_path / "junk.dm4")
+    (tmp_path / "junk.emd").write_bytes(b"\0" * 64)
+    try: import h5py  # noqa: F401
+    except ImportError: msg = "needs the package h5py"
+    else: msg = r"cannot read image file .*junk\.emd"
+    with pytest.raises(DiffnbError, match=msg): read_images(tmp_path / "junk.emd")
     tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((8, 8, 3), np.uint8), photometric="rgb")
     with pytest.raises(DiffnbError, match="RGB"): read_images(tmp_path / "rgb.tif")
     with pytest.raises(DiffnbError, match="stack must be"): read_images(tmp_path / "rgb.tif", stack="pages")

@@ -609,10 +609,12 @@ def _read_tiff(path):
     return data, size, unit
 
 def _read_rsciio(path, module):
-    try: mod = importlib.import_module(module)
-    except ImportError as e: raise DiffnbValueError(f"reading {str(path)!r} needs {module} ({e})") from None
-    try: signals = mod.file_reader(str(path), lazy=False)
-    except ImportError as e: raise DiffnbValueError(f"reading {str(path)!r} needs the package {e.name} (pip install {e.name})") from None
+    try:
+        mod = importlib.import_module(module)
+        signals = mod.file_reader(str(path), lazy=False)
+    except ImportError as e:
+        raise DiffnbValueError(f"reading {str(path)!r} with {module} needs the package {e.name or e} "
+                               f"(pip install {e.name or 'rosettasciio'})") from None
     for sig in signals:
         axes = sorted(sig.get("axes", []), key=lambda a: a.get("index_in_array", 0))
         sig_axes = [k for k, a in enumerate(axes) if not a.get("navigate", False)]
