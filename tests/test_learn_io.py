@@ -125,6 +125,9 @@ def test_save_is_atomic_and_checked(tiny, tmp_path):
     with pytest.raises(DiffnbError, match="overwrite=True"): save_model(net, tmp_path / "a", task="regression")
     save_model(net, tmp_path / "a", task="regression", targets=["t0", "t1"], overwrite=True)
     assert load_model(tmp_path / "a", device="cpu").targets == ["t0", "t1"]
+    with pytest.raises(DiffnbError, match="JSON-serialisable"):  # fails after the weights are written: the old model stays
+        save_model(net, tmp_path / "a", task="regression", targets=["new"], provenance={"x": object()}, overwrite=True)
+    assert load_model(tmp_path / "a", device="cpu").targets == ["t0", "t1"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]
 
 
