@@ -4,6 +4,7 @@ import json
 import os
 import pickle
 import shutil
+import struct
 import subprocess
 import sys
 
@@ -11,6 +12,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+
+from pathlib import Path
 
 from diffnb.core import DiffnbError, ShapeError
 from diffnb.learn import MODELS, register_model
@@ -179,6 +182,38 @@ def _write_mrc(path, data, pixel_a):
     hf[13:16] = 90; h[16:19] = 1, 2, 3
     hb = bytearray(h.tobytes()); hb[208:212] = b"MAP "; hb[212:214] = b"\x44\x44"
     path.write_bytes(bytes(hb) + data.tobytes())
+
+
+
+def write_dm3(path, image, scale, units):
+    "Minimal DigitalMicrograph 3 file: one float32 image (big-endian tag tree, little-endian data) and its calibration."
+    image = np.ascontiguousarray(image, dtype="<f4")
+    h, w = image.shape
+    def group(tags): return struct.pack(">BBI", 0, 1, len(tags)) + b"".join(tags)
+    def tag_group(name, tags): return struct.pack(">BH", 20, len(name)) + name.encode() + group(tags)
+    def tag_data(name, info, payload):  # "%%%%", info array (type codes), payload
+        return (struct.pack(">BH", 21, len(name)) + name.encode() + b"%%%%" + struct.pack(">I", len(info))
+                + struct.pack(f">{len(info)}I", *info) + payload)
+    def long(name, v): return tag_data(name, [3], struct.pack("<i", v))
+    def f32(name, v): return tag_data(name, [6], struct.pack("<f", v))
+    def text(name, s): return tag_data(name, [20, 4, len(s)], struct.pack(f"<{len(s)}H", *map(ord, s)))
+    def calib(sc, u): return tag_group("", [f32("Origin", 0.0), f32("Scale", sc), text("Units", u)])
+    image_data = tag_group("ImageData", [
+        tag_data("Data", [20, 6, h * w], image.tobytes()), long("DataType", 2),  # 6: float32 elements; DataType 2: float32 image
+        tag_group("Dimensions", [long("", w), long("", h)]),  # x (columns) first
+        tag_group("Calibrations", [tag_group("Dimension", [calib(scale, units), calib(scale, units)]),
+                                   tag_group("Brightness", [f32("Origin", 0.0), f32("Scale", 1.0), text("Units", "counts")])])])
+    body = group([tag_group("ImageList", [tag_group("", [image_data, tag_group("ImageTags", [])])])])
+    Path(path).write_bytes(struct.pack(">III", 3, len(body) + 12, 1) + body + b"\0" * 8)  # version 3, size, little-endian
+
+
+def test_read_dm3(tmp_path):
+    img = np.arange(6 * 8, dtype=np.float32).reshape(6, 8) ** 1.5  # not square: rows and columns must not swap
+    write_dm3(tmp_path / "pattern.dm3", img, 0.01, "1/nm")
+    x, meta = read_images(tmp_path / "pattern.dm3")
+    assert x.shape == (1, 1, 6, 8)
+    np.testing.assert_array_equal(x[0, 0], img)
+    assert meta[0]["pixel_size"] == pytest.approx(0.01) and meta[0]["pixel_unit"] == "1/nm"
 
 
 def test_read_images(tmp_path):

@@ -667,7 +667,7 @@ def read_images(paths_or_glob,           # file, directory, glob pattern ("runs/
                   "pixel_size": size, "pixel_unit": unit} for k in range(len(x))]
     return np.concatenate(batches), meta
 
-# %% ../../nbs/api/55_learn.io.ipynb #89db9947
+# %% ../../nbs/api/55_learn.io.ipynb #bfc87e08
 def predict_cli(argv: list[str] | None = None) -> int:
     "`diffnb predict MODEL_DIR IMAGES... --out predictions.csv`: 0 on success, 2 on bad input."
     import argparse
