@@ -121,7 +121,7 @@ def test_mismatched_json(saved, tmp_path, edit, msg):
 
 def test_save_is_atomic_and_checked(tiny, tmp_path):
     net = tiny()
-    with pytest.raises(DiffnbError, match="task must be"): save_model(net, tmp_path / "a")
+    with pytest.raises(DiffnbError, match="task must be"): save_model(net, tmp_path / "a", task="segmentation")
     with pytest.raises(DiffnbError, match="JSON-serialisable"): save_model(net, tmp_path / "a", task="regression", provenance={"x": object()})
     assert list(tmp_path.iterdir()) == []  # nothing half-written
     save_model(net, tmp_path / "a", task="regression")
@@ -132,6 +132,11 @@ def test_save_is_atomic_and_checked(tiny, tmp_path):
         save_model(net, tmp_path / "a", task="regression", targets=["new"], provenance={"x": object()}, overwrite=True)
     assert load_model(tmp_path / "a", device="cpu").targets == ["t0", "t1"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]
+    # a model saved without a task loads (its network is usable) but predict asks for the task
+    save_model(net, tmp_path / "no_task")
+    lm = load_model(tmp_path / "no_task", device="cpu")
+    assert lm.task is None and lm(torch.rand(2, 1, 8, 8)).shape == (2, 2)
+    with pytest.raises(DiffnbError, match="needs the model's task"): predict(lm, torch.rand(2, 1, 8, 8), progress=False)
 
 
 def test_predict_input_errors(saved):

@@ -208,7 +208,7 @@ def _learner_parts(learn):
 def save_model(learn_or_model,        # a fastai Learner (uses `learn.model`, its dls and `learn.diffnb_meta`) or a registered model
                path,                   # model directory to write (`model.safetensors` + `model.json`)
                *,
-               task: str | None = None,            # "regression", "classification", "vae" or "image_to_image"
+               task: str | None = None,            # "regression", "classification", "vae" or "image_to_image" (None: unknown)
                classes: list | None = None,         # class names (classification), in output order
                targets: list | None = None,         # target names (regression), in output order, e.g. ["u_iso"]
                target_units: list | None = None,    # unit of each target, e.g. ["Å²"]
@@ -226,7 +226,7 @@ def save_model(learn_or_model,        # a fastai Learner (uses `learn.model`, it
                  input_shape=input_shape, provenance=provenance)
     meta.update({k: v for k, v in given.items() if v is not None})
     task = _TASK_ALIASES.get(meta.get("task"), meta.get("task"))
-    if task not in TASKS: fail("task", task, f"one of {TASKS} (pass task=...)")
+    if task is not None and task not in TASKS: fail("task", task, f"one of {TASKS}, or None when unknown")
     classes, targets, units = meta.get("classes"), meta.get("targets"), meta.get("target_units")
     if task == "classification" and not classes: fail("classes", classes, "the class names of a classification model")
     if classes is not None: classes = [str(c) for c in classes]
@@ -348,7 +348,7 @@ def read_model_meta(path) -> dict:
                                f"({diffnb.__version__}) reads version {FORMAT_VERSION}")
     missing = [k for k in ("model", "input", "preprocessing", "task", "weights") if k not in doc]
     if missing: raise DiffnbValueError(f"{str(path / META_FILE)!r} lacks the keys {missing}")
-    if doc["task"] not in TASKS: fail(f"{META_FILE} task", doc["task"], f"one of {TASKS}")
+    if doc["task"] is not None and doc["task"] not in TASKS: fail(f"{META_FILE} task", doc["task"], f"one of {TASKS} or null")
     return doc
 
 # %% ../../nbs/api/55_learn.io.ipynb #16721b4a
@@ -522,6 +522,9 @@ def predict(model,              # `LoadedModel`, model directory, or a list of t
     x = members[0].check_images(images)  # every check before any computation
     ref = members[0]
     task = ref.task
+    if task is None:
+        raise DiffnbValueError(f"predict needs the model's task, but {META_FILE} records none: save the model with "
+                               f"save_model(..., task=...) (one of {TASKS}); the bare network is LoadedModel.model")
     if mc_dropout and sum(_dropout_on(m.model) for m in members) == 0:
         raise DiffnbValueError("mc_dropout > 0 needs dropout layers in the model, but it has none")
     passes = max(mc_dropout, 1)
