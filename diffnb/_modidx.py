@@ -216,6 +216,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/diffnb', 'doc_host': 'http
                                                                                   'diffnb/learn/gan.py'),
                                   'diffnb.learn.gan.PairGANCallback.before_batch': ( 'api/learn.gan.html#pairgancallback.before_batch',
                                                                                      'diffnb/learn/gan.py'),
+                                  'diffnb.learn.gan.PairGANCallback.before_step': ( 'api/learn.gan.html#pairgancallback.before_step',
+                                                                                    'diffnb/learn/gan.py'),
                                   'diffnb.learn.gan.PairGANLoss': ('api/learn.gan.html#pairganloss', 'diffnb/learn/gan.py'),
                                   'diffnb.learn.gan.PairGANLoss.__init__': ( 'api/learn.gan.html#pairganloss.__init__',
                                                                              'diffnb/learn/gan.py'),

@@ -247,3 +247,30 @@ def test_labels_travel_with_pairs(tmp_path):
         res = learn.lr_find(num_it=20, stop_div=False, show_plot=False)  # losses alternate critic/generator
     assert set(learn.loss_func.terms) == {"adv", "fm"} and res.valley > 0
     learn.show_results(max_n=2)
+
+
+class FrozenWatch(Callback):
+    "After every training batch: did the network that was frozen for this step keep its weights?"
+    order = 100
+    def __init__(self): self.ok = []
+    def before_batch(self):
+        if not self.training: return
+        self.gen = self.learn.gan_trainer.gen_mode
+        frozen = self.learn.model.critic if self.gen else self.learn.model.generator
+        self.before = [p.detach().clone() for p in frozen.parameters()]
+    def after_batch(self):
+        if not self.training: return
+        frozen = self.learn.model.critic if self.gen else self.learn.model.generator
+        self.ok.append((self.gen, all(torch.equal(a, p) for a, p in zip(self.before, frozen.parameters()))))
+
+
+def test_only_the_trained_network_moves():
+    "fastai's single optimiser must not move the frozen network with Adam's momentum."
+    torch.manual_seed(0)
+    x = smooth_images(24, seed=10)
+    dls = pair_dataloaders(x, sobel_x(x), bs=4, device="cpu", valid_pct=0.2)
+    watch = FrozenWatch()
+    learn = gan_learner(dls, pix2pix_unet(1, 1, 32, ngf=4), patchgan(2, ndf=4), cbs=[watch], metrics=False)
+    with learn.no_bar(), learn.no_logging(): learn.fit(1)
+    assert len(watch.ok) >= 4 and {g for g, _ in watch.ok} == {True, False}
+    assert all(ok for _, ok in watch.ok), watch.ok
