@@ -22,6 +22,7 @@ __all__ = ['SUBCOMMANDS', 'diffnb_root', 'main']
 SUBCOMMANDS = {
     "generate": ("diffnb.data", "generate_cli", "simulate a labelled dataset into a Zarr store (resumable, Dask)"),
     "verify":   ("diffnb.data", "verify_cli", "check a dataset store: completeness, shapes, NaN/Inf, provenance"),
+    "predict":  ("diffnb.learn.io", "predict_cli", "predict with a saved model on image files (TIFF, DM, MRC, EMD, npy) into a CSV"),
 }
 
 def _epilog() -> str:
