@@ -12,7 +12,8 @@ from diffnb.learn import build_model, model_spec
 from diffnb.learn.gan import (pix2pix_unet, unet_resnet, pix2pixhd_global, pix2pixhd_local, patchgan, multiscale_critic,
                               ConditionalCritic, feature_matching_loss, critic_adv_loss, generator_adv_loss,
                               physics_term, ssim_term, psnr_term, l2_term, perceptual_term, pair_dataloaders,
-                              sample_pairs, generator_learner, gan_learner, pix2pixhd_learner, translate)
+                              sample_pairs, generator_learner, gan_learner, pix2pixhd_learner, translate,
+                              save_generator)
 from fastai.callback.core import Callback
 
 
@@ -57,11 +58,11 @@ def test_pix2pix_learns_a_linear_filter(sobel_dls):
     with learn.no_bar(), learn.no_logging(): learn.fit(2)
     names = list(learn.recorder.metric_names[1:-1])
     last = dict(zip(names, learn.recorder.values[-1]))
-    assert last["pearson"] >= 0.9, last                    # the fastai metric on the validation set
+    assert last["pearson_mean"] >= 0.9, last                    # the fastai metric on the validation set
     r = pearson(translate(learn, xv, progress=False), yv)   # independent check with numpy
     assert r >= 0.9
-    assert abs(r - last["pearson"]) < 1e-3
-    assert {"ssim", "psnr", "mse", "gen_loss", "crit_loss"} <= set(names)
+    assert abs(r - last["pearson_mean"]) < 1e-3
+    assert {"ssim", "psnr", "mse", "gen_loss", "crit_loss"} <= set(names), names
     assert len(learn.loss_func.terms) == 2 and set(learn.loss_func.terms) == {"adv", "l1"}
     assert not any("MixedPrecision" in type(cb).__name__ for cb in learn.cbs)  # never fp16 on CPU
 
@@ -213,13 +214,19 @@ def test_generators_shapes_and_registry_round_trip():
 
 
 def test_save_load_translate(tmp_path):
-    io = pytest.importorskip("diffnb.learn.io")
+    "save_generator -> load_model (safetensors + JSON) -> translate gives the same images."
+    from diffnb.learn.io import load_model
     torch.manual_seed(0)
-    G = pix2pixhd_global(1, 1, ngf=4, n_downsampling=2, n_blocks=1)
-    x = smooth_images(6, seed=9)
-    io.save_model(G, tmp_path / "g")
-    loaded = io.load_model(tmp_path / "g")
-    assert torch.equal(translate(loaded, x, progress=False), translate(G, x, progress=False))
+    x = smooth_images(12, seed=9)
+    dls = pair_dataloaders(x, sobel_x(x), bs=4, device="cpu")
+    learn = gan_learner(dls, pix2pixhd_global(1, 1, ngf=4, n_downsampling=2, n_blocks=1), multiscale_critic(2, ndf=4),
+                        metrics=False)
+    with learn.no_bar(), learn.no_logging(): learn.fit(1)
+    save_generator(learn, tmp_path / "g")
+    assert sorted(p.name for p in (tmp_path / "g").iterdir()) == ["model.json", "model.safetensors"]
+    loaded = load_model(tmp_path / "g", device="cpu")
+    assert loaded.task == "image_to_image" and loaded.input_shape == [1, 32, 32]
+    assert torch.equal(translate(loaded, x, bs=4, progress=False), translate(learn, x, bs=4, progress=False))
 
 
 class PairSampler:
@@ -244,7 +251,7 @@ def test_labels_travel_with_pairs(tmp_path):
     learn = pix2pixhd_learner(dls, ngf=4, ndf=4, n_downsampling=2, n_blocks=1, path=tmp_path)
     with learn.no_bar(), learn.no_logging():
         learn.fit(1)
-        res = learn.lr_find(num_it=20, stop_div=False, show_plot=False)  # losses alternate critic/generator
+        res = learn.lr_find(num_it=12, stop_div=False, show_plot=False)  # losses alternate critic/generator
     assert set(learn.loss_func.terms) == {"adv", "fm"} and res.valley > 0
     learn.show_results(max_n=2)
 
