@@ -230,11 +230,22 @@ def test_save_load_translate(tmp_path):
 
 
 class PairSampler:
-    "An image2image sampler in diffnb's protocol (inputs, targets, parameter columns)."
-    task = "image2image"
+    "An image2image sampler in diffnb's Sampler protocol: smooth image -> its Sobel derivative, label = a parameter."
+    name, version, config, image_shape, task, classes, target_shape = \
+        "test.sobel", "1", {}, (1, 32, 32), "image2image", None, (1, 32, 32)
     def sample(self, seed, indices):
-        x = smooth_images(len(indices), seed=seed + 100)
-        return x, sobel_x(x), {"gain": np.arange(len(indices), dtype=float)}
+        x = torch.cat([smooth_images(1, seed=1000 * seed + int(i)) for i in indices])
+        return x, sobel_x(x), {"gain": np.asarray(indices, dtype=float) / 10}
+
+
+def test_pairs_from_a_store(tmp_path):
+    from diffnb.data.store import generate
+    st = generate(PairSampler(), 10, tmp_path / "pairs", seed=3, chunk_size=5, scheduler="synchronous", progress=False)
+    dls = pair_dataloaders(st.path, labels="gain", bs=4, device="cpu", valid_pct=0.2)
+    xs, ys, labs = dls.train_ds.x, dls.train_ds.y, dls.train_ds.label
+    i = labs.flatten().mul(10).round().long()                  # each sample's index, from its label
+    ref_x, ref_y, _ = PairSampler().sample(3, i.tolist())
+    torch.testing.assert_close(xs, ref_x); torch.testing.assert_close(ys, ref_y)
 
 
 def test_labels_travel_with_pairs(tmp_path):
