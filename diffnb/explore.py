@@ -12,6 +12,7 @@ import io
 import json
 import math
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -455,7 +456,8 @@ def voila_command(notebook,             # notebook to serve
     port = check_int("port", port, min_value=1)
     if port > 65535: fail("port", port, "a TCP port 1…65535")
     cmd = [sys.executable, "-m", "voila", str(notebook), f"--port={port}", "--Voila.ip=127.0.0.1",
-           "--strip_sources=True", "--show_tracebacks=True", "--theme=light"]
+           "--strip_sources=True", "--show_tracebacks=True", "--theme=light",
+           "--preheat_kernel=True", "--pool_size=1"]   # the first page is computed before anyone asks for it
     return cmd + ([] if open_browser else ["--no-browser"])
 
 def explore_cli(argv: list | None = None,  # arguments after `diffnb explore`
@@ -482,6 +484,9 @@ def explore_cli(argv: list | None = None,  # arguments after `diffnb explore`
         env["PYTHONPATH"] = os.pathsep.join([pkg_root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
         print(f"diffnb explore {a.name}: http://127.0.0.1:{port}/  (Ctrl-C to stop)", flush=True)
         proc = subprocess.Popen(voila_command(nb, port, not a.no_browser), env=env, cwd=tmp)
+        def _stop(signum, frame): raise KeyboardInterrupt
+        try: signal.signal(signal.SIGTERM, _stop)   # a terminated `diffnb explore` also stops its server
+        except ValueError: pass                       # not the main thread
         try: return proc.wait()
         except KeyboardInterrupt:
             proc.terminate()
