@@ -106,7 +106,7 @@ class PowderRings:
                      u_iso=None,         # or U_iso [Å²] (B = 8π²U)
                      lorentz: bool = True,  # apply the powder 1/s² factor (intensity per unit arc length)
                      device=None,        # torch device; default CPU
-                    ):                   # (n, n_rings) or (n_rings,) float64: m|F|² e^{−Bs²/2}/s² [Å⁴]
+                    ):                   # (n, n_rings) or (n_rings,) float64: m|F|² exp(−Bs²/2)/s² [Å⁴]
         "Integrated weight of each ring (per unit arc length) for each B."
         dev = as_device(device) if device is not None else torch.device("cpu")
         b = self._b(b_iso, u_iso, dev, torch.float64)
@@ -245,7 +245,7 @@ def ring_profile(atoms,                    # crystal (ase.Atoms)
                  lorentz: bool = True,     # apply the powder 1/s² factor
                  device=None,
                 ) -> torch.Tensor:         # I(s): (n, len(s)) or (len(s),) float32 [Å⁵]
-    "Kinematic electron powder profile I(s) = Σ m|F|² e^{−Bs²/2}/s² ⊗ P (see `PowderRings`)."
+    "Kinematic electron powder profile I(s) = Σ m|F|² exp(−Bs²/2)/s² ⊗ P (see `PowderRings`)."
     s_t = as_tensor(s, torch.float64)
     check_shape("s", s_t, ndim=1); check_positive("s", s_t, allow_zero=True)
     check_positive("fwhm", fwhm)
