@@ -86,6 +86,7 @@ def test_pages_have_titles_links_and_content(docs):
             if re.match(r"^[a-z][a-z0-9+.-]*:", url) or url.startswith("//"): continue
             if not (page.parent / html_lib.unescape(url)).resolve().exists(): problems.append(f"{page.name}: broken link {url}")
         for h in _empty_sections(text): problems.append(f"{page.name}: empty section {h!r}")
+        if re.search(r">\s*#?\|\s*(export|exportd|hide)\b", text): problems.append(f"{page.name}: nbdev directive shown as text")
         if "https://diffnb.github.io" in re.sub(r"<pre.*?</pre>|<code.*?</code>", "", text, flags=re.S):
             problems.append(f"{page.name}: link to the online site instead of the local page")
     assert not problems, "\n".join(problems)

@@ -68,6 +68,21 @@ def _title(nb, fallback: str) -> str:
     return fallback
 
 
+def _summary(nb_path: Path) -> str:
+    "The whole `> summary` of a notebook's title cell (nbdev's front matter keeps only its first line)."
+    if not nb_path.exists(): return ""
+    for cell in nbformat.read(nb_path, as_version=4).cells:
+        if cell.cell_type != "markdown": continue
+        lines = [l[1:].strip() for l in cell.source.splitlines() if l.startswith(">")]
+        return " ".join(lines)
+    return ""
+
+
+def _inline_md(text: str) -> str:
+    "Escaped text with `code` spans (enough for a one-paragraph summary)."
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+
+
 def _section_label(key: str) -> str:
     return dict(SECTIONS).get(key, key.replace("_", " ").capitalize())
 
@@ -84,8 +99,7 @@ def _nav(pages, here: str, depth: int) -> str:
         here_cls = ' class="here"'
         links = [f'<a href="{up}{rel}"{here_cls if rel == here else ""} title="{html.escape(d or "", quote=True)}">'
                  f'{html.escape(t)}</a>' for sec, rel, t, d in pages if sec == key]
-        opened = " open" if any(rel == here for sec, rel, _, _ in pages if sec == key) else ""
-        items.append(f'<details{opened}><summary>{_section_label(key)}</summary><div class="menu">{"".join(links)}</div></details>')
+        items.append(f'<details><summary>{_section_label(key)}</summary><div class="menu">{"".join(links)}</div></details>')
     return f'<nav class="diffnb-nav">{"".join(items)}</nav>'
 
 
@@ -93,7 +107,7 @@ CSS = """<style>
 .diffnb-nav{position:sticky;top:0;z-index:10;display:flex;gap:1.5em;align-items:flex-start;flex-wrap:wrap;
  background:#1f3b57;color:#fff;padding:.6em 1.2em;font-family:system-ui,sans-serif}
 .diffnb-nav a{color:#fff;text-decoration:none}.diffnb-nav .brand{font-weight:700;font-size:1.2em}
-.diffnb-nav details{cursor:pointer}.diffnb-nav .menu{display:flex;flex-direction:column;background:#2b5277;padding:.4em .8em}
+.diffnb-nav details{cursor:pointer;position:relative}.diffnb-nav .menu{display:flex;flex-direction:column;background:#2b5277;padding:.4em .8em;position:absolute;top:1.6em;left:0;min-width:14em;box-shadow:0 4px 12px rgba(0,0,0,.3)}
 .diffnb-nav .menu a{padding:.15em 0}.diffnb-nav .here{text-decoration:underline}
 .diffnb-title{max-width:1100px;margin:1.2em auto .4em auto;padding:0 1em;font-family:system-ui,sans-serif}
 .diffnb-title h1{margin:.2em 0;font-size:2.1em}.diffnb-title .description{color:#444;font-size:1.1em;margin:.3em 0 0 0}
@@ -184,19 +198,20 @@ def _explorer_png(name: str, cache: dict) -> str | None:
 
 def _static_widgets(cell, pngs: dict) -> None:
     "Widget outputs have no live kernel in a static page: keep their static fallback, or show the explorer's figure."
+    outs = []
     for o in cell.get("outputs", []):
         data = o.get("data", {})
-        if WIDGET_MIME not in data: continue
+        if WIDGET_MIME not in data: outs.append(o); continue
         del data[WIDGET_MIME]
-        if any(k for k in data if k != "text/plain"): continue
+        if set(data) - {"text/plain"}: outs.append(o); continue
         called = next((e for f, e in WIDGET_EXPLORERS.items() if f in cell.source), None)
-        if called is None: continue   # e.g. a progress bar: nothing to show (dropped below)
+        if called is None: continue   # e.g. a progress bar: nothing to show
         png = _explorer_png(called, pngs)
         note = (f'<div class="diffnb-note">Interactive in Jupyter. As a local web app: <code>diffnb explore {called}</code>'
                 f'{" — below, its default state." if png else "."}</div>')
-        data.clear(); data["text/html"] = note
-        if png: data["image/png"] = png
-    cell["outputs"] = [o for o in cell.get("outputs", []) if "data" not in o or set(o["data"]) - {"text/plain"}]
+        outs.append(nbformat.v4.new_output("display_data", data={"text/html": note}))
+        if png: outs.append(nbformat.v4.new_output("display_data", data={"image/png": png}))
+    cell["outputs"] = outs
 
 
 def _empty_sections(body_html: str) -> list:
@@ -246,7 +261,8 @@ def build(root: Path = ROOT, out: Path | None = None) -> Path:
         rel = (Path(sec) / fname).as_posix() if sec else fname
         names[src_rel.with_suffix(".html").as_posix()] = rel     # numbered file names still resolve
         names[src_rel.as_posix()] = rel
-        pages.append((sec, rel, _title(nb, src_rel.stem), str(fm.get("description") or "").strip(), src_rel.as_posix(), p))
+        desc = _summary(Path(cfg.nbs_path) / src_rel) or str(fm.get("description") or "").strip()
+        pages.append((sec, rel, _title(nb, src_rel.stem), desc, src_rel.as_posix(), p))
     pages.sort(key=lambda x: (_section_order(x[0]), x[4]))
     _sidebar(cfg, pages)
     (Path(cfg.nbs_path) / "styles.css").exists() and shutil.copy(Path(cfg.nbs_path) / "styles.css", out / "styles.css")
@@ -265,6 +281,8 @@ def build(root: Path = ROOT, out: Path | None = None) -> Path:
         nb.cells = [c for c in nb.cells if not (c.cell_type == "raw" and c.source.startswith("---"))]
         for c in nb.cells:   # execnb records timings (non-string) that nbformat's schema rejects
             c.metadata = {k: v for k, v in c.metadata.items() if k == "tags"}
+            if c.cell_type == "markdown":   # `#| export` prose (module docstrings): the directive is not text
+                c.source = "\n".join(l for l in c.source.splitlines() if not l.startswith("#|"))
             if c.cell_type != "code": continue
             if re.search(r"^#\|\s*echo:\s*false", c.source, re.M):
                 c.metadata["tags"] = list(c.metadata.get("tags", [])) + ["remove_input"]
@@ -279,7 +297,7 @@ def build(root: Path = ROOT, out: Path | None = None) -> Path:
         body = re.sub(r"<script[^>]*>(?:(?!</script>).)*MathJax(?:(?!</script>).)*</script>", "", body, flags=re.S)
         if katex is not None: body = body.replace("</head>", _math_head(depth) + "</head>", 1)
         head = (f'<header class="diffnb-title"><h1 class="title">{html.escape(title)}</h1>'
-                + (f'<p class="description">{html.escape(desc)}</p>' if desc else "") + "</header>")
+                + (f'<p class="description">{_inline_md(desc)}</p>' if desc else "") + "</header>")
         body = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + CSS + _nav(nav_pages, rel, depth) + head, body, count=1)
         body = _rewrite_links(body, rel, names)
         target = out / rel
