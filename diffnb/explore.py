@@ -52,10 +52,10 @@ def register_explorer(name: str,  # name used by `diffnb explore NAME`
     return deco
 
 # %% ../nbs/api/70_explore.ipynb #06ca442f
-def _png(fig, dpi: int = 80) -> bytes:
+def _png(fig, dpi: int = 90) -> bytes:
     "PNG bytes of a matplotlib figure."
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=dpi)   # constrained layout already fits the labels: one draw, not two
     return buf.getvalue()
 
 def _figure(ncols: int, width: float = 4.2, height: float = 3.6):
@@ -80,7 +80,10 @@ class Explorer:
         self.image = W.Image(format="png", layout=W.Layout(max_width="100%"))
         self.status = W.HTML()
         self.updates, self.last_update_s, self.data, self._hold = 0, float("nan"), None, False
-        for w in self.controls.values(): w.observe(self._changed, names="value")
+        for w in self.controls.values():
+            w.observe(self._changed, names="value")
+            if hasattr(w, "style") and hasattr(w.style, "description_width") and not w.style.description_width:
+                w.style.description_width = "100px"      # room for the units in the labels
         head = W.HTML(f"<h3 style='margin:0'>{title}</h3><div style='color:#555'>{note}</div>")
         self.widget = W.VBox([head, W.HBox([W.VBox(list(self.controls.values()), layout=W.Layout(min_width="330px")),
                                             self.image]), self.status])
@@ -115,7 +118,8 @@ class Explorer:
         self.image.value = _png(self.figure())
         self.last_update_s = time.perf_counter() - t0
         self.updates += 1
-        self.status.value = f"<span style='color:#777'>update {1000 * self.last_update_s:.0f} ms</span>"
+        what = "first update (set-up included)" if self.updates == 1 else "update"
+        self.status.value = f"<span style='color:#777'>{what}: {1000 * self.last_update_s:.0f} ms</span>"
         return self.data
 
     def cache_info(self) -> dict:
