@@ -481,6 +481,10 @@ def explore_cli(argv: list | None = None,  # arguments after `diffnb explore`
     if a.name not in EXPLORERS:
         print(f"diffnb explore: unknown explorer {a.name!r}; choose from {sorted(EXPLORERS)}", file=sys.stderr)
         return 2
+    import importlib.util
+    if importlib.util.find_spec("voila") is None:
+        print("diffnb explore needs Voilà: pip install 'diffnb[explore]' (or use the explorer inline in Jupyter)", file=sys.stderr)
+        return 1
     port = a.port if a.port is not None else _free_port()
     with tempfile.TemporaryDirectory(prefix="diffnb-explore-") as tmp:
         nb = explorer_notebook(a.name, tmp)
