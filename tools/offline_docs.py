@@ -19,7 +19,6 @@ from pathlib import Path
 import nbformat
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = (("api", "API"), ("tutorials", "Tutorials"), ("explanations", "Explanations"))
 
 
 def readme_text(index_nb: Path) -> str:
@@ -41,25 +40,66 @@ def readme_text(index_nb: Path) -> str:
     return "<!-- Generated from nbs/index.ipynb by `make docs` (tools/offline_docs.py); edit the notebook, not this file -->\n\n" + body
 
 
-def _title(nb, fallback: str) -> str:
+SECTIONS = (("", ""), ("tutorials", "Tutorials"), ("workflows", "Workflows"), ("explanations", "Explanations"),
+            ("api", "API reference"))
+SITE_URL = "https://diffnb.github.io/diffnb/"
+# Notebook cells that display an ipywidgets app: in a static page they show the matching explorer's default state.
+WIDGET_EXPLORERS = {"bismuth_widget": "powder", "lacbed_widget": "lacbed"}
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+
+
+def _front_matter(nb) -> dict:
+    "nbdev's front matter (title, description, output-file) from the processed notebook's leading raw cell."
+    import yaml
     for cell in nb.cells:
         if cell.cell_type == "raw" and cell.source.startswith("---"):
-            m = re.search(r"^title:\s*(.+)$", cell.source, re.M)
-            if m: return m.group(1).strip().strip("'\"")
+            try: return yaml.safe_load(cell.source.strip().strip("-")) or {}
+            except yaml.YAMLError: return {}
+    return {}
+
+
+def _title(nb, fallback: str) -> str:
+    fm = _front_matter(nb)
+    if fm.get("title"): return str(fm["title"])
+    for cell in nb.cells:
         if cell.cell_type == "markdown":
             m = re.match(r"#\s+(.+)", cell.source.strip())
             if m: return m.group(1).strip()
     return fallback
 
 
-def _nav(pages: list[tuple[str, str, str]], here: str, depth: int) -> str:
+def _summary(nb_path: Path) -> str:
+    "The whole `> summary` of a notebook's title cell (nbdev's front matter keeps only its first line)."
+    if not nb_path.exists(): return ""
+    for cell in nbformat.read(nb_path, as_version=4).cells:
+        if cell.cell_type != "markdown": continue
+        lines = [l[1:].strip() for l in cell.source.splitlines() if l.startswith(">")]
+        return " ".join(lines)
+    return ""
+
+
+def _inline_md(text: str) -> str:
+    "Escaped text with `code` spans (enough for a one-paragraph summary)."
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+
+
+def _section_label(key: str) -> str:
+    return dict(SECTIONS).get(key, key.replace("_", " ").capitalize())
+
+
+def _section_order(key: str) -> int:
+    keys = [k for k, _ in SECTIONS]
+    return keys.index(key) if key in keys else len(keys)
+
+
+def _nav(pages, here: str, depth: int) -> str:
     up = "../" * depth
     items = [f'<a class="brand" href="{up}index.html">diffnb</a>']
-    for key, label in SECTIONS:
-        here_attr = ' class="here"'
-        links = [f'<a href="{up}{rel}"{here_attr if rel == here else ""}>{html.escape(t)}</a>'
-                 for sec, rel, t in pages if sec == key]
-        if links: items.append(f'<details><summary>{label}</summary><div class="menu">{"".join(links)}</div></details>')
+    for key in sorted({p[0] for p in pages if p[0]}, key=_section_order):
+        here_cls = ' class="here"'
+        links = [f'<a href="{up}{rel}"{here_cls if rel == here else ""} title="{html.escape(d or "", quote=True)}">'
+                 f'{html.escape(t)}</a>' for sec, rel, t, d in pages if sec == key]
+        items.append(f'<details><summary>{_section_label(key)}</summary><div class="menu">{"".join(links)}</div></details>')
     return f'<nav class="diffnb-nav">{"".join(items)}</nav>'
 
 
@@ -67,9 +107,132 @@ CSS = """<style>
 .diffnb-nav{position:sticky;top:0;z-index:10;display:flex;gap:1.5em;align-items:flex-start;flex-wrap:wrap;
  background:#1f3b57;color:#fff;padding:.6em 1.2em;font-family:system-ui,sans-serif}
 .diffnb-nav a{color:#fff;text-decoration:none}.diffnb-nav .brand{font-weight:700;font-size:1.2em}
-.diffnb-nav details{cursor:pointer}.diffnb-nav .menu{display:flex;flex-direction:column;background:#2b5277;padding:.4em .8em}
+.diffnb-nav details{cursor:pointer;position:relative}.diffnb-nav .menu{display:flex;flex-direction:column;background:#2b5277;padding:.4em .8em;position:absolute;top:1.6em;left:0;min-width:14em;box-shadow:0 4px 12px rgba(0,0,0,.3)}
 .diffnb-nav .menu a{padding:.15em 0}.diffnb-nav .here{text-decoration:underline}
+.diffnb-title{max-width:1100px;margin:1.2em auto .4em auto;padding:0 1em;font-family:system-ui,sans-serif}
+.diffnb-title h1{margin:.2em 0;font-size:2.1em}.diffnb-title .description{color:#444;font-size:1.1em;margin:.3em 0 0 0}
+.diffnb-note{border-left:4px solid #2b5277;background:#f3f6f9;padding:.5em 1em;margin:.5em 0}
+.diffnb-src pre{font-size:12px;line-height:1.35}.diffnb-src .ln{color:#999;display:inline-block;width:4em;user-select:none}
 </style>"""
+
+
+def _katex_dir(cache: Path) -> Path | None:
+    "KaTeX (katex.min.js/.css, fonts/, contrib/auto-render.js): $DIFFNB_KATEX_DIR, Debian's libjs-katex, or npm's package in `cache`."
+    cands = [Path(os.environ["DIFFNB_KATEX_DIR"])] if os.environ.get("DIFFNB_KATEX_DIR") else []
+    cands += [Path("/usr/share/javascript/katex"), cache / "package" / "dist"]
+    ok = lambda d: all((d / f).exists() for f in ("katex.min.js", "katex.min.css", "contrib/auto-render.js"))
+    for d in cands:
+        if ok(d): return d
+    if shutil.which("npm"):
+        import subprocess, tarfile
+        cache.mkdir(parents=True, exist_ok=True)
+        r = subprocess.run(["npm", "pack", "katex", "--silent", "--pack-destination", str(cache)], capture_output=True, text=True, timeout=300)
+        tgz = sorted(cache.glob("katex-*.tgz"))
+        if r.returncode == 0 and tgz:
+            with tarfile.open(tgz[-1]) as t: t.extractall(cache, filter="data")
+            if ok(cache / "package" / "dist"): return cache / "package" / "dist"
+    return None
+
+
+def _math_head(depth: int) -> str:
+    up = "../" * depth + "_static/katex/"
+    delims = ('[{left:"$$",right:"$$",display:true},{left:"\\\\[",right:"\\\\]",display:true},'
+              '{left:"$",right:"$",display:false},{left:"\\\\(",right:"\\\\)",display:false}]')
+    return (f'<link rel="stylesheet" href="{up}katex.min.css">'
+            f'<script defer src="{up}katex.min.js"></script><script defer src="{up}contrib/auto-render.js"></script>'
+            '<script>document.addEventListener("DOMContentLoaded",function(){renderMathInElement(document.body,'
+            f'{{delimiters:{delims},throwOnError:false,ignoredTags:["script","noscript","style","textarea","pre","code"]}});'
+            'document.body.setAttribute("data-math","done");});</script>')
+
+
+def _source_pages(root: Path, out: Path) -> None:
+    "A static page per module of diffnb with line anchors (#L<n>), the local target of the `source` links."
+    for py in sorted((root / "diffnb").rglob("*.py")):
+        rel = py.relative_to(root)
+        target = out / "src" / (rel.as_posix() + ".html")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        lines = py.read_text().splitlines()
+        body = "\n".join(f'<span id="L{i}"><span class="ln">{i}</span>{html.escape(l)}</span>' for i, l in enumerate(lines, 1))
+        depth = len(target.relative_to(out).parts) - 1
+        target.write_text(f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{rel.as_posix()}</title>{CSS}</head>'
+                          f'<body class="diffnb-src"><nav class="diffnb-nav"><a class="brand" href="{"../" * depth}index.html">diffnb</a>'
+                          f'<span>{rel.as_posix()}</span></nav><pre>{body}</pre></body></html>')
+
+
+def _rewrite_links(body: str, rel: str, names: dict) -> str:
+    "Site-absolute links and GitHub source links point at the local pages; page links follow nbdev's output files."
+    depth = rel.count("/")
+    up = "../" * depth
+    here_dir = rel.rsplit("/", 1)[0] + "/" if "/" in rel else ""
+    def fix(m):
+        url = m.group(2)
+        if url.startswith(SITE_URL):
+            path = url[len(SITE_URL):]
+            path = re.sub(r"\.html\.md(?=$|#)", ".html", path)
+            return f'{m.group(1)}"{up}{path or "index.html"}"'
+        g = re.match(r"https://github\.com/[^/]+/[^/]+/blob/[^/]+/(diffnb/[^#\s]+\.py)(#L(\d+))?", url)
+        if g or url.startswith("/blob/"):
+            path = g.group(1) if g else re.sub(r"^/blob/[^/]+/", "", url).split("#")[0]
+            line = (g.group(3) if g else (url.split("#L")[1] if "#L" in url else None))
+            return f'{m.group(1)}"{up}src/{path}.html{"#L" + line if line else ""}"'
+        if not re.match(r"^[a-z]+:|^#|^/", url):
+            p, _, frag = url.partition("#")
+            key = (here_dir + p)
+            if key in names: return f'{m.group(1)}"{up}{names[key]}{"#" + frag if frag else ""}"'
+        return m.group(0)
+    return re.sub(r'(href=)"([^"]*)"', fix, body)
+
+
+def _explorer_png(name: str, cache: dict) -> str | None:
+    "Base64 PNG of explorer `name` in its default state (None when it cannot be built here)."
+    if name not in cache:
+        try:
+            import base64
+            from diffnb.explore import EXPLORERS
+            cache[name] = base64.b64encode(EXPLORERS[name]().image.value).decode()
+        except Exception as e:   # the page still says how to launch the app
+            print(f"offline docs: no static figure for explorer {name!r}: {e}", file=sys.stderr)
+            cache[name] = None
+    return cache[name]
+
+
+def _static_widgets(cell, pngs: dict) -> None:
+    "Widget outputs have no live kernel in a static page: keep their static fallback, or show the explorer's figure."
+    outs = []
+    for o in cell.get("outputs", []):
+        data = o.get("data", {})
+        if WIDGET_MIME not in data: outs.append(o); continue
+        del data[WIDGET_MIME]
+        if set(data) - {"text/plain"}: outs.append(o); continue
+        called = next((e for f, e in WIDGET_EXPLORERS.items() if f in cell.source), None)
+        if called is None: continue   # e.g. a progress bar: nothing to show
+        png = _explorer_png(called, pngs)
+        note = (f'<div class="diffnb-note">Interactive in Jupyter. As a local web app: <code>diffnb explore {called}</code>'
+                f'{" — below, its default state." if png else "."}</div>')
+        outs.append(nbformat.v4.new_output("display_data", data={"text/html": note}))
+        if png: outs.append(nbformat.v4.new_output("display_data", data={"image/png": png}))
+    cell["outputs"] = outs
+
+
+def _empty_sections(body_html: str) -> list:
+    "Headings followed directly by another heading of the same or a higher level (nothing under them)."
+    text = re.sub(r"<(script|style)[^>]*>.*?</\1>", "", body_html, flags=re.S)
+    heads = list(re.finditer(r"<h([1-6])[^>]*>(.*?)</h\1>", text, flags=re.S))
+    out = []
+    for a, b in zip(heads, heads[1:]):
+        between = re.sub(r"<[^>]+>|\s|&#182;|¶", "", text[a.end():b.start()])
+        if not between and int(b.group(1)) <= int(a.group(1)): out.append(re.sub(r"<[^>]+>", "", a.group(2)).strip("¶ "))
+    return out
+
+
+def _sidebar(cfg, pages) -> None:
+    "nbs/sidebar.yml for Quarto in reading order: index, tutorials, workflows, explanations, API."
+    import yaml
+    contents = [p[4] for p in pages if not p[0]]
+    for key in sorted({p[0] for p in pages if p[0]}, key=_section_order):
+        contents.append({"section": _section_label(key), "contents": [p[4] for p in pages if p[0] == key]})
+    Path(cfg.nbs_path, "sidebar.yml").write_text(yaml.safe_dump({"website": {"sidebar": {"contents": contents}}},
+                                                                sort_keys=False, allow_unicode=True))
 
 
 def build(root: Path = ROOT, out: Path | None = None) -> Path:
@@ -77,42 +240,66 @@ def build(root: Path = ROOT, out: Path | None = None) -> Path:
     from nbconvert import HTMLExporter
     from nbdev.config import get_config
     from nbdev.doclinks import _build_modidx
-    from nbdev.quarto import refresh_quarto_yml, nbdev_sidebar
+    from nbdev.quarto import refresh_quarto_yml
     from nbdev.serve import proc_nbs
     os.chdir(root)
     cfg = get_config()
     refresh_quarto_yml()                      # keep nbs/_quarto.yml and nbs/nbdev.yml current for Quarto users
     _build_modidx()
-    nbdev_sidebar.__wrapped__(path=cfg.nbs_path)
     cache = proc_nbs(cfg.nbs_path, n_workers=1)
     out = Path(out or cfg.doc_path)
     if out.exists(): shutil.rmtree(out)
     out.mkdir(parents=True)
     nbs = sorted(p for p in cache.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
-    pages = []
+    pages, names = [], {}
     for p in nbs:
-        rel = p.relative_to(cache).with_suffix(".html")
-        sec = rel.parts[0] if len(rel.parts) > 1 else ""
-        pages.append((sec, rel.as_posix(), _title(nbformat.read(p, as_version=4), rel.stem), p))
+        nb = nbformat.read(p, as_version=4)
+        fm = _front_matter(nb)
+        src_rel = p.relative_to(cache)
+        sec = src_rel.parts[0] if len(src_rel.parts) > 1 else ""
+        fname = fm.get("output-file") or src_rel.with_suffix(".html").name
+        rel = (Path(sec) / fname).as_posix() if sec else fname
+        names[src_rel.with_suffix(".html").as_posix()] = rel     # numbered file names still resolve
+        names[src_rel.as_posix()] = rel
+        desc = _summary(Path(cfg.nbs_path) / src_rel) or str(fm.get("description") or "").strip()
+        pages.append((sec, rel, _title(nb, src_rel.stem), desc, src_rel.as_posix(), p))
+    pages.sort(key=lambda x: (_section_order(x[0]), x[4]))
+    _sidebar(cfg, pages)
+    (Path(cfg.nbs_path) / "styles.css").exists() and shutil.copy(Path(cfg.nbs_path) / "styles.css", out / "styles.css")
+    katex = _katex_dir(root / ".cache" / "katex")
+    if katex is None: print("offline docs: KaTeX not found (install Debian's libjs-katex or npm): math stays as LaTeX", file=sys.stderr)
+    else: shutil.copytree(katex, out / "_static" / "katex", symlinks=False)
+    _source_pages(root, out)
     from nbconvert.preprocessors import TagRemovePreprocessor
     exporter = HTMLExporter(template_name="lab", exclude_input_prompt=True, exclude_output_prompt=True)
     exporter.register_preprocessor(TagRemovePreprocessor(remove_input_tags={"remove_input"}), enabled=True)
-    nav_pages = [(s, r, t) for s, r, t, _ in pages]
-    for sec, rel, title, p in pages:
+    nav_pages = [(s, r, t, d) for s, r, t, d, _, _ in pages]
+    pngs = {}
+    for sec, rel, title, desc, _, p in pages:
         nb = nbformat.read(p, as_version=4)
+        nb.metadata.pop("widgets", None)      # no widget manager from a CDN: widget outputs become static below
         nb.cells = [c for c in nb.cells if not (c.cell_type == "raw" and c.source.startswith("---"))]
         for c in nb.cells:   # execnb records timings (non-string) that nbformat's schema rejects
             c.metadata = {k: v for k, v in c.metadata.items() if k == "tags"}
+            if c.cell_type == "markdown":   # `#| export` prose (module docstrings): the directive is not text
+                c.source = "\n".join(l for l in c.source.splitlines() if not l.startswith("#|"))
             if c.cell_type != "code": continue
             if re.search(r"^#\|\s*echo:\s*false", c.source, re.M):
                 c.metadata["tags"] = list(c.metadata.get("tags", [])) + ["remove_input"]
+            _static_widgets(c, pngs)
             c.source = "\n".join(l for l in c.source.splitlines() if not l.startswith("#|")).strip("\n")
             for o in c.get("outputs", []):   # Quarto-only link attributes of show_doc's source links
                 if "text/markdown" in o.get("data", {}):
                     o["data"]["text/markdown"] = re.sub(r"\{target=[^}]*\}", "", o["data"]["text/markdown"])
         body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
         depth = rel.count("/")
-        body = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + CSS + _nav(nav_pages, rel, depth), body, count=1)
+        body = re.sub(r'<script[^>]*src="https?://[^"]*"[^>]*>\s*</script>', "", body)          # CDN scripts (MathJax, require.js)
+        body = re.sub(r"<script[^>]*>(?:(?!</script>).)*MathJax(?:(?!</script>).)*</script>", "", body, flags=re.S)
+        if katex is not None: body = body.replace("</head>", _math_head(depth) + "</head>", 1)
+        head = (f'<header class="diffnb-title"><h1 class="title">{html.escape(title)}</h1>'
+                + (f'<p class="description">{_inline_md(desc)}</p>' if desc else "") + "</header>")
+        body = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + CSS + _nav(nav_pages, rel, depth) + head, body, count=1)
+        body = _rewrite_links(body, rel, names)
         target = out / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(body)

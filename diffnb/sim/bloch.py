@@ -109,7 +109,7 @@ _BK_PHI = np.arange(64) * 2 * np.pi / 64
 
 @functools.lru_cache(maxsize=65536)
 def _bird_king_integral(symbol: str, parametrization: str, b_iso: float, g: float) -> float:
-    "∫ d²s f(s) f(|g−s|) [e^{−Bg²/4} − e^{−B(s²+|g−s|²)/4}]  [Å² · Å⁻²] for one element, B and |g|."
+    "∫ d²s f(s) f(|g−s|) [exp(−Bg²/4) − exp(−B(s²+|g−s|²)/4)]  [Å² · Å⁻²] for one element, B and |g|."
     if b_iso == 0: return 0.0
     c = 1.0                                                            # radial map scale [1/Å]
     r = c * _BK_U / (1 - _BK_U); wr = _BK_WU * c / (1 - _BK_U) ** 2 * r  # s ds weights
@@ -141,8 +141,8 @@ class BlochSetup:
     "Tilt-independent part of a ZOLZ Bloch-wave calculation (all reciprocal quantities in 1/Å, no 2π)."
     hkl: np.ndarray        # (n, 3) Miller indices of the beams, 000 first
     g_xy: np.ndarray       # (n, 2) beam vectors in the image frame [1/Å]
-    u: np.ndarray          # (n, n) U_{g−h} [1/Å²], zero diagonal (real U₀ is a common phase)
-    u_abs: np.ndarray | None  # (n, n) absorptive U'_{g−h} [1/Å²] incl. diagonal U'₀ (None: no absorption)
+    u: np.ndarray          # (n, n) U(g−h) [1/Å²], zero diagonal (real U₀ is a common phase)
+    u_abs: np.ndarray | None  # (n, n) absorptive U'(g−h) [1/Å²] incl. diagonal U'₀ (None: no absorption)
     k: float               # vacuum wave number K = 1/λ [1/Å]
     ops: list              # pattern symmetry: 2×2 integer matrices Q
     perms: list            # for each Q, beam permutation: perms[o][i] = index of Q g_i
@@ -171,7 +171,7 @@ def bloch_setup(atoms,                 # crystal structure (ase.Atoms; per-site 
                 beams=None,            # explicit beam list (hkl, (n,3), 000 first) instead of |g| ≤ g_max
                 symmetry=True,         # find the pattern point symmetry (False: identity only)
                ) -> BlochSetup:
-    "Beams, U_{g−h}, absorptive potential and pattern symmetry of a ZOLZ Bloch-wave problem."
+    "Beams, U(g−h), absorptive potential and pattern symmetry of a ZOLZ Bloch-wave problem."
     vol = _check_atoms(atoms)
     check_positive("energy_kev", energy_kev)
     check_choice("parametrization", parametrization, _PARAMETRIZATIONS)
@@ -245,7 +245,7 @@ def _thickness_sum(coef, gamma, t):
     return out
 
 def _structure_matrix(setup, kx, ky, rdt, cdt, device, real):
-    "A = 2K s_g on the diagonal + U_{g−h} (+ i U'_{g−h} with absorption), one (n, n) matrix per tilt."
+    "A = 2K s_g on the diagonal + U(g−h) (+ i U'(g−h) with absorption), one (n, n) matrix per tilt."
     g = torch.as_tensor(setup.g_xy, dtype=rdt, device=device)
     n = g.shape[0]
     d = -(2 * (kx[:, None] * g[:, 0] + ky[:, None] * g[:, 1]) + (g * g).sum(1))   # 2K s_g, exact [1/Å²]

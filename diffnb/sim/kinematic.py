@@ -154,7 +154,7 @@ def pattern(atoms,  # structure, or a list of structures (batched output)
             dtype=torch.float32,  # output dtype (float32/float64; complex64/128 with `amplitude`)
             nthreads: int = 1,  # CPU threads for finufft
            ) -> torch.Tensor:  # I(g) (N, N) or (B, N, N) [Å²] (kinematic, per incident electron × cross-section units)
-    "Kinematic diffraction intensity I(g) = |Σ_j o_j f_j(s) e^{-B_j s²/4} e^{-2πi q·r_j}|² on an N×N reciprocal grid."
+    "Kinematic diffraction intensity I(g) = |Σ_j o_j f_j(s) exp(−B_j s²/4) exp(−2πi q·r_j)|² on an N×N reciprocal grid."
     batched = isinstance(atoms, (list, tuple))
     structures = list(atoms) if batched else [atoms]
     if batched and not structures: fail("atoms", atoms, "a non-empty list of ase.Atoms")
@@ -234,7 +234,7 @@ def direct_sum(atoms: Atoms,  # structure
                g,  # in-plane reciprocal vectors (K, 2) [1/Å] (q_z = 0)
                parametrization: str = "lobato",  # electron form-factor table
               ) -> np.ndarray:  # complex amplitude F(g) (K,) [Å]
-    "Brute-force reference F(g) = Σ_j o_j f_j(|g|) e^{-B_j|g|²/4} e^{-2πi g·r_j} at arbitrary points (O(K·M))."
+    "Brute-force reference F(g) = Σ_j o_j f_j(|g|) exp(−B_j|g|²/4) exp(−2πi g·r_j) at arbitrary points (O(K·M))."
     _check_atoms(atoms)
     g = np.atleast_2d(np.asarray(g, np.float64))
     check_shape_ok = g.ndim == 2 and g.shape[1] == 2
@@ -330,7 +330,7 @@ def thermal_displacements(atoms: Atoms,  # structure
                           u_iso: float,  # mean-square displacement per Cartesian direction ⟨u_x²⟩ [Å²]
                           in_plane_only: bool = False,  # displace only x and y
                          ) -> Atoms:  # displaced copy (frozen thermal configuration)
-    "Independent Gaussian displacements of r.m.s. √u_iso per direction (Einstein model; ⟨Bragg⟩ ∝ e^{-B s²/2}, B = 8π²U)."
+    "Independent Gaussian displacements of r.m.s. √u_iso per direction (Einstein model; ⟨Bragg⟩ ∝ exp(−B s²/2), B = 8π²U)."
     _check_atoms(atoms); _check_rng(rng)
     check_positive("u_iso", u_iso, allow_zero=True)
     out = atoms.copy()

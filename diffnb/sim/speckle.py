@@ -188,7 +188,7 @@ def speckle(disks,                   # DiskSystem, list of DiskSystems, or (cent
             device=None,             # torch device of the result (matrix method computes there)
             dtype=torch.float32,     # real dtype of the result
            ) -> torch.Tensor:        # I(k) = |A(k)|² [px⁴], shape (B, n, n) or (n, n) for one system
-    "Speckle intensity |A(k)|² of uniform disks on a regular k-grid, A = Σ c_j πR_j² 2J₁(kR_j)/(kR_j) e^{−ik·r_j}."
+    "Speckle intensity |A(k)|² of uniform disks on a regular k-grid, A = Σ c_j πR_j² 2J₁(kR_j)/(kR_j) exp(−ik·r_j)."
     n = check_int("n", n, min_value=3)
     check_choice("grid", grid, ("centered", "quadrant")); check_choice("method", method, ("matrix", "finufft"))
     single_system = isinstance(disks, DiskSystem)
