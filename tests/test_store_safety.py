@@ -315,6 +315,12 @@ def test_huge_consistent_counts_are_bounded(tmp_path, capsys):
     edit_meta(s.path, n=8 * 10**10, n_chunks=10**10)  # consistent with each other, not with the arrays
     assert verify_cli([s.path]) == EXIT_MALFORMED
     assert "n_chunks must be <=" in capsys.readouterr().out
+    edit_meta(s.path, n=64, n_chunks=8)  # counts that agree with each other are checked against the arrays
+    assert verify_cli([s.path]) == EXIT_MALFORMED
+    assert "array 'images' has shape (32, 1, 16, 16), expected (64, 1, 16, 16)" in capsys.readouterr().out
+    edit_meta(s.path, n=32, n_chunks=2, chunk_size=16)
+    assert verify_cli([s.path]) == EXIT_MALFORMED
+    assert "is chunked by 8 along its first axis, expected 16" in capsys.readouterr().out
 
 
 def test_verify_header_and_broken_pipe(tmp_path):

@@ -135,7 +135,7 @@ class ZarrDataset(torch.utils.data.Dataset):
             if self._store is None:
                 self._store = SampleStore(self.path, self.storage_options)
                 self._store._checked.update(self._checked)
-            images, targets, _ = self._store.read_chunk(k)  # checked once per chunk, then cached as sound
+            images, targets, _ = self._store.read_chunk(k, params=False)  # checked once per chunk, then cached as sound
             self._cache[k] = (images, targets)
             while len(self._cache) > self.cache_chunks: self._cache.pop(next(iter(self._cache)))
         return self._cache[k]

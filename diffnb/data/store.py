@@ -531,6 +531,10 @@ class SampleStore:
                 raise MalformedStoreError(f"store {self.path!r}: array '{key}' has shape {tuple(a.shape)}, expected {tuple(shape)}")
             if dt is not None and str(a.dtype) != dt:
                 raise MalformedStoreError(f"store {self.path!r}: array '{key}' has dtype {a.dtype}, expected {dt}")
+            want = 1 if key == "chunks_done" else self.chunk_size  # one file per generation chunk
+            if a.chunks[0] != want:
+                raise MalformedStoreError(f"store {self.path!r}: array '{key}' is chunked by {a.chunks[0]} along its "
+                                          f"first axis, expected {want}")
             self._arrays[key] = a
         return self._arrays[key]
 
@@ -570,12 +574,19 @@ class SampleStore:
         "Sample range [start, stop) of generation chunk `k`."
         return k * self.chunk_size, min(self.n, (k + 1) * self.chunk_size)
 
-    def _read_chunk(self, k):
+    def _read_chunk(self, k, with_params: bool = True):
+        if not hasattr(self, "_fits"):  # a chunk must fit in memory before it is read (crafted metadata)
+            s, avail = self.meta["sampler"], _available_memory()
+            need = self.chunk_size * 4 * (int(np.prod(s["image_shape"])) + 2 * int(np.prod(s["target_shape"] or [1])))
+            if avail is not None and need > avail:
+                raise MalformedStoreError(f"store {self.path!r}: one chunk of {self.chunk_size} samples needs "
+                                          f"{_fmt_bytes(need)} of memory to read, only {_fmt_bytes(avail)} available")
+            self._fits = True
         a, b = self.chunk_range(k)
         images = self.images[a:b]
         targets = self.targets[a:b] if self.targets is not None else None
         dts = self.meta["param_dtypes"]
-        params = {p: self.array(f"params/{p}")[a:b] for p in self.param_names}
+        params = {p: self.array(f"params/{p}")[a:b] for p in self.param_names} if with_params else {}
         return images, targets, {p: v.astype(str) if dts[p] == "str" else v for p, v in params.items()}
 
     def _recorded(self, k) -> int:
@@ -615,10 +626,11 @@ class SampleStore:
         problem = self.chunk_problem(k)
         if problem: raise self._damaged(k, problem)
 
-    def read_chunk(self, k: int, check: bool = True):
-        "(images, targets, params) of generation chunk `k` as numpy arrays; with `check`, verified against its checksum."
+    def read_chunk(self, k: int, check: bool = True, params: bool = True):
+        """(images, targets, params) of generation chunk `k` as numpy arrays; with `check`, verified against its
+        checksum (once; the parameter columns are read for that even when `params=False` leaves them out)."""
         k = check_int("k", k, min_value=0, max_value=self.n_chunks - 1)
-        try: data = self._read_chunk(k)
+        try: data = self._read_chunk(k, with_params=params or (check and k not in self._checked))
         except MalformedStoreError: raise
         except Exception as e:
             if not check: raise
@@ -627,7 +639,7 @@ class SampleStore:
         if check:
             if k not in self._checked: self._checked[k] = self._judge(k, self._recorded(k), data)
             if self._checked[k]: raise self._damaged(k, self._checked[k])
-        return data
+        return data if params else (*data[:2], {})
 
     def _chunks_of(self, idx) -> list[int]:
         "Generation chunks touched by the sample index `idx` (int, slice, sequence or boolean mask)."
