@@ -233,6 +233,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/diffnb', 'doc_host': 'http
                                    'diffnb.data.store._is_num': ('api/data.store.html#_is_num', 'diffnb/data/store.py'),
                                    'diffnb.data.store._is_url': ('api/data.store.html#_is_url', 'diffnb/data/store.py'),
                                    'diffnb.data.store._list_files': ('api/data.store.html#_list_files', 'diffnb/data/store.py'),
+                                   'diffnb.data.store._nothing_done': ('api/data.store.html#_nothing_done', 'diffnb/data/store.py'),
                                    'diffnb.data.store._param_bytes': ('api/data.store.html#_param_bytes', 'diffnb/data/store.py'),
                                    'diffnb.data.store._parse_params': ('api/data.store.html#_parse_params', 'diffnb/data/store.py'),
                                    'diffnb.data.store._parse_value': ('api/data.store.html#_parse_value', 'diffnb/data/store.py'),

@@ -250,7 +250,7 @@ def _fmt_bytes(b: float) -> str:
 LOCK_NAME = ".diffnb.lock"
 _PARTIAL = r"[^/]*\.[0-9a-f]{32}\.partial"  # zarr's atomic-write temporary files
 _LEAF = rf"(?:zarr\.json|c(?:/\d+)+|(?:c(?:/\d+)*/)?{_PARTIAL})"  # an array's metadata, chunk files, leftovers
-_LAYOUT = re.compile(rf"^(?:zarr\.json|{_PARTIAL}|{re.escape(LOCK_NAME)}|(?:images|targets|sample|chunks_done)/{_LEAF}"
+_LAYOUT = re.compile(rf"^(?:zarr\.json|{_PARTIAL}|{re.escape(LOCK_NAME)}(?:\.\d+\.[0-9a-f]{{8}})?|(?:images|targets|sample|chunks_done)/{_LEAF}"
                      rf"|(?:params|splits)/(?:zarr\.json|{_PARTIAL})|(?:params|splits)/[^/]+/{_LEAF})$")
 _MEMBERS = ("images", "targets", "sample", "chunks_done", "params", "splits", "zarr.json")
 
@@ -931,6 +931,11 @@ def _inspect(path, storage_options):
     try: return "store", SampleStore(path, storage_options).meta
     except DiffnbError as e: return "malformed", e
 
+def _nothing_done(path, storage_options) -> bool:
+    "Whether a store we just began has no finished chunk (or is not even complete as a skeleton)."
+    try: return SampleStore(path, storage_options).n_complete == 0
+    except Exception: return True
+
 def generate(sampler,  # a Sampler, or a registered sampler name (see `SAMPLERS`)
              n: int,  # number of samples
              path,  # output store: local directory or fsspec URL
@@ -999,15 +1004,22 @@ def generate(sampler,  # a Sampler, or a registered sampler name (see `SAMPLERS`
             # resume a store of the same identity, unless its creation was interrupted (no completion record yet)
             fresh = not (kind == "store" and _fingerprint(old) == _fingerprint(meta)
                          and _has_member(path, storage_options, "chunks_done/zarr.json"))
+            if not fresh:
+                st = SampleStore(path, storage_options)
+                try:
+                    for key in st.expected_arrays(): st.array(key)  # every array readable, of the recorded shape
+                    recorded = st.done
+                except MalformedStoreError as e:
+                    if not overwrite: raise MalformedStoreError(f"{e}; use another path or overwrite=True to replace it") from e
+                    fresh = True
             if fresh:
                 _check_disk(path, storage_options, n, per, max_bytes, allow_large)
-                if kind in ("store", "malformed"): _remove_members(path, storage_options)  # only files diffnb wrote
+                if kind != "empty" and kind != "absent": _remove_members(path, storage_options)  # only files diffnb wrote
                 meta = {**meta, "diffnb_version": diffnb.__version__,
                         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
                 recorded = np.zeros(meta["n_chunks"], np.uint64)
             else:
                 meta = old
-                recorded = SampleStore(path, storage_options).done
                 todo_n = sum(min(n, (k + 1) * chunk_size) - k * chunk_size for k in np.flatnonzero(recorded == 0).tolist())
                 _check_disk(path, storage_options, todo_n, per, max_bytes, allow_large)
             if client is None and scheduler != "synchronous":
@@ -1017,10 +1029,8 @@ def generate(sampler,  # a Sampler, or a registered sampler name (see `SAMPLERS`
                 out = _run_chunks(sampler, path, storage_options, meta, list(range(meta["n_chunks"])), recorded,
                                   client, progress)
             except BaseException:
-                if fresh:  # never leave a skeleton: a new store with no finished chunk is removed again
-                    try:
-                        if SampleStore(path, storage_options).n_complete == 0: _remove_members(path, storage_options)
-                    except Exception: pass
+                if fresh and _nothing_done(path, storage_options):  # never leave a skeleton behind
+                    with contextlib.suppress(DiffnbError): _remove_members(path, storage_options)
                 raise
     finally:
         if own_client is not None: own_client.close()
