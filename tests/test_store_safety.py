@@ -395,3 +395,7 @@ def test_sampler_config_is_parsed_strictly(tmp_path, capsys):
         with pytest.raises(DiffnbValueError, match=r"-p shape must be a JSON list like \[256, 256\]"):
             _parse_params("powder.bismuth", ["shape=abc"])
         assert _parse_params("powder.bismuth", ["shape=[48, 48]"]) == dict(shape=(48, 48))
+    if "speckle.mono" in available_samplers():  # no default value: typed by the annotation (`float | None`)
+        assert _parse_params("speckle.mono", ["fluence=1e3", "k_step=none"]) == dict(fluence=1000.0, k_step=None)
+        with pytest.raises(DiffnbValueError, match="-p fluence must be a number"):
+            _parse_params("speckle.mono", ["fluence=lots"])

@@ -1238,14 +1238,23 @@ def _config_spec(name: str):
     spec, var_kw = {}, False
     for q in sig.parameters.values():
         if q.kind is q.VAR_KEYWORD: var_kw = True
-        elif q.kind in (q.POSITIONAL_OR_KEYWORD, q.KEYWORD_ONLY): spec[q.name] = None if q.default is q.empty else q.default
-    return {**spec, **defaults}, var_kw
+        elif q.kind in (q.POSITIONAL_OR_KEYWORD, q.KEYWORD_ONLY):
+            spec[q.name] = (None if q.default is q.empty else q.default,
+                            "" if q.annotation is q.empty else str(getattr(q.annotation, "__name__", q.annotation)))
+    return {**spec, **{k: (v, spec.get(k, (None, ""))[1]) for k, v in defaults.items()}}, var_kw
 
 def _is_num(v) -> bool: return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
 
-def _parse_value(key: str, text: str, default):
-    "Parse the text of `-p key=text` strictly, as the type of the constructor's default value."
+def _parse_value(key: str, text: str, default, annotation: str = ""):
+    "Parse the text of `-p key=text` strictly, as the type of the constructor's default value (or its annotation)."
     what = f"-p {key}"
+    if default is None and annotation:  # typed by the annotation, e.g. `fluence: float | None = None`
+        kinds = set(re.findall(r"\b(bool|int|float|str)\b", annotation))
+        if text.lower() in ("none", "null") and ("None" in annotation or "Optional" in annotation): return None
+        if kinds == {"bool"}: return _parse_value(key, text, False)
+        if kinds == {"int"}: return _parse_value(key, text, 0)
+        if kinds and kinds <= {"int", "float"}: return _parse_value(key, text, 0.0)
+        if kinds == {"str"}: return text
     if isinstance(default, (bool, np.bool_)):
         if text.lower() in ("true", "false"): return text.lower() == "true"
         fail(what, text, "true or false")
@@ -1284,7 +1293,7 @@ def _parse_params(name: str, items) -> dict:
         if "=" not in it: fail("-p", it, "key=value")
         k, v = it.split("=", 1)
         if k not in spec and not var_kw: fail("-p", k, f"a config key of sampler {name}: {', '.join(sorted(spec))}")
-        out[k] = _parse_value(k, v, spec.get(k))
+        out[k] = _parse_value(k, v, *spec.get(k, (None, "")))
     return out
 
 def _count(text: str) -> int:
