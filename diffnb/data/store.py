@@ -1,4 +1,4 @@
-"""The sampler protocol and registry, Zarr v3 stores, Dask-distributed generation that resumes after a crash, verification, leak-free splits and the `generate`/`verify` commands.
+"""The sampler protocol and registry, Zarr v3 stores, Dask-distributed generation that resumes after a crash, one writer at a time, verification and repair, leak-free splits and the `generate`/`verify`/`repair` commands.
 
 Docs: https://diffnb.github.io/diffnb/api/data.store.html.md"""
 
@@ -319,15 +319,19 @@ def _proc_start(pid: int):
     except (OSError, ValueError, IndexError): return None
 
 def _pid_alive(pid: int, start=None) -> bool:
-    try: os.kill(pid, 0)
-    except ProcessLookupError: return False
-    except PermissionError: pass  # exists, owned by another user
-    except (OverflowError, ValueError): return False
+    if os.name == "nt":  # os.kill(pid, 0) would send CTRL_C_EVENT there
+        import psutil
+        if not psutil.pid_exists(pid): return False
+    else:
+        try: os.kill(pid, 0)
+        except ProcessLookupError: return False
+        except PermissionError: pass  # exists, owned by another user
+        except (OverflowError, ValueError): return False
     now = _proc_start(pid)
     return not (start is not None and now is not None and now != start)  # a reused pid started later
 
 class StoreLock:
-    "Exclusive writer lock of the store at `path` (see above); a context manager. Creates the directory if needed."
+    "Exclusive writer lock of the store at `path`: `.diffnb.lock` created with O_CREAT|O_EXCL; a context manager that creates the directory if needed."
     def __init__(self, path, storage_options: dict | None = None, break_lock: bool = False, action: str = "write"):
         self.path, self.storage_options, self.break_lock, self.action = path, storage_options, break_lock, action
         self.info, self.made = None, []
