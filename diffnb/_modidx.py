@@ -129,6 +129,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/diffnb', 'doc_host': 'http
                                                                               'diffnb/data/store.py'),
                                    'diffnb.data.store.SampleStore.__repr__': ( 'api/data.store.html#samplestore.__repr__',
                                                                                'diffnb/data/store.py'),
+                                   'diffnb.data.store.SampleStore._checked_dask': ( 'api/data.store.html#samplestore._checked_dask',
+                                                                                    'diffnb/data/store.py'),
                                    'diffnb.data.store.SampleStore._chunks_of': ( 'api/data.store.html#samplestore._chunks_of',
                                                                                  'diffnb/data/store.py'),
                                    'diffnb.data.store.SampleStore._damaged': ( 'api/data.store.html#samplestore._damaged',

@@ -221,9 +221,14 @@ def test_readers_refuse_damaged_chunks_or_exclude_them(tmp_path):
         st[10]
     with pytest.raises(DamagedStoreError):
         st[[3, 12]]
+    with pytest.raises(DamagedStoreError, match="chunk 1"):
+        st.to_dask()["images"].sum().compute()
+    assert float(st.to_xarray()["images"][:8].sum()) == float(x.sum())  # sound chunks compute
+    with pytest.raises(DamagedStoreError, match="chunk 1"):
+        st.to_xarray()["n_slits"].values
     ds = ZarrDataset(s.path, np.arange(32))
     ds[0]
-    with pytest.raises(DamagedStoreError, match="repair"):
+    with pytest.raises(DamagedStoreError, match="repair.*on_damaged='exclude'"):
         ds[9]
     with pytest.warns(StoreWarning, match="excluding 1 damaged"):
         dls = dataloaders(s.path, bs=4, device="cpu", on_damaged="exclude", valid_pct=0.25)

@@ -622,8 +622,7 @@ class SampleStore:
     def _damaged(self, k, problem):
         a, b = self.chunk_range(k)
         return DamagedStoreError(f"store {self.path!r}: chunk {k} (samples {a}-{b - 1}) is damaged: {problem}; "
-                                 f"recompute it with repair({self.path!r}), or exclude damaged chunks "
-                                 "with on_damaged='exclude'")
+                                 f"recompute it with repair({self.path!r})")
 
     def check_chunk(self, k: int):
         "Raise `DamagedStoreError` unless chunk `k` is sound (checked once, then cached)."
@@ -668,22 +667,36 @@ class SampleStore:
         t = self.targets
         return (x,) if t is None else (x, torch.from_numpy(np.asarray(t[idx])))
 
-    def to_dask(self) -> dict:
-        "Lazy dask arrays of images, targets and parameter columns (a raw view: run `verify` first to check the data)."
+    def _checked_dask(self, x):
+        "Dask array `x` (samples along its first axis) whose blocks are checked against the chunk checksums when computed."
+        cs = self.chunk_size
+        def check(block, block_info=None):
+            if block_info and 0 in block_info:
+                start, stop = block_info[0]["array-location"][0]
+                for k in range(start // cs, max(start, stop - 1) // cs + 1): self.check_chunk(k)
+            return block
+        return x.map_blocks(check, dtype=x.dtype, meta=x._meta)
+
+    def to_dask(self, check: bool = True) -> dict:
+        "Lazy dask arrays of images, targets and parameter columns; with `check`, each chunk is verified when computed."
         import dask.array as da
         out = {"images": da.from_zarr(self.images)}
         if self.targets is not None: out["targets"] = da.from_zarr(self.targets)
         for k in self.param_names: out[k] = da.from_zarr(self.array(f"params/{k}"))
-        return out
+        return {k: self._checked_dask(v) for k, v in out.items()} if check else out
 
-    def to_xarray(self):
-        "Lazy `xarray.Dataset`: `images` (sample, channel, y, x), `targets`, every parameter on `sample`; attrs = provenance (raw view, as `to_dask`)."
+    def to_xarray(self, check: bool = True):
+        """Lazy `xarray.Dataset`: `images` (sample, channel, y, x), `targets`, every parameter on `sample`;
+        attrs = provenance; with `check`, each chunk is verified when computed (as `to_dask`)."""
         import xarray as xr
         with warnings.catch_warnings():  # a writer's lock file is not a Zarr node
             warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
             ds = xr.open_zarr(self.group.store, consolidated=False).drop_vars("chunks_done")   # bookkeeping, not data
             if self.param_names:
                 ds = ds.merge(xr.open_zarr(self.group.store, group="params", consolidated=False))
+        if check:
+            for name in ["images", "targets", *self.param_names]:
+                if name in ds: ds[name] = ds[name].copy(data=self._checked_dask(ds[name].data))
         ds.attrs = {"diffnb": self.meta}
         return ds
 
