@@ -120,6 +120,7 @@ def test_second_writer_is_refused_while_the_first_holds_the_lock(tmp_path, capsy
         with pytest.raises(StoreLockedError, match="locked by another writer"):
             small(a.path, seed=1)  # an identical writer must not write either
         assert repair_cli([a.path]) == EXIT_OK  # nothing to repair: reading needs no lock
+        assert f"being written: the writer lock is held by pid {holder.pid}" in capsys.readouterr().out
         assert {k: v for k, v in snapshot(a.path).items() if k != LOCK_NAME} == before
     finally:
         release.set(); holder.join(30)

@@ -1096,6 +1096,7 @@ class VerifyReport:
     problems: list = field(default_factory=list)
     bad_chunks: list = field(default_factory=list)
     malformed: bool = False
+    writer: str = ""  # who holds the writer lock while the store was checked ('' = nobody)
     ok = property(lambda self: not self.problems)
     status = property(lambda self: "ok" if self.ok else "malformed" if self.malformed else "damaged")
     exit_code = property(lambda self: {"ok": EXIT_OK, "damaged": EXIT_DAMAGED, "malformed": EXIT_MALFORMED}[self.status])
@@ -1105,7 +1106,8 @@ class VerifyReport:
             head = f"{self.path}: {self.n_complete}/{self.n_chunks} chunks complete"
             if self.n_recorded > self.n_complete:
                 head += f" ({self.n_recorded - self.n_complete} marked done but failing their checksum)"
-        return head + (" — OK" if self.ok else "\n" + "\n".join(f"  - {p}" for p in self.problems))
+        note = f"\n  (being written: the writer lock is held by {self.writer})" if self.writer else ""
+        return head + (" — OK" if self.ok else "\n" + "\n".join(f"  - {p}" for p in self.problems)) + note
 
 def verify(path,  # store to check (local directory or URL)
            storage_options: dict | None = None,  # fsspec options for URLs
@@ -1116,7 +1118,7 @@ def verify(path,  # store to check (local directory or URL)
     except MalformedStoreError as e:
         rep.malformed = True; rep.problems.append(str(e)); return rep
     m = st.meta
-    rep.n_chunks = st.n_chunks
+    rep.n_chunks, rep.writer = st.n_chunks, StoreLock(path, storage_options).holder()
     if "identity_hash" in m and m["identity_hash"] != _identity_hash(m):
         rep.malformed = True
         rep.problems.append("provenance checksum mismatch: the recorded sampler, config, seed, format or sizes were "
