@@ -464,8 +464,8 @@ def _check_meta(meta, path) -> dict:
     if not (isinstance(s["image_shape"], list) and len(s["image_shape"]) == 3 and all(_is_int(v, 1) for v in s["image_shape"])):
         bad(f"sampler.image_shape must be [c, h, w] of positive integers, got {s['image_shape']!r}")
     if s["task"] not in TASKS: bad(f"sampler.task must be one of {TASKS}, got {s['task']!r}")
-    if not (isinstance(s["target_shape"], list) and len(s["target_shape"]) <= 3 and all(_is_int(v, 1) for v in s["target_shape"])):
-        bad(f"sampler.target_shape must be a list of at most 3 positive integers, got {s['target_shape']!r}")
+    if not (isinstance(s["target_shape"], list) and len(s["target_shape"]) <= 8 and all(_is_int(v, 1) for v in s["target_shape"])):
+        bad(f"sampler.target_shape must be a list of at most 8 positive integers, got {s['target_shape']!r}")
     if not (s["classes"] is None or (isinstance(s["classes"], list) and all(isinstance(c, str) for c in s["classes"]))):
         bad(f"sampler.classes must be null or a list of strings, got {s['classes']!r}")
     if s["task"] == "classification" and not s["classes"]: bad("a classification store needs sampler.classes")
