@@ -128,20 +128,21 @@ def test_second_writer_is_refused_while_the_first_holds_the_lock(tmp_path, capsy
     assert small(a.path, seed=9, overwrite=True).meta["seed"] == 9
 
 
-def _race(path, barrier, results):
+def _race(path, barrier, results, done):
     barrier.wait()
     try:
         lock = StoreLock(path).acquire()
-        results.put("won"); time.sleep(1.0); lock.release()
+        results.put("won"); done.wait(60); lock.release()  # held until every contender has answered
     except StoreLockedError: results.put("refused")
 
 
 def test_exactly_one_of_simultaneous_writers_gets_the_lock(tmp_path):
-    barrier, results = FORK.Barrier(6), FORK.Queue()
-    procs = [FORK.Process(target=_race, args=(str(tmp_path / "s.zarr"), barrier, results)) for _ in range(6)]
+    barrier, results, done = FORK.Barrier(6), FORK.Queue(), FORK.Event()
+    procs = [FORK.Process(target=_race, args=(str(tmp_path / "s.zarr"), barrier, results, done)) for _ in range(6)]
     for p in procs: p.start()
+    got = sorted(results.get(timeout=60) for _ in procs)
+    done.set()
     for p in procs: p.join(30)
-    got = sorted(results.get(timeout=5) for _ in procs)
     assert got == ["refused"] * 5 + ["won"]
 
 
