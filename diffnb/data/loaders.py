@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..core import DiffnbValueError, ShapeError, fail, check_int, check_range, check_positive, check_choice, as_device
-from .store import SAMPLERS, SampleStore, StoreWarning, make_split, fold_indices, _resolve_sampler
+from .store import SAMPLERS, SampleStore, StoreWarning, DamagedStoreError, make_split, fold_indices, _resolve_sampler
 
 # %% auto #0
 __all__ = ['FloatImage', 'FloatTarget', 'LogIntensity', 'SqrtIntensity', 'PercentileNormalize', 'ZarrDataset', 'ZarrDL',
@@ -137,7 +137,9 @@ class ZarrDataset(torch.utils.data.Dataset):
             if self._store is None:
                 self._store = SampleStore(self.path, self.storage_options)
                 self._store._checked.update(self._checked)
-            images, targets, _ = self._store.read_chunk(k)  # checked once per chunk, then cached as sound
+            try: images, targets, _ = self._store.read_chunk(k, params=False)  # checked once per chunk, then cached
+            except DamagedStoreError as e:
+                raise DamagedStoreError(f"{e}, or build the DataLoaders with on_damaged='exclude'") from None
             self._cache[k] = (images, targets)
             while len(self._cache) > self.cache_chunks: self._cache.pop(next(iter(self._cache)))
         return self._cache[k]

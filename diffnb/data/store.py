@@ -1,4 +1,4 @@
-"""The sampler protocol and registry, Zarr v3 stores, Dask-distributed generation that resumes after a crash, verification, leak-free splits and the `generate`/`verify` commands.
+"""The sampler protocol and registry, Zarr v3 stores, Dask-distributed generation that resumes after a crash, one writer at a time, verification and repair, leak-free splits and the `generate`/`verify`/`repair` commands.
 
 A sampler (see `Sampler`, `register_sampler`) makes labelled samples from `(seed, index)`; `generate` writes them into a Zarr store chunk by chunk with Dask (local or distributed) and resumes after a crash, `verify` and `repair` check and complete a store, and `make_split`/`fold_indices` give leak-free train/valid/test splits. `diffnb generate` and `diffnb verify` are the same functions on the command line.
 
@@ -252,7 +252,7 @@ def _fmt_bytes(b: float) -> str:
 LOCK_NAME = ".diffnb.lock"
 _PARTIAL = r"[^/]*\.[0-9a-f]{32}\.partial"  # zarr's atomic-write temporary files
 _LEAF = rf"(?:zarr\.json|c(?:/\d+)+|(?:c(?:/\d+)*/)?{_PARTIAL})"  # an array's metadata, chunk files, leftovers
-_LAYOUT = re.compile(rf"^(?:zarr\.json|{_PARTIAL}|{re.escape(LOCK_NAME)}|(?:images|targets|sample|chunks_done)/{_LEAF}"
+_LAYOUT = re.compile(rf"^(?:zarr\.json|{_PARTIAL}|{re.escape(LOCK_NAME)}(?:\.\d+\.[0-9a-f]{{8}})?|(?:images|targets|sample|chunks_done)/{_LEAF}"
                      rf"|(?:params|splits)/(?:zarr\.json|{_PARTIAL})|(?:params|splits)/[^/]+/{_LEAF})$")
 _MEMBERS = ("images", "targets", "sample", "chunks_done", "params", "splits", "zarr.json")
 
@@ -321,15 +321,19 @@ def _proc_start(pid: int):
     except (OSError, ValueError, IndexError): return None
 
 def _pid_alive(pid: int, start=None) -> bool:
-    try: os.kill(pid, 0)
-    except ProcessLookupError: return False
-    except PermissionError: pass  # exists, owned by another user
-    except (OverflowError, ValueError): return False
+    if os.name == "nt":  # os.kill(pid, 0) would send CTRL_C_EVENT there
+        import psutil
+        if not psutil.pid_exists(pid): return False
+    else:
+        try: os.kill(pid, 0)
+        except ProcessLookupError: return False
+        except PermissionError: pass  # exists, owned by another user
+        except (OverflowError, ValueError): return False
     now = _proc_start(pid)
     return not (start is not None and now is not None and now != start)  # a reused pid started later
 
 class StoreLock:
-    "Exclusive writer lock of the store at `path` (see above); a context manager. Creates the directory if needed."
+    "Exclusive writer lock of the store at `path`: `.diffnb.lock` created with O_CREAT|O_EXCL; a context manager that creates the directory if needed."
     def __init__(self, path, storage_options: dict | None = None, break_lock: bool = False, action: str = "write"):
         self.path, self.storage_options, self.break_lock, self.action = path, storage_options, break_lock, action
         self.info, self.made = None, []
@@ -462,8 +466,8 @@ def _check_meta(meta, path) -> dict:
     if not (isinstance(s["image_shape"], list) and len(s["image_shape"]) == 3 and all(_is_int(v, 1) for v in s["image_shape"])):
         bad(f"sampler.image_shape must be [c, h, w] of positive integers, got {s['image_shape']!r}")
     if s["task"] not in TASKS: bad(f"sampler.task must be one of {TASKS}, got {s['task']!r}")
-    if not (isinstance(s["target_shape"], list) and len(s["target_shape"]) <= 3 and all(_is_int(v, 1) for v in s["target_shape"])):
-        bad(f"sampler.target_shape must be a list of at most 3 positive integers, got {s['target_shape']!r}")
+    if not (isinstance(s["target_shape"], list) and len(s["target_shape"]) <= 8 and all(_is_int(v, 1) for v in s["target_shape"])):
+        bad(f"sampler.target_shape must be a list of at most 8 positive integers, got {s['target_shape']!r}")
     if not (s["classes"] is None or (isinstance(s["classes"], list) and all(isinstance(c, str) for c in s["classes"]))):
         bad(f"sampler.classes must be null or a list of strings, got {s['classes']!r}")
     if s["task"] == "classification" and not s["classes"]: bad("a classification store needs sampler.classes")
@@ -533,6 +537,10 @@ class SampleStore:
                 raise MalformedStoreError(f"store {self.path!r}: array '{key}' has shape {tuple(a.shape)}, expected {tuple(shape)}")
             if dt is not None and str(a.dtype) != dt:
                 raise MalformedStoreError(f"store {self.path!r}: array '{key}' has dtype {a.dtype}, expected {dt}")
+            want = 1 if key == "chunks_done" else self.chunk_size  # one file per generation chunk
+            if a.chunks[0] != want:
+                raise MalformedStoreError(f"store {self.path!r}: array '{key}' is chunked by {a.chunks[0]} along its "
+                                          f"first axis, expected {want}")
             self._arrays[key] = a
         return self._arrays[key]
 
@@ -572,12 +580,19 @@ class SampleStore:
         "Sample range [start, stop) of generation chunk `k`."
         return k * self.chunk_size, min(self.n, (k + 1) * self.chunk_size)
 
-    def _read_chunk(self, k):
+    def _read_chunk(self, k, with_params: bool = True):
+        if not hasattr(self, "_fits"):  # a chunk must fit in memory before it is read (crafted metadata)
+            s, avail = self.meta["sampler"], _available_memory()
+            need = self.chunk_size * 4 * (int(np.prod(s["image_shape"])) + 2 * int(np.prod(s["target_shape"] or [1])))
+            if avail is not None and need > avail:
+                raise MalformedStoreError(f"store {self.path!r}: one chunk of {self.chunk_size} samples needs "
+                                          f"{_fmt_bytes(need)} of memory to read, only {_fmt_bytes(avail)} available")
+            self._fits = True
         a, b = self.chunk_range(k)
         images = self.images[a:b]
         targets = self.targets[a:b] if self.targets is not None else None
         dts = self.meta["param_dtypes"]
-        params = {p: self.array(f"params/{p}")[a:b] for p in self.param_names}
+        params = {p: self.array(f"params/{p}")[a:b] for p in self.param_names} if with_params else {}
         return images, targets, {p: v.astype(str) if dts[p] == "str" else v for p, v in params.items()}
 
     def _recorded(self, k) -> int:
@@ -609,18 +624,18 @@ class SampleStore:
     def _damaged(self, k, problem):
         a, b = self.chunk_range(k)
         return DamagedStoreError(f"store {self.path!r}: chunk {k} (samples {a}-{b - 1}) is damaged: {problem}; "
-                                 f"recompute it with repair({self.path!r}), or exclude damaged chunks "
-                                 "with on_damaged='exclude'")
+                                 f"recompute it with repair({self.path!r})")
 
     def check_chunk(self, k: int):
         "Raise `DamagedStoreError` unless chunk `k` is sound (checked once, then cached)."
         problem = self.chunk_problem(k)
         if problem: raise self._damaged(k, problem)
 
-    def read_chunk(self, k: int, check: bool = True):
-        "(images, targets, params) of generation chunk `k` as numpy arrays; with `check`, verified against its checksum."
+    def read_chunk(self, k: int, check: bool = True, params: bool = True):
+        """(images, targets, params) of generation chunk `k` as numpy arrays; with `check`, verified against its
+        checksum (once; the parameter columns are read for that even when `params=False` leaves them out)."""
         k = check_int("k", k, min_value=0, max_value=self.n_chunks - 1)
-        try: data = self._read_chunk(k)
+        try: data = self._read_chunk(k, with_params=params or (check and k not in self._checked))
         except MalformedStoreError: raise
         except Exception as e:
             if not check: raise
@@ -629,7 +644,7 @@ class SampleStore:
         if check:
             if k not in self._checked: self._checked[k] = self._judge(k, self._recorded(k), data)
             if self._checked[k]: raise self._damaged(k, self._checked[k])
-        return data
+        return data if params else (*data[:2], {})
 
     def _chunks_of(self, idx) -> list[int]:
         "Generation chunks touched by the sample index `idx` (int, slice, sequence or boolean mask)."
@@ -654,22 +669,36 @@ class SampleStore:
         t = self.targets
         return (x,) if t is None else (x, torch.from_numpy(np.asarray(t[idx])))
 
-    def to_dask(self) -> dict:
-        "Lazy dask arrays of images, targets and parameter columns (a raw view: run `verify` first to check the data)."
+    def _checked_dask(self, x):
+        "Dask array `x` (samples along its first axis) whose blocks are checked against the chunk checksums when computed."
+        cs = self.chunk_size
+        def check(block, block_info=None):
+            if block_info and 0 in block_info:
+                start, stop = block_info[0]["array-location"][0]
+                for k in range(start // cs, max(start, stop - 1) // cs + 1): self.check_chunk(k)
+            return block
+        return x.map_blocks(check, dtype=x.dtype, meta=x._meta)
+
+    def to_dask(self, check: bool = True) -> dict:
+        "Lazy dask arrays of images, targets and parameter columns; with `check`, each chunk is verified when computed."
         import dask.array as da
         out = {"images": da.from_zarr(self.images)}
         if self.targets is not None: out["targets"] = da.from_zarr(self.targets)
         for k in self.param_names: out[k] = da.from_zarr(self.array(f"params/{k}"))
-        return out
+        return {k: self._checked_dask(v) for k, v in out.items()} if check else out
 
-    def to_xarray(self):
-        "Lazy `xarray.Dataset`: `images` (sample, channel, y, x), `targets`, every parameter on `sample`; attrs = provenance (raw view, as `to_dask`)."
+    def to_xarray(self, check: bool = True):
+        """Lazy `xarray.Dataset`: `images` (sample, channel, y, x), `targets`, every parameter on `sample`;
+        attrs = provenance; with `check`, each chunk is verified when computed (as `to_dask`)."""
         import xarray as xr
         with warnings.catch_warnings():  # a writer's lock file is not a Zarr node
             warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
             ds = xr.open_zarr(self.group.store, consolidated=False).drop_vars("chunks_done")   # bookkeeping, not data
             if self.param_names:
                 ds = ds.merge(xr.open_zarr(self.group.store, group="params", consolidated=False))
+        if check:
+            for name in ["images", "targets", *self.param_names]:
+                if name in ds: ds[name] = ds[name].copy(data=self._checked_dask(ds[name].data))
         ds.attrs = {"diffnb": self.meta}
         return ds
 
@@ -921,6 +950,11 @@ def _inspect(path, storage_options):
     try: return "store", SampleStore(path, storage_options).meta
     except DiffnbError as e: return "malformed", e
 
+def _nothing_done(path, storage_options) -> bool:
+    "Whether a store we just began has no finished chunk (or is not even complete as a skeleton)."
+    try: return SampleStore(path, storage_options).n_complete == 0
+    except Exception: return True
+
 def generate(sampler,  # a Sampler, or a registered sampler name (see `SAMPLERS`)
              n: int,  # number of samples
              path,  # output store: local directory or fsspec URL
@@ -989,15 +1023,22 @@ def generate(sampler,  # a Sampler, or a registered sampler name (see `SAMPLERS`
             # resume a store of the same identity, unless its creation was interrupted (no completion record yet)
             fresh = not (kind == "store" and _fingerprint(old) == _fingerprint(meta)
                          and _has_member(path, storage_options, "chunks_done/zarr.json"))
+            if not fresh:
+                st = SampleStore(path, storage_options)
+                try:
+                    for key in st.expected_arrays(): st.array(key)  # every array readable, of the recorded shape
+                    recorded = st.done
+                except MalformedStoreError as e:
+                    if not overwrite: raise MalformedStoreError(f"{e}; use another path or overwrite=True to replace it") from e
+                    fresh = True
             if fresh:
                 _check_disk(path, storage_options, n, per, max_bytes, allow_large)
-                if kind in ("store", "malformed"): _remove_members(path, storage_options)  # only files diffnb wrote
+                if kind != "empty" and kind != "absent": _remove_members(path, storage_options)  # only files diffnb wrote
                 meta = {**meta, "diffnb_version": diffnb.__version__,
                         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
                 recorded = np.zeros(meta["n_chunks"], np.uint64)
             else:
                 meta = old
-                recorded = SampleStore(path, storage_options).done
                 todo_n = sum(min(n, (k + 1) * chunk_size) - k * chunk_size for k in np.flatnonzero(recorded == 0).tolist())
                 _check_disk(path, storage_options, todo_n, per, max_bytes, allow_large)
             if client is None and scheduler != "synchronous":
@@ -1007,10 +1048,8 @@ def generate(sampler,  # a Sampler, or a registered sampler name (see `SAMPLERS`
                 out = _run_chunks(sampler, path, storage_options, meta, list(range(meta["n_chunks"])), recorded,
                                   client, progress)
             except BaseException:
-                if fresh:  # never leave a skeleton: a new store with no finished chunk is removed again
-                    try:
-                        if SampleStore(path, storage_options).n_complete == 0: _remove_members(path, storage_options)
-                    except Exception: pass
+                if fresh and _nothing_done(path, storage_options):  # never leave a skeleton behind
+                    with contextlib.suppress(DiffnbError): _remove_members(path, storage_options)
                 raise
     finally:
         if own_client is not None: own_client.close()
@@ -1059,6 +1098,7 @@ class VerifyReport:
     problems: list = field(default_factory=list)
     bad_chunks: list = field(default_factory=list)
     malformed: bool = False
+    writer: str = ""  # who holds the writer lock while the store was checked ('' = nobody)
     ok = property(lambda self: not self.problems)
     status = property(lambda self: "ok" if self.ok else "malformed" if self.malformed else "damaged")
     exit_code = property(lambda self: {"ok": EXIT_OK, "damaged": EXIT_DAMAGED, "malformed": EXIT_MALFORMED}[self.status])
@@ -1068,7 +1108,8 @@ class VerifyReport:
             head = f"{self.path}: {self.n_complete}/{self.n_chunks} chunks complete"
             if self.n_recorded > self.n_complete:
                 head += f" ({self.n_recorded - self.n_complete} marked done but failing their checksum)"
-        return head + (" — OK" if self.ok else "\n" + "\n".join(f"  - {p}" for p in self.problems))
+        note = f"\n  (being written: the writer lock is held by {self.writer})" if self.writer else ""
+        return head + (" — OK" if self.ok else "\n" + "\n".join(f"  - {p}" for p in self.problems)) + note
 
 def verify(path,  # store to check (local directory or URL)
            storage_options: dict | None = None,  # fsspec options for URLs
@@ -1079,7 +1120,7 @@ def verify(path,  # store to check (local directory or URL)
     except MalformedStoreError as e:
         rep.malformed = True; rep.problems.append(str(e)); return rep
     m = st.meta
-    rep.n_chunks = st.n_chunks
+    rep.n_chunks, rep.writer = st.n_chunks, StoreLock(path, storage_options).holder()
     if "identity_hash" in m and m["identity_hash"] != _identity_hash(m):
         rep.malformed = True
         rep.problems.append("provenance checksum mismatch: the recorded sampler, config, seed, format or sizes were "
@@ -1218,14 +1259,23 @@ def _config_spec(name: str):
     spec, var_kw = {}, False
     for q in sig.parameters.values():
         if q.kind is q.VAR_KEYWORD: var_kw = True
-        elif q.kind in (q.POSITIONAL_OR_KEYWORD, q.KEYWORD_ONLY): spec[q.name] = None if q.default is q.empty else q.default
-    return {**spec, **defaults}, var_kw
+        elif q.kind in (q.POSITIONAL_OR_KEYWORD, q.KEYWORD_ONLY):
+            spec[q.name] = (None if q.default is q.empty else q.default,
+                            "" if q.annotation is q.empty else str(getattr(q.annotation, "__name__", q.annotation)))
+    return {**spec, **{k: (v, spec.get(k, (None, ""))[1]) for k, v in defaults.items()}}, var_kw
 
 def _is_num(v) -> bool: return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
 
-def _parse_value(key: str, text: str, default):
-    "Parse the text of `-p key=text` strictly, as the type of the constructor's default value."
+def _parse_value(key: str, text: str, default, annotation: str = ""):
+    "Parse the text of `-p key=text` strictly, as the type of the constructor's default value (or its annotation)."
     what = f"-p {key}"
+    if default is None and annotation:  # typed by the annotation, e.g. `fluence: float | None = None`
+        kinds = set(re.findall(r"\b(bool|int|float|str)\b", annotation))
+        if text.lower() in ("none", "null") and ("None" in annotation or "Optional" in annotation): return None
+        if kinds == {"bool"}: return _parse_value(key, text, False)
+        if kinds == {"int"}: return _parse_value(key, text, 0)
+        if kinds and kinds <= {"int", "float"}: return _parse_value(key, text, 0.0)
+        if kinds == {"str"}: return text
     if isinstance(default, (bool, np.bool_)):
         if text.lower() in ("true", "false"): return text.lower() == "true"
         fail(what, text, "true or false")
@@ -1264,7 +1314,7 @@ def _parse_params(name: str, items) -> dict:
         if "=" not in it: fail("-p", it, "key=value")
         k, v = it.split("=", 1)
         if k not in spec and not var_kw: fail("-p", k, f"a config key of sampler {name}: {', '.join(sorted(spec))}")
-        out[k] = _parse_value(k, v, spec.get(k))
+        out[k] = _parse_value(k, v, *spec.get(k, (None, "")))
     return out
 
 def _count(text: str) -> int:
