@@ -6,7 +6,7 @@ Modules:
 - `diffnb.cli`: The `diffnb` command: `diffnb --help`, `diffnb --version`, and subcommands that dispatch to the library.
 - `diffnb.core`: Units, CODATA constants, relativistic electron optics, input validation and the error hierarchy, device and RNG helpers.
 - `diffnb.data.loaders`: fastai DataLoaders on float intensities from a Zarr store (multi-worker) or simulated on the fly from a sampler, with recorded intensity transforms and `show_batch`/`show_results` for float images.
-- `diffnb.data.store`: The sampler protocol and registry, Zarr v3 stores, Dask-distributed generation that resumes after a crash, verification, leak-free splits and the `generate`/`verify` commands.
+- `diffnb.data.store`: The sampler protocol and registry, Zarr v3 stores, Dask-distributed generation that resumes after a crash, one writer at a time, verification and repair, leak-free splits and the `generate`/`verify`/`repair` commands.
 - `diffnb.explore`: Interactive views of every simulator: move a control, see the pattern change, in Jupyter or as a local web app (`diffnb explore`)
 - `diffnb.scattering`: Electron and X-ray atomic scattering factors, Debye–Waller factors, and the temperature dependence of B for bismuth.
 - `diffnb.sim.bloch`: Bloch-wave dynamical simulation of large-angle convergent-beam (LACBED) patterns, batched in torch: zero-order-Laue-zone beams, exact excitation errors, absorption (none / proportional / Bird & King), all thicknesses from one eigen-decomposition, and the pattern's point symmetry used to solve only the irreducible pixels.
