@@ -24,8 +24,8 @@ from . import MODELS, register_model, build_model, model_spec
 # %% auto #0
 __all__ = ['TARGET_UNITS', 'PRECISIONS', 'RECON_LOSSES', 'LAUNCHERS', 'model_from_arch', 'TargetScaled', 'target_scaled',
            'scale_targets', 'set_precision', 'StandardizedMSELoss', 'regression_learner', 'classification_learner',
-           'VAELoss', 'vae_metrics', 'VAETarget', 'unwrap_model', 'decoder_logits', 'vae_learner', 'vae_encode',
-           'vae_decode', 'vae_sample', 'rank_device', 'train_distributed']
+           'VAELoss', 'vae_metrics', 'VAETarget', 'unwrap_model', 'VAELearner', 'decoder_logits', 'vae_learner',
+           'vae_encode', 'vae_decode', 'vae_sample', 'rank_device', 'train_distributed']
 
 # %% ../../nbs/api/53_learn.learner.ipynb #fd9af0a6
 from fastcore.basics import patch
@@ -162,8 +162,8 @@ def set_precision(learn: Learner,  # a fastai Learner
     return learn
 
 # %% ../../nbs/api/53_learn.learner.ipynb #59aa5d73
-def _learner(dls, model, loss_func, metrics, opt_func, cbs, wd, precision, meta, path, **kwargs) -> Learner:
-    learn = Learner(dls, model, loss_func=loss_func, metrics=metrics, opt_func=opt_func, cbs=cbs, wd=wd,
+def _learner(dls, model, loss_func, metrics, opt_func, cbs, wd, precision, meta, path, cls=Learner, **kwargs) -> Learner:
+    learn = cls(dls, model, loss_func=loss_func, metrics=metrics, opt_func=opt_func, cbs=cbs, wd=wd,
                     path=path if path is not None else ".", **kwargs)
     learn.diffnb_meta = meta
     return set_precision(learn, precision)
@@ -332,6 +332,23 @@ def unwrap_model(learn_or_model) -> nn.Module:
     while isinstance(m, (nn.parallel.DistributedDataParallel, nn.DataParallel)): m = m.module
     return m
 
+class VAELearner(Learner):
+    "A fastai `Learner` for VAEs whose `show_results` shows each input next to its reconstruction (decoded from μ)."
+    def show_results(self, ds_idx=1, dl=None, max_n: int = 6, figsize=None, **kwargs):
+        from fastai.vision.data import get_grid
+        dl = self.dls[ds_idx] if dl is None else dl
+        x = dl.one_batch()[0][:max_n]
+        m = unwrap_model(self)
+        was = m.training; m.eval()
+        try:
+            with torch.no_grad(): rec = m(x.as_subclass(torch.Tensor))[0].float()
+        finally: m.train(was)
+        if self.loss_func.logits: rec = torch.sigmoid(rec)
+        ctxs = get_grid(2 * len(x), ncols=2, figsize=figsize, title="Input/Reconstruction")
+        for i in range(len(x)):
+            FloatImage(x[i]).show(ctx=ctxs[2 * i], **kwargs); FloatImage(rec[i]).show(ctx=ctxs[2 * i + 1], **kwargs)
+        return ctxs
+
 def decoder_logits(model: nn.Module) -> bool:
     "Whether `model.decode` returns logits: the model's `logits` attribute, else True for diffnb's `ConvVAE`, else False."
     m = unwrap_model(model)
@@ -368,9 +385,9 @@ def vae_learner(dls,  # DataLoaders of images (any task; the images are the targ
     meta["vae"] = {"beta": float(beta), "recon": recon, "latent_dim": int(out[1].shape[1])}
     cbs = [VAETarget(check_range=recon == "bce")] + list(cbs or [])
     return _learner(dls, model, loss, vae_metrics(loss) if metrics is None else metrics, opt_func, cbs, wd,
-                    precision, meta, path, **kwargs)
+                    precision, meta, path, cls=VAELearner, **kwargs)
 
-# %% ../../nbs/api/53_learn.learner.ipynb #2808293f
+# %% ../../nbs/api/53_learn.learner.ipynb #cd63aaba
 def _model_device(m): return next(m.parameters()).device
 
 def _batches(images, bs):
@@ -435,7 +452,7 @@ def vae_sample(learn_or_model,  # VAE learner or model
     z = torch.randn(n, int(latent_dim), generator=torch.Generator().manual_seed(int(seed)))
     return vae_decode(learn_or_model, z)
 
-# %% ../../nbs/api/53_learn.learner.ipynb #53192737
+# %% ../../nbs/api/53_learn.learner.ipynb #440f1680
 @patch
 def _broadcast(self: DistributedDL, t, rank):
     "Broadcast the index list `t` from `rank` (a CUDA tensor for NCCL, a CPU tensor for gloo and other backends)."
