@@ -32,7 +32,7 @@ from fastcore.basics import patch
 from fastai.learner import Learner
 from fastai.callback.core import Callback
 from fastai.losses import CrossEntropyLossFlat, MSELossFlat
-from fastai.metrics import accuracy, rmse, R2Score, F1Score, AvgMetric
+from fastai.metrics import accuracy, rmse, R2Score, AvgMetric
 from fastai.optimizer import Adam
 from fastai.torch_core import rank_distrib, num_distrib
 import fastai.callback.schedule  # fit_one_cycle, lr_find
@@ -41,6 +41,7 @@ import fastai.vision.learner  # show_results / plot_top_losses grids for images
 import fastai.distributed  # Learner.distrib_ctx
 from fastai.distributed import DistributedDL
 from ..data.loaders import FloatImage
+from .metrics import MacroF1
 
 # %% ../../nbs/api/53_learn.learner.ipynb #dd577141
 _IN_NAMES, _OUT_NAMES, _SIZE_NAMES = ("n_in", "c_in", "in_channels"), ("n_out", "c_out", "n_classes", "num_classes"), \
@@ -263,7 +264,7 @@ def classification_learner(dls,  # DataLoaders of a classification task
     model = model_from_arch(arch, arch_kwargs, n_in=xb.shape[1], n_out=len(classes), image_size=xb.shape[-1])
     _check_output(model, xb, (2, len(classes)), "(batch, n_classes)")
     meta = _meta(dls, "classification", classes=classes)
-    metrics = [accuracy, F1Score(average="macro")] if metrics is None else metrics
+    metrics = [accuracy, MacroF1(len(classes))] if metrics is None else metrics
     return _learner(dls, model, loss_func or CrossEntropyLossFlat(), metrics, opt_func, cbs, wd, precision, meta, path, **kwargs)
 
 # %% ../../nbs/api/53_learn.learner.ipynb #3c37c221
