@@ -37,6 +37,7 @@ def test_classification_speckle_counts_disks():
     learn.fit_one_cycle(6, 5e-3)
     preds, targs = learn.get_preds()
     acc = float((preds.argmax(1) == targs).float().mean())  # independent of fastai's metric
+    print(f"speckle accuracy {acc:.4f}")
     assert acc >= 0.95, acc
     assert len(targs) == 256
 
@@ -54,6 +55,7 @@ def test_regression_bismuth_u_iso():
     learn.fit_one_cycle(8, 3e-3)
     preds, targs = learn.get_preds()
     r2 = r2_score(targs.numpy().ravel(), preds.numpy().ravel())
+    print(f"bismuth R2 {r2:.4f}")
     assert r2 >= 0.95, r2
     assert 0.005 <= float(preds.mean()) <= 0.06  # predictions come out in Å²
 
@@ -82,6 +84,7 @@ def test_vae_mote2_latent_separates_phases(tmp_path):
     assert mu.shape == (320, 4)
     is_1t = store.param("is_1t").astype(int)
     acc = cross_val_score(LogisticRegression(max_iter=2000), mu, is_1t, cv=5).mean()
+    print(f"vae recon {recon0:.1f} -> {recon1:.1f}, probe accuracy {acc:.3f}")
     assert acc >= 0.85, acc  # chance: 0.6
     img = vae_decode(learn, mu[:3])
     assert img.shape == (3, 1, 32, 32) and 0 <= float(img.min()) and float(img.max()) <= 1

@@ -243,7 +243,7 @@ def regression_learner(dls,  # DataLoaders of a regression task (`diffnb.data.lo
     if loss_func is None: loss_func = StandardizedMSELoss(model.std.cpu()) if scale is not False else MSELossFlat()
     return _learner(dls, model, loss_func, metrics, opt_func, cbs, wd, precision, src_meta, path, **kwargs)
 
-# %% ../../nbs/api/53_learn.learner.ipynb #acde3652
+# %% ../../nbs/api/53_learn.learner.ipynb #5074ba35
 def classification_learner(dls,  # DataLoaders of a classification task
                            arch,  # registered model name, `model_spec` dict or built `nn.Module`
                            arch_kwargs: dict | None = None,  # factory arguments (n_in/n_out/image_size filled from `dls`)
@@ -267,7 +267,7 @@ def classification_learner(dls,  # DataLoaders of a classification task
     metrics = [accuracy, MacroF1(len(classes))] if metrics is None else metrics
     return _learner(dls, model, loss_func or CrossEntropyLossFlat(), metrics, opt_func, cbs, wd, precision, meta, path, **kwargs)
 
-# %% ../../nbs/api/53_learn.learner.ipynb #3c37c221
+# %% ../../nbs/api/53_learn.learner.ipynb #756b9aca
 RECON_LOSSES = ("bce", "mse")
 
 def _vae_parts(pred, target, recon: str, logits: bool = False):
@@ -326,7 +326,7 @@ class VAETarget(Callback):
                      "in [0, 1] for recon='bce' (add PercentileNormalize(0, 100) to the DataLoaders' batch_tfms)")
             self._checked = True
 
-# %% ../../nbs/api/53_learn.learner.ipynb #21678cff
+# %% ../../nbs/api/53_learn.learner.ipynb #545cc142
 def unwrap_model(learn_or_model) -> nn.Module:
     "The bare model of a learner or module (without `DistributedDataParallel`/`DataParallel`)."
     m = learn_or_model.model if isinstance(learn_or_model, Learner) else learn_or_model
@@ -388,7 +388,7 @@ def vae_learner(dls,  # DataLoaders of images (any task; the images are the targ
     return _learner(dls, model, loss, vae_metrics(loss) if metrics is None else metrics, opt_func, cbs, wd,
                     precision, meta, path, cls=VAELearner, **kwargs)
 
-# %% ../../nbs/api/53_learn.learner.ipynb #cd63aaba
+# %% ../../nbs/api/53_learn.learner.ipynb #92ace419
 def _model_device(m): return next(m.parameters()).device
 
 def _batches(images, bs):
@@ -453,7 +453,7 @@ def vae_sample(learn_or_model,  # VAE learner or model
     z = torch.randn(n, int(latent_dim), generator=torch.Generator().manual_seed(int(seed)))
     return vae_decode(learn_or_model, z)
 
-# %% ../../nbs/api/53_learn.learner.ipynb #440f1680
+# %% ../../nbs/api/53_learn.learner.ipynb #47f6fb58
 @patch
 def _broadcast(self: DistributedDL, t, rank):
     "Broadcast the index list `t` from `rank` (a CUDA tensor for NCCL, a CPU tensor for gloo and other backends)."
