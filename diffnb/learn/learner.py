@@ -473,7 +473,7 @@ LAUNCHERS = ("torchrun", "accelerate")
 def train_distributed(script,  # path of the training script (uses `learn.distrib_ctx()`)
                       *args,  # command-line arguments of the script
                       nproc: int = 2,  # processes (GPUs, or CPU processes with `cpu=True`)
-                      launcher: str = "torchrun",  # "torchrun" (torch.distributed.run) or "accelerate" (accelerate launch)
+                      launcher: str = "torchrun",  # "torchrun" (torch.distributed.run) or "accelerate" (accelerate launch; GPUs)
                       cpu: bool | None = None,  # CPU processes over gloo (default: when CUDA is unavailable)
                       env: dict | None = None,  # extra environment variables
                       timeout: float | None = None,  # seconds before the run is stopped
@@ -487,6 +487,8 @@ def train_distributed(script,  # path of the training script (uses `learn.distri
     nproc = check_int("nproc", nproc, min_value=1)
     check_choice("launcher", launcher, LAUNCHERS)
     cpu = (not torch.cuda.is_available()) if cpu is None else bool(cpu)
+    if launcher == "accelerate" and cpu and nproc > 1:  # `accelerate launch --cpu` starts one process (several need MPI)
+        fail("launcher", launcher, "'torchrun' for several CPU processes (accelerate launch --cpu runs a single process)")
     if launcher == "torchrun":
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
     else:
