@@ -187,12 +187,18 @@ def test_saliency_and_gradcam_maps_have_the_input_shape():
     assert gradcam_maps(wrn, torch.randn(2, 1, 32, 32)).shape == (2, 1, 32, 32)
 
 
-def test_interpretation_of_a_classifier_on_float_images():
+@pytest.mark.parametrize("source", ["sampler", "store"])
+def test_interpretation_of_a_classifier_on_float_images(source, tmp_path):
     from sklearn.metrics import confusion_matrix
     from diffnb.data.store import SlitSampler
     torch.manual_seed(0)
-    dls = dataloaders(SlitSampler(image_size=16, max_slits=3), bs=32, n_train=64, n_valid=48,
-                      batch_tfms=[LogIntensity()], device="cpu")
+    if source == "sampler":
+        dls = dataloaders(SlitSampler(image_size=16, max_slits=3), bs=32, n_train=64, n_valid=48,
+                          batch_tfms=[LogIntensity()], device="cpu")
+    else:
+        store = generate(SlitSampler(image_size=16, max_slits=3), 96, tmp_path / "s.zarr", seed=1, chunk_size=32,
+                         scheduler="synchronous", progress=False)
+        dls = dataloaders(store, bs=32, valid_pct=0.5, batch_tfms=[LogIntensity()], device="cpu")
     learn = _quiet(classification_learner(dls, "conversion_cnn", {"channels": [8], "hidden": [16], "p_drop": 0.0}))
     learn.fit(1, 1e-3)
     interp = interpret_classifier(learn)
