@@ -3,6 +3,7 @@ import os
 import runpy
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -117,7 +118,8 @@ def test_distributed_gloo_equals_single_process(tmp_path):
     "Two CPU processes (gloo), 16 images each per step, end with the weights of one process taking 32 per step."
     script = tmp_path / "train.py"
     script.write_text(_DDP_SCRIPT)
-    env = {"OMP_NUM_THREADS": 1, "PYTHONPATH": os.pathsep.join([os.getcwd()] + sys.path)}
+    root = str(Path(__file__).resolve().parents[1])  # the processes import this checkout's diffnb
+    env = {"OMP_NUM_THREADS": 1, "PYTHONPATH": os.pathsep.join([root] + sys.path)}
     train_distributed(script, 16, tmp_path / "ddp.pt", nproc=2, cpu=True, env=env, timeout=300)
     argv = sys.argv
     try:  # the single-process reference, in this process (WORLD_SIZE unset: distrib_ctx does nothing)
