@@ -19,7 +19,7 @@ import spglib
 import torch
 
 from ..core import (as_device, check_choice, check_int, check_positive, electron_wavelength,
-                         electron_wavenumber, fail, relativistic_gamma, numpy_rng)
+                         electron_wavenumber, fail, relativistic_gamma, numpy_rng, StructureError)
 from ..scattering import electron_form_factor
 from .potential import (_PARAMETRIZATIONS, _check_atoms, _int_vector, potential_coefficients,
                                   projected_potential, reciprocal_basis, site_properties, zone_frame)
@@ -429,14 +429,14 @@ def g_max_for_beams(atoms,           # crystal structure
 # %% ../../nbs/api/21_sim.bloch.ipynb #c870caad
 class LacbedSampler:
     "Projected potential → bright-field LACBED pattern of random cubic crystals (sampler protocol, image2image)."
-    name, version, task, classes = "bloch.lacbed", "1", "image2image", None
+    name, version, task, classes = "bloch.lacbed", "2", "image2image", None
 
     def __init__(self, pixels: int = 64,          # image side N [px]
                  energy_kev: float = 200.0,       # electron energy [keV]
                  thickness: float = 1000.0,       # crystal thickness [Å]
                  alpha: float = 0.6,              # reciprocal half-width of the field [1/Å]
                  n_beams: int = 70,               # beams per pattern (g_max from the nearest shell)
-                 max_atoms: int = 40,             # most atoms per conventional cell
+                 max_atoms: int = 40,             # most atoms per primitive cell (conventional: ×1 P, ×2 I, ×4 F)
                  lattice_parameter=(3.5, 7.0),    # range of the cubic lattice parameter a [Å]
                  b_iso: float = 0.5,              # Debye–Waller B of every site [Å²]
                  parametrization: str = "kirkland",  # scattering factors
@@ -455,15 +455,25 @@ class LacbedSampler:
         self.image_shape = (1, self.pixels, self.pixels)
         self.target_shape = (1, self.pixels, self.pixels)
 
+    max_draws = 64   # redraws of (space group, a, crystal seed) before giving up
+
     def crystal(self, seed: int, index: int):
-        "The random crystal of sample `index` (space group, seed and a drawn from (seed, index) only)."
-        from diffnb.structure import CUBIC_SPACE_GROUPS, random_cubic_crystal
-        rng = numpy_rng(seed, index)
-        sg = int(rng.choice(CUBIC_SPACE_GROUPS))
-        a = float(rng.uniform(*self.config["lattice_parameter"]))
-        atoms = random_cubic_crystal(sg, seed=int(rng.integers(2**31)), max_atoms=self.config["max_atoms"], lattice_parameter=a)
-        atoms.arrays["b_iso"] = np.full(len(atoms), self.config["b_iso"])
-        return atoms, sg, a
+        """The random crystal of sample `index`: space group (among those feasible within max_atoms), a and crystal
+        seed drawn from (seed, index); when no structure fits that draw, redrawn from (seed, index, draw)."""
+        from diffnb.structure import feasible_space_groups, random_cubic_crystal
+        groups = feasible_space_groups(self.config["max_atoms"])
+        for draw in range(self.max_draws):
+            rng = numpy_rng(seed, index if draw == 0 else (index, draw))
+            sg = int(rng.choice(groups))
+            a = float(rng.uniform(*self.config["lattice_parameter"]))
+            try: atoms = random_cubic_crystal(sg, seed=int(rng.integers(2**31)), max_atoms=self.config["max_atoms"],
+                                              lattice_parameter=a, max_tries=50)
+            except StructureError: continue
+            atoms.arrays["b_iso"] = np.full(len(atoms), self.config["b_iso"])
+            atoms.info["draw"] = draw
+            return atoms, sg, a
+        raise StructureError(f"LacbedSampler: no crystal for seed={seed}, index={index} in {self.max_draws} draws "
+                             f"(max_atoms={self.config['max_atoms']}, lattice_parameter={self.config['lattice_parameter']})")
 
     def sample(self, seed: int, indices):
         c = self.config
