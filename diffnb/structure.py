@@ -23,7 +23,8 @@ from .core import (DiffnbFileNotFoundError, StructureError, check_int, fail, num
 
 # %% auto #0
 __all__ = ['MAX_B_ISO', 'ICSD_A_QUANTILES', 'ICSD_N_ELEMENTS_P', 'ICSD_ELEMENT_COUNTS', 'CUBIC_SPACE_GROUPS', 'site_occupancy',
-           'site_b_iso', 'validate_atoms', 'read_structure', 'random_cubic_crystal', 'feasible_space_groups']
+           'site_b_iso', 'check_b_iso', 'check_occupancy', 'check_structure', 'validate_atoms', 'read_structure',
+           'random_cubic_crystal', 'feasible_space_groups']
 
 # %% ../nbs/api/10_structure.ipynb #2dd59845
 MAX_B_ISO = 50.0  # [Å²] largest accepted B (U_iso ≈ 0.63 Å²); larger values are almost surely a unit error
@@ -40,20 +41,52 @@ def site_b_iso(atoms: ase.Atoms,
     if default is None: raise StructureError("atoms carry no 'b_iso' array and no default B was given")
     return np.full(len(atoms), float(default))
 
-def validate_atoms(atoms, name: str = "atoms") -> ase.Atoms:
-    "Check `atoms` is a non-empty `ase.Atoms` with a 3-D cell and valid occupancy/B arrays; return it."
+def check_b_iso(name: str, b) -> np.ndarray:
+    "Fail unless every B [Å²] in `b` (number or array) is a finite number in [0, MAX_B_ISO]; return them as float64."
+    try: a = np.asarray(b, dtype=np.float64)
+    except (TypeError, ValueError): fail(name, b, "a number or array of numbers (B [Å²])", StructureError)
+    if isinstance(b, (str, bytes, bool)) or np.asarray(b).dtype.kind not in "iuf":
+        fail(name, b, "a number or array of numbers (B [Å²])", StructureError)
+    ok = np.isfinite(a) & (a >= 0) & (a <= MAX_B_ISO)
+    if not ok.all(): fail(name, a[~ok][:5].tolist(), f"in [0, {MAX_B_ISO}] Å² (B = 8π²U_iso)", StructureError)
+    return a
+
+def check_occupancy(name: str, occ) -> np.ndarray:
+    "Fail unless every occupancy in `occ` is a finite number in (0, 1]; return them as float64."
+    if isinstance(occ, (str, bytes, bool)) or np.asarray(occ).dtype.kind not in "iuf":
+        fail(name, occ, "a number or array of numbers in (0, 1]", StructureError)
+    a = np.asarray(occ, dtype=np.float64)
+    ok = np.isfinite(a) & (a > 0) & (a <= 1 + 1e-6)
+    if not ok.all(): fail(name, a[~ok][:5].tolist(), "in (0, 1]", StructureError)
+    return a
+
+def check_structure(atoms,                 # structure to check
+                    name: str = "atoms",   # argument name for the message
+                    periodic: bool = True, # require a 3-D, right-handed cell of positive volume (False: finite cluster)
+                   ) -> ase.Atoms:         # `atoms`, unchanged
+    """Fail with `StructureError` unless `atoms` is a non-empty `ase.Atoms` with real elements, finite positions,
+    (if `periodic`) a finite right-handed cell of positive volume, occupancies in (0, 1] and finite B in [0, MAX_B_ISO]."""
     if not isinstance(atoms, ase.Atoms): fail(name, atoms, "an ase.Atoms", StructureError)
     if len(atoms) == 0: fail(name, atoms, "a structure with at least one atom", StructureError)
-    if atoms.cell.rank != 3 or abs(atoms.cell.volume) < 1e-6:
-        fail(f"{name}.cell", atoms.cell.cellpar().round(4).tolist(), "a 3-D lattice with non-zero volume", StructureError)
-    occ = site_occupancy(atoms)
-    if not np.all((occ > 0) & (occ <= 1 + 1e-6)):
-        fail(f"{name} occupancy", occ[(occ <= 0) | (occ > 1 + 1e-6)][:5].tolist(), "in (0, 1]", StructureError)
-    b = site_b_iso(atoms)
-    if not np.all(np.isfinite(b) & (b >= 0) & (b <= MAX_B_ISO)):
-        bad = b[~(np.isfinite(b) & (b >= 0) & (b <= MAX_B_ISO))][:5].tolist()
-        fail(f"{name} b_iso", bad, f"in [0, {MAX_B_ISO}] Å² (B = 8π²U_iso)", StructureError)
+    z = atoms.numbers
+    if (z < 1).any() or (z >= len(chemical_symbols)).any():
+        fail(f"{name} atomic numbers", sorted(set(z.tolist()))[:5], "real elements (1-118)", StructureError)
+    pos = np.asarray(atoms.positions, dtype=np.float64)
+    if not np.isfinite(pos).all():
+        fail(f"{name}.positions", pos[~np.isfinite(pos).all(1)][:3].tolist(), "finite (no NaN or Inf) [Å]", StructureError)
+    if periodic:
+        cell = np.asarray(atoms.cell.array, dtype=np.float64)
+        if not np.isfinite(cell).all(): fail(f"{name}.cell", cell.tolist(), "finite (no NaN or Inf) [Å]", StructureError)
+        det = float(np.linalg.det(cell))
+        if abs(det) < 1e-6: fail(f"{name}.cell", cell.round(4).tolist(), "a 3-D lattice with positive volume", StructureError)
+        if det < 0: fail(f"{name}.cell", cell.round(4).tolist(), "right-handed (det > 0)", StructureError)
+    check_occupancy(f"{name} occupancy", site_occupancy(atoms))
+    if "b_iso" in atoms.arrays: check_b_iso(f"{name} b_iso", atoms.arrays["b_iso"])
     return atoms
+
+def validate_atoms(atoms, name: str = "atoms") -> ase.Atoms:
+    "`check_structure` of a periodic crystal; returns `atoms`."
+    return check_structure(atoms, name)
 
 # %% ../nbs/api/10_structure.ipynb #f2a504a0
 def _cif_to_atoms(text: str, source: str) -> ase.Atoms:
@@ -63,11 +96,27 @@ def _cif_to_atoms(text: str, source: str) -> ase.Atoms:
     blocks = [b for b in doc if b.find_values("_atom_site_fract_x") or b.find_values("_atom_site.fract_x")]
     if not blocks: raise StructureError(f"{source}: CIF has no _atom_site_fract_x loop (no atoms)")
     block = blocks[0]
+    def value(key):
+        v = block.find_value(key)
+        return v if v is not None else block.find_value(key.replace("_cell_", "_cell.").replace("_atom_site_", "_atom_site."))
     for key in ("_cell_length_a", "_cell_length_b", "_cell_length_c"):
-        if block.find_value(key) is None and block.find_value(key.replace("_cell_", "_cell.")) is None:
-            raise StructureError(f"{source}: CIF block {block.name!r} has no {key} (missing unit cell)")
+        raw = value(key)
+        if raw is None: raise StructureError(f"{source}: CIF block {block.name!r} has no {key} (missing unit cell)")
+        x = gemmi.cif.as_number(raw)
+        if not (math.isfinite(x) and x > 0): raise StructureError(f"{source}: {key} must be a positive length [Å], got {raw}")
+    for key in ("_cell_angle_alpha", "_cell_angle_beta", "_cell_angle_gamma"):
+        raw = value(key)
+        x = 90.0 if raw is None else gemmi.cif.as_number(raw)
+        if not (math.isfinite(x) and 0 < x < 180): raise StructureError(f"{source}: {key} must be in (0, 180) degrees, got {raw}")
+    for key in ("_atom_site_fract_x", "_atom_site_fract_y", "_atom_site_fract_z", "_atom_site_occupancy",
+                "_atom_site_U_iso_or_equiv", "_atom_site_B_iso_or_equiv"):
+        col = block.find_values(key) or block.find_values(key.replace("_atom_site_", "_atom_site."))
+        for raw in col:
+            if raw in ("?", ".") and not key.startswith("_atom_site_fract"): continue   # unknown/default
+            if not math.isfinite(gemmi.cif.as_number(raw)):
+                raise StructureError(f"{source}: {key} must be a finite number, got {raw}")
     try: st = gemmi.make_small_structure_from_block(block)
-    except (ValueError, RuntimeError) as e: raise StructureError(f"{source}: cannot read CIF block ({e})") from None
+    except (ValueError, RuntimeError, AssertionError) as e: raise StructureError(f"{source}: cannot read CIF block ({e})") from None
     if st.spacegroup is None:
         raise StructureError(f"{source}: CIF gives no space group (symbol or symmetry operations)")
     for site in st.sites:

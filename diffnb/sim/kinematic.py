@@ -20,6 +20,7 @@ from ase import Atoms
 from ..core import (StructureError, as_device, check_choice, check_finite, check_int, check_positive,
                          check_range, electron_wavelength, fail)
 from ..scattering import electron_form_factor
+from ..structure import check_structure
 
 # %% auto #0
 __all__ = ['reciprocal_axis', 'excitation_qz', 'pattern', 'crystallite', 'direct_sum', 'add_vacancies', 'strain_tensor',
@@ -52,10 +53,8 @@ def _ff_on_grid(z: int, b_iso: float, grid: int, s_max: float, parametrization: 
 
 # %% ../../nbs/api/22_sim.kinematic.ipynb #761ab908
 def _check_atoms(atoms, name="atoms") -> Atoms:
-    if not isinstance(atoms, Atoms): fail(name, atoms, "an ase.Atoms")
-    if len(atoms) == 0: fail(name, "empty ase.Atoms (0 atoms)", "a structure with at least one atom", StructureError)
-    check_finite(f"{name}.positions", atoms.positions)
-    return atoms
+    "`check_structure` of a finite structure (positions, elements, occupancy, B; the cell is not used)."
+    return check_structure(atoms, name, periodic=False)
 
 def _groups(atoms: Atoms):
     "Split atoms into (Z, B) groups: list of (Z, B, positions (M,3) float64, weights (M,) float64)."

@@ -17,6 +17,7 @@ import torch
 from ..core import (as_device, as_tensor, check_choice, check_finite, check_int, check_positive, check_range,
                          check_shape, fail, numpy_rng, peak_profile, PEAK_PROFILES, relativistic_gamma, StructureError)
 from ..scattering import (PARAMETRIZATIONS, b_from_u, bismuth_b_iso, electron_form_factor, u_from_b)
+from ..structure import MAX_B_ISO, check_structure
 from .detector import LabDomain
 
 # %% auto #0
@@ -28,14 +29,9 @@ PROFILES = PEAK_PROFILES   # line shapes (diffnb.core.peak_profile)
 
 def _atoms_arrays(atoms):
     "Validated fractional positions, symbols, occupancies, B [Å²] of an ase.Atoms."
-    if atoms is None or not hasattr(atoms, "get_scaled_positions"): fail("atoms", atoms, "an ase.Atoms", StructureError)
-    if len(atoms) == 0: fail("atoms", atoms, "a structure with at least one atom", StructureError)
-    vol = abs(float(np.linalg.det(np.asarray(atoms.cell))))
-    if not vol > 1e-6: fail("atoms.cell", np.asarray(atoms.cell).tolist(), "a 3-D cell with positive volume", StructureError)
+    check_structure(atoms)
     occ = np.asarray(atoms.arrays.get("occupancy", np.ones(len(atoms))), dtype=np.float64)
-    check_range("atoms occupancy", occ, 0, 1, lo_inclusive=False)
     b = np.asarray(atoms.arrays.get("b_iso", np.zeros(len(atoms))), dtype=np.float64)
-    check_positive("atoms b_iso", b, allow_zero=True)
     return atoms.get_scaled_positions(wrap=False), list(atoms.get_chemical_symbols()), occ, b
 
 
