@@ -19,9 +19,10 @@ import torch
 __all__ = ['ELECTRON_REST_ENERGY_KEV', 'HC_KEV_ANGSTROM', 'ELECTRON_MASS_KG', 'ELEMENTARY_CHARGE_C', 'PLANCK_J_S',
            'BOHR_RADIUS_ANGSTROM', 'BOLTZMANN_EV_PER_K', 'PEAK_PROFILES', 'DiffnbError', 'DiffnbValueError',
            'DiffnbFileNotFoundError', 'StructureError', 'ShapeError', 'fail', 'check_finite', 'check_positive',
-           'check_range', 'check_int', 'check_choice', 'check_shape', 'relativistic_gamma', 'electron_wavelength',
-           'electron_wavenumber', 'interaction_constant', 'scattering_angle_mrad', 'peak_profile', 'default_device',
-           'as_device', 'seed_sequence', 'numpy_rng', 'torch_rng', 'as_tensor']
+           'check_range', 'check_scalar', 'check_int', 'check_choice', 'check_shape', 'relativistic_gamma',
+           'electron_wavelength', 'electron_wavenumber', 'interaction_constant', 'scattering_angle_mrad',
+           'peak_profile', 'default_device', 'check_device', 'as_device', 'seed_sequence', 'numpy_rng', 'torch_rng',
+           'as_tensor']
 
 # %% ../nbs/api/00_core.ipynb #d5906b12
 class DiffnbError(Exception):
@@ -68,7 +69,11 @@ def check_finite(name: str, value):
             if not bool(torch.isfinite(value).all()): fail(name, value, "finite (no NaN or Inf)")
         elif value.dtype == torch.bool: fail(name, value, "a finite number or numeric array")
         return value
-    try: a = _as_numpy(value).astype(float)
+    if isinstance(value, (str, bytes)): fail(name, value, "a finite number or numeric array, not a string")
+    try:
+        a = _as_numpy(value)
+        if a.dtype.kind not in "biufc": raise TypeError   # strings, objects, dates: not numbers
+        a = a.astype(complex if a.dtype.kind == "c" else float)
     except (TypeError, ValueError): fail(name, value, "a finite number or numeric array")
     if a.size and not np.isfinite(a).all(): fail(name, value, "finite (no NaN or Inf)")
     return value
@@ -93,6 +98,15 @@ def check_range(name: str, value, lo=None, hi=None, lo_inclusive=True, hi_inclus
         lb = "[" if lo_inclusive else "("; rb = "]" if hi_inclusive else ")"
         fail(name, value, f"in {lb}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{rb}")
     return value
+
+def check_scalar(name: str, value, lo=None, hi=None) -> float:
+    "Fail unless `value` is one finite real number (not a bool or string) within the optional closed bounds; return it as `float`."
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex() and value.dtype != torch.bool:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.integer, np.floating)):
+        fail(name, value, "a real number")
+    check_range(name, float(value), lo, hi)
+    return float(value)
 
 def check_int(name: str, value, min_value=None, max_value=None) -> int:
     "Fail unless `value` is an integer (not a bool) within the optional bounds; return it as `int`."
@@ -198,11 +212,29 @@ def default_device() -> torch.device:
     if env: return torch.device(env)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
+def check_device(device=None,         # "cpu", "cuda", "cuda:1", "mps", a torch.device, or None (default_device())
+                 name: str = "device",  # argument name for the message
+                ) -> torch.device:
+    "`device` as a `torch.device` after checking, before any work, that this machine has it."
+    if device is None: device, name = default_device(), "DIFFNB_DEVICE" if os.environ.get("DIFFNB_DEVICE") else name
+    if isinstance(device, bool) or not isinstance(device, (str, int, torch.device)):
+        fail(name, device, "a torch device such as 'cpu' or 'cuda'")
+    try: dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError): fail(name, device, "a torch device such as 'cpu', 'cuda' or 'cuda:1'")
+    if dev.type == "cpu": return dev
+    if dev.type == "cuda":
+        if not torch.cuda.is_available(): fail(name, device, "'cpu' on this machine (no CUDA GPU is available)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            fail(name, device, f"one of the {torch.cuda.device_count()} CUDA devices (cuda:0-{torch.cuda.device_count() - 1})")
+        return dev
+    if dev.type == "mps":
+        if not torch.backends.mps.is_available(): fail(name, device, "'cpu' on this machine (MPS is not available)")
+        return dev
+    fail(name, device, "'cpu', 'cuda' or 'mps' (the device types diffnb computes on)")
+
 def as_device(device=None) -> torch.device:
-    "`device` as a `torch.device`, or `default_device()` when None."
-    if device is None: return default_device()
-    try: return torch.device(device)
-    except (RuntimeError, TypeError): fail("device", device, "a torch device such as 'cpu' or 'cuda'")
+    "`device` as a checked `torch.device` (see `check_device`), or `default_device()` when None."
+    return check_device(device)
 
 def _seed_words(seed, index):
     seed = check_int("seed", seed, min_value=0)
