@@ -18,11 +18,11 @@ import torch
 # %% auto #0
 __all__ = ['ELECTRON_REST_ENERGY_KEV', 'HC_KEV_ANGSTROM', 'ELECTRON_MASS_KG', 'ELEMENTARY_CHARGE_C', 'PLANCK_J_S',
            'BOHR_RADIUS_ANGSTROM', 'BOLTZMANN_EV_PER_K', 'PEAK_PROFILES', 'DiffnbError', 'DiffnbValueError',
-           'DiffnbFileNotFoundError', 'StructureError', 'ShapeError', 'fail', 'check_finite', 'check_positive',
-           'check_range', 'check_scalar', 'check_int', 'check_choice', 'check_shape', 'relativistic_gamma',
-           'electron_wavelength', 'electron_wavenumber', 'interaction_constant', 'scattering_angle_mrad',
-           'peak_profile', 'default_device', 'check_device', 'as_device', 'seed_sequence', 'numpy_rng', 'torch_rng',
-           'as_tensor']
+           'DiffnbFileNotFoundError', 'StructureError', 'ShapeError', 'ResourceError', 'fail', 'check_finite',
+           'check_positive', 'check_range', 'check_scalar', 'check_int', 'check_choice', 'check_shape',
+           'relativistic_gamma', 'electron_wavelength', 'electron_wavenumber', 'interaction_constant',
+           'scattering_angle_mrad', 'peak_profile', 'default_device', 'check_device', 'as_device', 'seed_sequence',
+           'numpy_rng', 'torch_rng', 'as_tensor', 'memory_limit_bytes', 'check_memory']
 
 # %% ../nbs/api/00_core.ipynb #d5906b12
 class DiffnbError(Exception):
@@ -39,6 +39,9 @@ class StructureError(DiffnbValueError):
 
 class ShapeError(DiffnbValueError):
     "An array or tensor has the wrong number of dimensions or the wrong shape."
+
+class ResourceError(DiffnbValueError):
+    "The arguments ask for more memory than this machine (or the caller's limit) allows."
 
 # %% ../nbs/api/00_core.ipynb #9bdab39f
 def _describe(value):
@@ -265,3 +268,27 @@ def as_tensor(x, dtype=None, device=None) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         return x.to(device=device if device is not None else x.device, dtype=dtype or x.dtype)
     return torch.as_tensor(np.asarray(x), dtype=dtype, device=device)
+
+# %% ../nbs/api/00_core.ipynb #a089594b
+def memory_limit_bytes(max_memory_gb: float | None = None,  # explicit limit [GiB]; None: DIFFNB_MAX_MEMORY_GB, else 80 % of RAM
+                      ) -> float:                          # limit [bytes]
+    "Largest working set [bytes] a simulator may plan for."
+    if max_memory_gb is not None: return check_positive("max_memory_gb", max_memory_gb) * 2**30
+    env = os.environ.get("DIFFNB_MAX_MEMORY_GB")
+    if env:
+        try: return float(env) * 2**30
+        except ValueError: fail("DIFFNB_MAX_MEMORY_GB", env, "a number of GiB")
+    try: ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError): ram = 16 * 2**30
+    return 0.8 * ram
+
+def check_memory(what: str,             # what is being computed, e.g. "kinematic pattern (grid 60000)"
+                 n_bytes: float,        # estimated working set [bytes]
+                 max_memory_gb: float | None = None,  # explicit limit [GiB] (see `memory_limit_bytes`)
+                ) -> float:
+    "Fail with `ResourceError` before allocating when `what` needs more than the memory limit; the message gives the amount."
+    limit = memory_limit_bytes(max_memory_gb)
+    if n_bytes > limit:
+        raise ResourceError(f"{what} needs about {n_bytes / 2**30:.3g} GiB of memory, more than the {limit / 2**30:.3g} GiB "
+                            f"allowed; reduce the size, or pass max_memory_gb (or set DIFFNB_MAX_MEMORY_GB) on a machine that has it")
+    return n_bytes
