@@ -18,7 +18,7 @@ import torch
 from ase import Atoms
 
 from ..core import (StructureError, as_device, check_choice, check_finite, check_int, check_positive,
-                         check_range, electron_wavelength, fail)
+                         check_range, electron_wavelength, fail, check_device, check_memory)
 from ..scattering import electron_form_factor
 from ..structure import check_structure
 
@@ -152,8 +152,10 @@ def pattern(atoms,  # structure, or a list of structures (batched output)
             device=None,  # torch device of the "dft" backend (default: CPU)
             dtype=torch.float32,  # output dtype (float32/float64; complex64/128 with `amplitude`)
             nthreads: int = 1,  # CPU threads for finufft
+            max_memory_gb: float | None = None,  # memory limit [GiB] (None: DIFFNB_MAX_MEMORY_GB, else 80 % of RAM)
            ) -> torch.Tensor:  # I(g) (N, N) or (B, N, N) [Å²] (kinematic, per incident electron × cross-section units)
     "Kinematic diffraction intensity I(g) = |Σ_j o_j f_j(s) e^{-B_j s²/4} e^{-2πi q·r_j}|² on an N×N reciprocal grid."
+    if device is not None: check_device(device)
     batched = isinstance(atoms, (list, tuple))
     structures = list(atoms) if batched else [atoms]
     if batched and not structures: fail("atoms", atoms, "a non-empty list of ase.Atoms")
@@ -163,6 +165,8 @@ def pattern(atoms,  # structure, or a list of structures (batched output)
     check_choice("method", method, ["nufft", "dft"])
     check_choice("parametrization", parametrization, ["lobato", "kirkland", "peng"])
     nthreads = check_int("nthreads", nthreads, min_value=1)
+    check_choice("dtype", dtype, (torch.float32, torch.float64) + ((torch.complex64, torch.complex128) if amplitude else ()))
+    check_memory(f"kinematic pattern(s) on a {grid}×{grid} grid", 16 * grid**2 * (8 + len(structures)), max_memory_gb)
     qz = excitation_qz(grid, s_max, energy_kev, tilt_mrad) if ewald else None
     if ewald:
         s3 = np.sqrt(np.add.outer(reciprocal_axis(grid, s_max)**2, reciprocal_axis(grid, s_max)**2) + qz**2)

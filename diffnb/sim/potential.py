@@ -14,7 +14,7 @@ import math
 import ase
 import numpy as np
 
-from ..core import (check_choice, check_int, check_positive, fail, relativistic_gamma,
+from ..core import (check_choice, check_finite, check_int, check_memory, check_positive, fail, relativistic_gamma,
                          StructureError)
 from ..scattering import electron_form_factor
 from ..structure import check_b_iso, check_occupancy, check_structure
@@ -86,6 +86,7 @@ def potential_coefficients(atoms,                 # crystal structure (ase.Atoms
 
 # %% ../../nbs/api/21a_sim.potential.ipynb #ee12f620
 def _int_vector(name, v):
+    check_finite(name, v)                       # numbers only: "0" or None are not indices
     a = np.asarray(v, float)
     if a.shape != (3,) or not np.isfinite(a).all() or not np.allclose(a, np.round(a)) or not a.any():
         fail(name, v, "three integers, not all zero")
@@ -129,11 +130,13 @@ def projected_potential(atoms,                     # crystal structure (ase.Atom
                         b_iso=None,                # Debye–Waller B [Å²]
                         occupancy=None,            # occupancy
                         x_dir=None,                # reciprocal direction (hkl) to align the columns with (None: first ZOLZ basis vector)
+                        max_memory_gb: float | None = None,  # memory limit [GiB] (None: DIFFNB_MAX_MEMORY_GB, else 80 % of RAM)
                        ) -> np.ndarray:            # ρ [Å⁻², or dimensionless when normalized], float64 (pixels, pixels)
     "Projected potential ρ(r) = (1/V) Σ_g F(g) exp(−2πi g·r) of one unit cell on a periodic N×N grid (Eq. 1)."
     vol = _check_atoms(atoms)
     check_choice("parametrization", parametrization, _PARAMETRIZATIONS)
     n = check_int("pixels", pixels, min_value=2)
+    check_memory(f"a projected potential of {n}×{n} px", 160 * n * n, max_memory_gb)
     basis = zolz_basis(zone)
     rb = reciprocal_basis(atoms)
     if x_dir is None:                                                 # first of a, b, c directions ⊥ zone, else ZOLZ basis
