@@ -126,7 +126,7 @@ def disk_system(n_disks: int,          # number of disks (>= 1)
     # each disk keeps the area of a disk of radius R + min_gap/2 free of other disks: that is what must not jam
     cover_gap = float(np.sum(np.pi * (radii + min_gap / 2) ** 2)) / box**2
     if cover_gap > RSA_JAMMING:
-        fail("n_disks", n_disks, f"small enough that the disks and their gaps fit: with min_gap {min_gap} px they would "
+        fail("n_disks", n_disks, f"a packing that can be placed: with min_gap {min_gap} px the disks and their gaps would "
              f"cover {cover_gap:.3g} of the box, above the RSA jamming limit {RSA_JAMMING}")
     if 2 * radii.max() > box:
         fail("total_area", total_area, f"small enough that every disk fits in the box (largest diameter "
