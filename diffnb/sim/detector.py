@@ -215,6 +215,11 @@ def psf_blur(img: torch.Tensor,  # (..., H, W) intensities
         out.append(xi)
     return torch.cat(out).reshape(img.shape)
 
+def _check_generator(name, g):
+    "Fail unless `g` is None or a `torch.Generator`."
+    if g is not None and not isinstance(g, torch.Generator): fail(name, g, "None, a torch.Generator or a list of them (one per image)")
+    return g
+
 def gain_map(shape: tuple,          # (H, W) [px]
              sigma,                 # relative r.m.s. gain variation (e.g. 0.03)
              correlation_px=16.0,   # correlation length of the variation [px]
@@ -274,11 +279,6 @@ def scale_to_dose(img: torch.Tensor,  # (..., H, W) non-negative intensities
     mean = img.mean(dim=(-2, -1), keepdim=True)
     if bool((mean <= 0).any()): fail("img", img, "images with a positive mean intensity")
     return img * (_param(dose_e_per_px, img, "dose_e_per_px") / mean)
-
-def _check_generator(name, g):
-    "Fail unless `g` is None or a `torch.Generator`."
-    if g is not None and not isinstance(g, torch.Generator): fail(name, g, "None, a torch.Generator or a list of them (one per image)")
-    return g
 
 def _per_image(img: torch.Tensor, generators, fn):
     "Apply `fn(image_2d, generator)` image by image (random draws need one stream per image)."
