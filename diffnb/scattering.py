@@ -10,6 +10,7 @@ Docs: https://diffnb.github.io/diffnb/api/scattering.html.md"""
 from __future__ import annotations
 
 import functools
+import json
 import math
 import numbers
 
@@ -28,10 +29,10 @@ __all__ = ['PARAMETRIZATIONS', 'BI_B_COEFFS_HIGH', 'BI_B_COEFFS_LOW', 'BI_T_RANG
 PARAMETRIZATIONS = ("lobato", "kirkland", "peng")
 
 @functools.lru_cache(maxsize=None)
-def _abtem_parametrization(name):
-    from abtem import parametrizations as p  # imported lazily: abTEM is slow to import
-    return {"lobato": p.LobatoParametrization, "kirkland": p.KirklandParametrization,
-            "peng": p.PengParametrization}[name]()
+def _tables() -> dict:
+    "The published coefficient tables (package data `diffnb/_tables/electron_scattering.json`), read once."
+    from importlib.resources import files
+    return json.loads(files("diffnb").joinpath("_tables", "electron_scattering.json").read_text())
 
 def _symbol(symbol_or_z):
     from ase.data import chemical_symbols
@@ -44,16 +45,18 @@ def _symbol(symbol_or_z):
 
 @functools.lru_cache(maxsize=None)
 def _coefficients(symbol: str, parametrization: str) -> np.ndarray:
-    "abTEM's coefficients of `symbol` rearranged to our evaluation form, float64."
-    P = _abtem_parametrization(parametrization)
-    if symbol not in P.parameters:
+    "Published coefficients of `symbol` in our evaluation form (s = 1/d), float64."
+    table = _tables()[parametrization]
+    if symbol not in table:
         fail("symbol_or_Z", symbol, f"an element tabulated by the {parametrization!r} parametrization")
-    return np.asarray(P.scaled_parameters(symbol, "scattering_factor"), dtype=np.float64)
+    c = np.array(table[symbol], dtype=np.float64)
+    if parametrization == "peng": c[1] /= 4   # Peng's b is for sinθ/λ = s/2
+    return c
 
 def scattering_coefficients(symbols,  # chemical symbols or atomic numbers
                             parametrization: str = "lobato",  # "lobato", "kirkland" or "peng"
                             dtype=torch.float64, device=None) -> torch.Tensor:  # (n_symbols, rows, terms)
-    "Stacked coefficient table of `symbols` for `parametrization` (abTEM's values, in the k² = s² form)."
+    "Stacked coefficient table of `symbols` for `parametrization` (published values, in the s² form)."
     check_choice("parametrization", parametrization, PARAMETRIZATIONS)
     c = np.stack([_coefficients(_symbol(x), parametrization) for x in symbols])
     return torch.as_tensor(c, dtype=dtype, device=device)
@@ -80,6 +83,7 @@ def electron_form_factor(symbol_or_Z,  # chemical symbol / atomic number, or a l
     check_choice("parametrization", parametrization, PARAMETRIZATIONS)
     many = isinstance(symbol_or_Z, (list, tuple, np.ndarray))
     symbols = list(symbol_or_Z) if many else [symbol_or_Z]
+    if not symbols: fail("symbol_or_Z", symbol_or_Z, "a chemical symbol, an atomic number, or a non-empty list of them")
     is_torch = isinstance(s, torch.Tensor)
     check_positive("s", s, allow_zero=True)
     st = s.to(torch.float64) if is_torch else torch.as_tensor(np.asarray(s, dtype=np.float64))
@@ -111,6 +115,10 @@ def xray_form_factor(symbol_or_Z,  # chemical symbol or atomic number
     return float(f) if np.ndim(s) == 0 else f
 
 # %% ../nbs/api/15_scattering.ipynb #b3da8868
+def _check_broadcast(b_iso, s):
+    try: np.broadcast_shapes(np.shape(b_iso), np.shape(s))
+    except ValueError: fail("b_iso", b_iso, f"a number or an array broadcastable with s (shape {tuple(np.shape(s))})")
+
 def _same_kind(x, fn_torch, fn_np):
     return fn_torch(x) if isinstance(x, torch.Tensor) else fn_np(x)
 
@@ -128,7 +136,9 @@ def dw_amplitude(b_iso,  # Debye–Waller B [Å²]
                  s,      # s = 1/d [1/Å]
                 ):       # exp(−B s²/4)
     "Debye–Waller damping of the scattered amplitude, exp(−B s²/4)."
-    check_positive("b_iso", b_iso, allow_zero=True)
+    check_positive("b_iso", b_iso, allow_zero=True); check_finite("s", s)
+    if isinstance(s, (list, tuple)): s = np.asarray(s, dtype=np.float64)
+    _check_broadcast(b_iso, s)
     x = -b_iso * s**2 / 4
     return _same_kind(x, torch.exp, np.exp)
 
@@ -136,7 +146,9 @@ def dw_intensity(b_iso,  # Debye–Waller B [Å²]
                  s,      # s = 1/d [1/Å]
                 ):       # exp(−B s²/2)
     "Debye–Waller damping of the scattered intensity, exp(−B s²/2)."
-    check_positive("b_iso", b_iso, allow_zero=True)
+    check_positive("b_iso", b_iso, allow_zero=True); check_finite("s", s)
+    if isinstance(s, (list, tuple)): s = np.asarray(s, dtype=np.float64)
+    _check_broadcast(b_iso, s)
     x = -b_iso * s**2 / 2
     return _same_kind(x, torch.exp, np.exp)
 

@@ -18,8 +18,9 @@ import torch
 from ase import Atoms
 
 from ..core import (StructureError, as_device, check_choice, check_finite, check_int, check_positive,
-                         check_range, electron_wavelength, fail)
+                         check_range, electron_wavelength, fail, check_device, check_memory, check_scalar)
 from ..scattering import electron_form_factor
+from ..structure import check_structure
 
 # %% auto #0
 __all__ = ['reciprocal_axis', 'excitation_qz', 'pattern', 'crystallite', 'direct_sum', 'add_vacancies', 'strain_tensor',
@@ -31,7 +32,8 @@ def reciprocal_axis(grid: int = 261,  # number of pixels per axis N (>= 8)
                    ) -> np.ndarray:  # pixel-centre coordinates g [1/Å], ascending, g=0 at index N//2
     "1-D reciprocal axis of the N×N detector grid: g_k = k Δs with k = -N//2 … (N-1)//2 and Δs = s_max/(N//2)."
     grid = check_int("grid", grid, min_value=8)
-    check_positive("s_max", s_max)
+    check_scalar("s_max", s_max); check_positive("s_max", s_max)
+    check_memory(f"a {grid}×{grid} reciprocal grid", 16 * float(grid) ** 2)
     ds = s_max / (grid // 2)
     return (np.arange(grid) - grid // 2) * ds
 
@@ -52,10 +54,8 @@ def _ff_on_grid(z: int, b_iso: float, grid: int, s_max: float, parametrization: 
 
 # %% ../../nbs/api/22_sim.kinematic.ipynb #761ab908
 def _check_atoms(atoms, name="atoms") -> Atoms:
-    if not isinstance(atoms, Atoms): fail(name, atoms, "an ase.Atoms")
-    if len(atoms) == 0: fail(name, "empty ase.Atoms (0 atoms)", "a structure with at least one atom", StructureError)
-    check_finite(f"{name}.positions", atoms.positions)
-    return atoms
+    "`check_structure` of a finite structure (positions, elements, occupancy, B; the cell is not used)."
+    return check_structure(atoms, name, periodic=False)
 
 def _groups(atoms: Atoms):
     "Split atoms into (Z, B) groups: list of (Z, B, positions (M,3) float64, weights (M,) float64)."
@@ -153,8 +153,10 @@ def pattern(atoms,  # structure, or a list of structures (batched output)
             device=None,  # torch device of the "dft" backend (default: CPU)
             dtype=torch.float32,  # output dtype (float32/float64; complex64/128 with `amplitude`)
             nthreads: int = 1,  # CPU threads for finufft
+            max_memory_gb: float | None = None,  # memory limit [GiB] (None: DIFFNB_MAX_MEMORY_GB, else 80 % of RAM)
            ) -> torch.Tensor:  # I(g) (N, N) or (B, N, N) [Å²] (kinematic, per incident electron × cross-section units)
     "Kinematic diffraction intensity I(g) = |Σ_j o_j f_j(s) exp(−B_j s²/4) exp(−2πi q·r_j)|² on an N×N reciprocal grid."
+    if device is not None: check_device(device)
     batched = isinstance(atoms, (list, tuple))
     structures = list(atoms) if batched else [atoms]
     if batched and not structures: fail("atoms", atoms, "a non-empty list of ase.Atoms")
@@ -162,8 +164,12 @@ def pattern(atoms,  # structure, or a list of structures (batched output)
     grid = check_int("grid", grid, min_value=8)
     check_positive("s_max", s_max); check_positive("energy_kev", energy_kev); check_positive("eps", eps)
     check_choice("method", method, ["nufft", "dft"])
+    check_choice("ewald", ewald, (False, True)); check_choice("amplitude", amplitude, (False, True))
+    check_scalar("s_max", s_max); check_scalar("energy_kev", energy_kev); check_scalar("eps", eps, hi=0.1)
     check_choice("parametrization", parametrization, ["lobato", "kirkland", "peng"])
     nthreads = check_int("nthreads", nthreads, min_value=1)
+    check_choice("dtype", dtype, (torch.float32, torch.float64) + ((torch.complex64, torch.complex128) if amplitude else ()))
+    check_memory(f"kinematic pattern(s) on a {grid}×{grid} grid", 16 * grid**2 * (8 + len(structures)), max_memory_gb)
     qz = excitation_qz(grid, s_max, energy_kev, tilt_mrad) if ewald else None
     if ewald:
         s3 = np.sqrt(np.add.outer(reciprocal_axis(grid, s_max)**2, reciprocal_axis(grid, s_max)**2) + qz**2)
@@ -194,10 +200,12 @@ def crystallite(cell: Atoms,  # periodic cell whose a₁, a₂ lie in the x–y 
                ) -> Atoms:  # finite crystallite centred at the origin (x, y) and on its mean z
     "Tile `cell` over an area of `size` Å, cut it to `shape`, centre it and rotate it in-plane by `rotation_deg`."
     _check_atoms(cell, "cell")
-    size = np.broadcast_to(np.asarray(size, np.float64), (2,)).copy()
+    check_finite("size", size)
+    if np.size(size) not in (1, 2): fail("size", size, "one or two lengths [Å]")
+    size = np.broadcast_to(np.asarray(size, np.float64).ravel(), (2,)).copy()
     check_positive("size", size)
     check_choice("shape", shape, ["rectangle", "ellipse"])
-    check_finite("rotation_deg", rotation_deg)
+    check_scalar("rotation_deg", rotation_deg)
     a = np.asarray(cell.cell.array, np.float64)
     if abs(a[0, 2]) > 1e-6 or abs(a[1, 2]) > 1e-6 or abs(np.linalg.det(a[:2, :2])) < 1e-6:
         fail("cell", cell.cell.array.round(4).tolist(), "a cell with a₁, a₂ spanning the x–y plane", StructureError)
@@ -205,6 +213,7 @@ def crystallite(cell: Atoms,  # periodic cell whose a₁, a₂ lie in the x–y 
     corners = np.array([[sx * size[0] / 2, sy * size[1] / 2] for sx in (-1, 1) for sy in (-1, 1)])
     fr = corners @ inv
     lo, hi = np.floor(fr.min(0)) - 1, np.ceil(fr.max(0)) + 1
+    check_memory(f"a crystallite of {size[0]:g}×{size[1]:g} Å", 8 * 12 * len(cell) * float(np.prod(hi - lo + 1)))
     i, j = np.meshgrid(np.arange(lo[0], hi[0] + 1), np.arange(lo[1], hi[1] + 1), indexing="ij")
     shifts = i.reshape(-1, 1) * a[0, :2] + j.reshape(-1, 1) * a[1, :2]  # (T, 2)
     n_t, n_s = len(shifts), len(cell)
@@ -284,8 +293,9 @@ def add_vacancies(atoms: Atoms,  # structure
 def strain_tensor(strain,  # ε: scalar (isotropic), (ε_xx, ε_yy), (ε_xx, ε_yy, ε_xy) or a 2×2 / 3×3 array [1]
                  ) -> np.ndarray:  # symmetric 3×3 in-plane strain tensor [1]
     "In-plane small-strain tensor from a compact description; principal strains must exceed −1 (−100 %)."
+    check_finite("strain", strain)
+    if np.iscomplexobj(np.asarray(strain)): fail("strain", strain, "real numbers")
     e = np.asarray(strain, np.float64)
-    check_finite("strain", e)
     t = np.zeros((3, 3))
     if e.ndim == 0: t[0, 0] = t[1, 1] = e
     elif e.shape == (2,): t[0, 0], t[1, 1] = e

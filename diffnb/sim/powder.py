@@ -17,8 +17,9 @@ import numpy as np
 import torch
 
 from ..core import (as_device, as_tensor, check_choice, check_finite, check_int, check_positive, check_range,
-                         check_shape, fail, numpy_rng, peak_profile, PEAK_PROFILES, relativistic_gamma, StructureError)
+                         check_shape, check_device, check_memory, check_scalar, fail, numpy_rng, peak_profile, PEAK_PROFILES, relativistic_gamma, StructureError)
 from ..scattering import (PARAMETRIZATIONS, b_from_u, bismuth_b_iso, electron_form_factor, u_from_b)
+from ..structure import MAX_B_ISO, check_structure
 from .detector import LabDomain
 
 # %% auto #0
@@ -30,14 +31,9 @@ PROFILES = PEAK_PROFILES   # line shapes (diffnb.core.peak_profile)
 
 def _atoms_arrays(atoms):
     "Validated fractional positions, symbols, occupancies, B [Å²] of an ase.Atoms."
-    if atoms is None or not hasattr(atoms, "get_scaled_positions"): fail("atoms", atoms, "an ase.Atoms", StructureError)
-    if len(atoms) == 0: fail("atoms", atoms, "a structure with at least one atom", StructureError)
-    vol = abs(float(np.linalg.det(np.asarray(atoms.cell))))
-    if not vol > 1e-6: fail("atoms.cell", np.asarray(atoms.cell).tolist(), "a 3-D cell with positive volume", StructureError)
+    check_structure(atoms)
     occ = np.asarray(atoms.arrays.get("occupancy", np.ones(len(atoms))), dtype=np.float64)
-    check_range("atoms occupancy", occ, 0, 1, lo_inclusive=False)
     b = np.asarray(atoms.arrays.get("b_iso", np.zeros(len(atoms))), dtype=np.float64)
-    check_positive("atoms b_iso", b, allow_zero=True)
     return atoms.get_scaled_positions(wrap=False), list(atoms.get_chemical_symbols()), occ, b
 
 
@@ -51,20 +47,22 @@ class PowderRings:
                  max_reflections: int = 2_000_000,  # guard against huge enumerations
                 ):
         frac, symbols, occ, b_site = _atoms_arrays(atoms)
-        check_positive("energy_kev", energy_kev); check_positive("s_max", s_max); check_positive("merge_tol", merge_tol)
+        for k, v in dict(energy_kev=energy_kev, s_max=s_max, merge_tol=merge_tol).items(): check_scalar(k, v); check_positive(k, v)
+        max_reflections = check_int("max_reflections", max_reflections, min_value=1)
         check_choice("parametrization", parametrization, PARAMETRIZATIONS)
         self.energy_kev, self.s_max, self.parametrization = float(energy_kev), float(s_max), parametrization
         self.gamma = float(relativistic_gamma(energy_kev))
         cell = np.asarray(atoms.cell, dtype=np.float64)
         rec = np.linalg.inv(cell).T                                     # rows b_i with a_i·b_j = δ_ij (no 2π)
         hmax = np.ceil(s_max * np.linalg.norm(cell, axis=1)).astype(int)
-        if np.prod(2 * hmax + 1) > max_reflections:
+        if np.prod((2 * hmax + 1).astype(float)) > max_reflections:
             fail("s_max", s_max, f"small enough to enumerate <= {max_reflections} reflections for this cell")
         ranges = [np.arange(-n, n + 1) for n in hmax]
         hkl = np.stack(np.meshgrid(*ranges, indexing="ij"), -1).reshape(-1, 3)
         s = np.linalg.norm(hkl @ rec, axis=1)
         keep = (s > 0) & (s <= s_max)
         hkl, s = hkl[keep], s[keep]
+        if not len(s): fail("s_max", s_max, f"large enough to include a reflection (the shortest |g| is {np.linalg.norm(rec, axis=1).min():.4g} 1/Å)")
         # structure factors: one (reflections × atoms) phase matrix, species grouped for the form factors
         species = sorted(set(symbols))
         f = np.atleast_2d(electron_form_factor(species, s, parametrization))     # (n_species, n_refl) [Å]
@@ -102,7 +100,10 @@ class PowderRings:
             b_iso = b_from_u(as_tensor(u_iso, torch.float64))
         if b_iso is None: return None
         check_positive("b_iso", b_iso, allow_zero=True)
-        return as_tensor(b_iso, torch.float64).to(device)
+        b = as_tensor(b_iso, torch.float64).to(device)
+        if bool((b > MAX_B_ISO).any()):   # B = 8π²U: above 50 Å² almost surely a unit error (U given as B, or in pm²)
+            fail("b_iso", b_iso, f"at most {MAX_B_ISO} Å² (B = 8π²U_iso; u_iso={float(b.max()) / (8 * math.pi**2):.3g} Å²)")
+        return b
 
     def ring_weights(self, b_iso=None,   # Debye–Waller B [Å²]: scalar or (n,) — overrides all sites
                      u_iso=None,         # or U_iso [Å²] (B = 8π²U)
@@ -126,11 +127,22 @@ class PowderRings:
                 lorentz: bool = True,      # apply the powder 1/s² factor
                 device=None,               # torch device of the result (default: that of `s`, else CPU)
                 dtype=torch.float32,       # dtype of the result
+                max_memory_gb: float | None = None,  # memory limit [GiB] (None: DIFFNB_MAX_MEMORY_GB, else 80 % of RAM)
                ) -> torch.Tensor:          # I(s), shape (n, len(s)) or (len(s),) [Å⁵]
         "Powder intensity I(s) for one or a batch of B values."
         check_positive("fwhm", fwhm); check_choice("profile", profile, PROFILES); check_range("eta", eta, 0, 1)
+        check_choice("dtype", dtype, (torch.float32, torch.float64))
+        if device is not None: check_device(device)
+        check_finite("s", s)
         s_t = as_tensor(s, torch.float64, as_device(device) if device is not None else None)
         check_shape("s", s_t, ndim=1); check_positive("s", s_t, allow_zero=True)
+        if not len(s_t): fail("s", s, "a non-empty 1-D grid of s [1/Å]")
+        bu = b_iso if b_iso is not None else u_iso
+        n_b = 1 if bu is None else int(bu.numel() if isinstance(bu, torch.Tensor) else np.size(bu))
+        if n_b == 0: fail("b_iso" if b_iso is not None else "u_iso", bu, "a number or a non-empty 1-D batch [Å²]")
+        if np.size(fwhm) == 0: fail("fwhm", fwhm, "a number or one width per profile [1/Å]")
+        check_memory(f"powder profile(s) of {len(s_t)} samples × {len(self.s_g)} rings", 8 * 3 * len(s_t) * len(self.s_g) * min(n_b, 8)
+                     + 8 * n_b * len(s_t), max_memory_gb)
         dev = s_t.device
         if float(s_t.max()) > self.s_max: fail("s", s, f"<= s_max = {self.s_max} 1/Å of this PowderRings (rings beyond it are missing)")
         w = self.ring_weights(b_iso, u_iso, lorentz, dev)                           # (n, n_g)
@@ -161,19 +173,24 @@ class PowderRings:
               lorentz: bool = True,               # apply the powder 1/s² factor
               oversample: int = 4,                # profile samples per pixel along s
               device=None,                        # torch device ("cpu", "cuda"); default CPU
+              max_memory_gb: float | None = None, # memory limit [GiB] (None: DIFFNB_MAX_MEMORY_GB, else 80 % of RAM)
              ) -> torch.Tensor:                   # (n, H, W) or (H, W) float32 ideal ring image
         "Ideal 2-D ring image(s), one per B (batched, on `device`)."
-        H, W = shape
-        check_int("H", H, 1); check_int("W", W, 1); check_positive("pixels_per_inv_angstrom", pixels_per_inv_angstrom)
-        check_int("oversample", oversample, 1)
         dev = as_device(device) if device is not None else torch.device("cpu")
+        H, W = _check_shape_hw(shape)
+        check_positive("pixels_per_inv_angstrom", pixels_per_inv_angstrom)
+        check_int("oversample", oversample, 1)
+        check_memory(f"ring image(s) of {H}×{W}", H * W * 52, max_memory_gb)
+        n_s = (math.hypot(H, W) + 5) * oversample                     # profile samples out to the image corner
+        check_memory(f"powder profile of {n_s:.3g} samples × {len(self.s_g)} rings", 24 * n_s * len(self.s_g), max_memory_gb)
+        if center is not None: check_finite("center", center)
         r_max = math.hypot(H, W) + 5
         ds = 1 / (pixels_per_inv_angstrom * oversample)
         s_top = min(r_max / pixels_per_inv_angstrom, self.s_max)
         s = torch.arange(0, s_top + ds / 2, ds, dtype=torch.float64, device=dev)
         s = s[s <= self.s_max]
-        prof = self.profile(s, b_iso, u_iso, fwhm, profile, eta, lorentz, dev, torch.float32)
-        return ring_image(prof, s, shape, pixels_per_inv_angstrom, center, ellipticity, ellipticity_angle_rad)
+        prof = self.profile(s, b_iso, u_iso, fwhm, profile, eta, lorentz, dev, torch.float32, max_memory_gb)
+        return ring_image(prof, s, shape, pixels_per_inv_angstrom, center, ellipticity, ellipticity_angle_rad, max_memory_gb)
 
 # %% ../../nbs/api/20_sim.powder.ipynb #95c6c661
 def _interp(xg: torch.Tensor,  # (n_s,) increasing grid
@@ -204,6 +221,12 @@ def _interp(xg: torch.Tensor,  # (n_s,) increasing grid
     out = out.reshape(*batch, *xq.shape[-2:])
     return torch.where(xq > xg[-1], torch.zeros_like(out), out)
 
+def _check_shape_hw(shape) -> tuple:
+    "(H, W) as two positive integers."
+    if isinstance(shape, (str, bytes)) or not hasattr(shape, "__len__") or len(shape) != 2:
+        fail("shape", shape, "(H, W), two integers [px]")
+    return check_int("H", shape[0], 1), check_int("W", shape[1], 1)
+
 def ring_image(profile,                       # (..., n_s) radial profile I(s)
                s,                             # (n_s,) increasing s samples of the profile [1/Å]
                shape: tuple = (256, 256),     # (H, W) [px]
@@ -211,6 +234,7 @@ def ring_image(profile,                       # (..., n_s) radial profile I(s)
                center=None,                   # (cy, cx) [px], shared or (..., 2); None → image centre
                ellipticity=0.0,               # ε: rings stretched by 1+ε/2 along the axis, 1−ε/2 across
                ellipticity_angle_rad=0.0,     # direction of the long axis [rad]
+               max_memory_gb: float | None = None,  # memory limit [GiB] (None: DIFFNB_MAX_MEMORY_GB, else 80 % of RAM)
               ) -> torch.Tensor:              # (..., H, W) float32
     "Render radial profile(s) I(s) as 2-D ring image(s)."
     prof = as_tensor(profile, torch.float32)
@@ -220,11 +244,14 @@ def ring_image(profile,                       # (..., n_s) radial profile I(s)
     if st.shape[0] != prof.shape[-1] or st.shape[0] < 2: fail("s", s, f"a 1-D grid of {prof.shape[-1]} (>= 2) samples like profile")
     check_positive("s", st, allow_zero=True)
     if not bool((st[1:] > st[:-1]).all()): fail("s", s, "strictly increasing")
-    H, W = shape
-    check_int("H", H, 1); check_int("W", W, 1); check_positive("pixels_per_inv_angstrom", pixels_per_inv_angstrom)
-    check_range("ellipticity", ellipticity, -0.5, 0.5)
+    H, W = _check_shape_hw(shape)
+    check_positive("pixels_per_inv_angstrom", pixels_per_inv_angstrom)
+    check_range("ellipticity", ellipticity, -0.5, 0.5); check_finite("ellipticity_angle_rad", ellipticity_angle_rad)
+    n_img = int(np.prod(prof.shape[:-1]))
+    check_memory(f"{n_img} ring image(s) of {H}×{W}", H * W * (12 * n_img + 40), max_memory_gb)
     dev = prof.device
     if center is None: center = ((H - 1) / 2, (W - 1) / 2)
+    check_finite("center", center)                                 # a NaN centre would make every pixel NaN
     c = as_tensor(center, torch.float32, dev)
     if c.shape[-1:] != (2,): fail("center", center, "(cy, cx) pixels, last axis of length 2")
     e = as_tensor(ellipticity, torch.float32, dev)[..., None, None]
@@ -248,8 +275,10 @@ def ring_profile(atoms,                    # crystal (ase.Atoms)
                  device=None,
                 ) -> torch.Tensor:         # I(s): (n, len(s)) or (len(s),) float32 [Å⁵]
     "Kinematic electron powder profile I(s) = Σ m|F|² exp(−Bs²/2)/s² ⊗ P (see `PowderRings`)."
+    check_finite("s", s)
     s_t = as_tensor(s, torch.float64)
     check_shape("s", s_t, ndim=1); check_positive("s", s_t, allow_zero=True)
+    if not len(s_t): fail("s", s, "a non-empty 1-D grid of s [1/Å]")
     check_positive("fwhm", fwhm)
     rings = PowderRings(atoms, energy_kev, float(s_t.max()) + 10 * fwhm, parametrization)
     return rings.profile(s_t, b_iso, u_iso, fwhm, profile, eta, lorentz, device)
