@@ -252,8 +252,8 @@ def model_explorer(model_dir,        # saved model directory (`save_model`), or 
     def draw(d, v):
         task = ref.task
         fig, ax = _figure(3 if task == "image_to_image" else 2)
-        where = f"sample {d['index']}, " if d.get("index") is not None else ""
-        _show_image(ax[0], d["image"], f"input: {where}{_param_text(d['params'])}")
+        where = f" (sample {d['index']} of the sampler)" if d.get("index") is not None else ""
+        _show_image(ax[0], d["image"], f"input{where}\n{_param_text(d['params'])}")
         unc = f"±1σ over {d['prediction'].n_samples} passes" if d["prediction"].n_samples > 1 else "one pass"
         if task == "classification":
             cls, prob = list(ref.classes), d["probabilities"]
