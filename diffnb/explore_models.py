@@ -23,8 +23,8 @@ from .core import DiffnbFileNotFoundError, DiffnbValueError, ShapeError, check_i
 from .explore import Explorer, _figure, register_explorer
 
 # %% auto #0
-__all__ = ['SAMPLE_CONTROLS', 'register_sample_controls', 'index_controls', 'class_controls', 'bismuth_controls', 'model_sampler',
-           'model_explorer', 'latent_explorer']
+__all__ = ['SAMPLE_CONTROLS', 'register_sample_controls', 'index_controls', 'class_controls', 'bismuth_controls',
+           'mote2_controls', 'model_sampler', 'model_explorer', 'latent_explorer']
 
 # %% ../nbs/api/71_explore.models.ipynb #884e75c9
 from .data.store import SAMPLERS, _resolve_factory, check_sampler, get_sampler
@@ -135,7 +135,20 @@ def bismuth_controls(sampler,   # a `diffnb.sim.powder.BismuthRingSampler`
                        disabled=sampler.mode == "ideal")
     return dict(value=value, fwhm=fwhm, seed=seed), simulate
 
-# %% ../nbs/api/71_explore.models.ipynb #7cc9e665
+# %% ../nbs/api/71_explore.models.ipynb #302ae463
+@register_sample_controls("kinematic.mote2")
+def mote2_controls(sampler,   # a `diffnb.sim.mote2.MoTe2Sampler` (class = index mod 7)
+                  ) -> tuple:  # (controls, simulate(cls, draw, seed) -> sample dict)
+    "Controls of the seven-class MoTe₂ sampler: class, draw number and seed, mapped to index = class + 7·draw."
+    import ipywidgets as W
+    classes = [str(c) for c in sampler.classes]
+    simulate = lru_cache(maxsize=32)(lambda cls, draw, seed: _sample(sampler, seed, classes.index(str(cls)) + len(classes) * int(draw)))
+    controls = dict(cls=W.Dropdown(options=classes, value=classes[1], description="class"),
+                    draw=W.IntSlider(value=0, min=0, max=19, description="draw", continuous_update=False),
+                    seed=W.IntSlider(value=0, min=0, max=99, description="seed", continuous_update=False))
+    return controls, simulate
+
+# %% ../nbs/api/71_explore.models.ipynb #726f820d
 def _sampler_spec(meta: dict) -> tuple:
     "(name, config) of the sampler recorded in a model.json's provenance, or (None, {})."
     prov = meta.get("provenance") or {}
@@ -177,7 +190,7 @@ def model_sampler(model,          # `LoadedModel` or model directory
                          f"{tuple(shape)}: pass the configuration it was trained with (e.g. n=..., shape=..., grid=...)")
     return s
 
-# %% ../nbs/api/71_explore.models.ipynb #b2c9a9ed
+# %% ../nbs/api/71_explore.models.ipynb #567baa13
 def _show_image(ax, img: np.ndarray, title: str):
     "Draw a (C, H, W) float image: one channel grey, two channels as red (+) / blue (−), more: the first channel."
     if img.shape[0] == 2:
@@ -201,7 +214,7 @@ def _controls_for(sampler) -> tuple:
     if factory is not None: return factory(sampler)
     return class_controls(sampler) if sampler.task == "classification" else index_controls(sampler)
 
-# %% ../nbs/api/71_explore.models.ipynb #726f820d
+# %% ../nbs/api/71_explore.models.ipynb #0ff257c4
 @register_explorer("model")
 def model_explorer(model_dir,        # saved model directory (`save_model`), or a list of them (deep ensemble)
                    sampler=None,     # registered sampler name or sampler object; None: from the model's provenance
@@ -302,7 +315,7 @@ def _check_model_args(model_dir, sampler=None, **kw):
 
 model_explorer.needs_model, model_explorer.check_args = True, _check_model_args
 
-# %% ../nbs/api/71_explore.models.ipynb #58953b16
+# %% ../nbs/api/71_explore.models.ipynb #66890fb9
 def _decoder(model: LoadedModel) -> Callable:
     "z (n, D) -> decoded intensities (n, C, H, W) in [0, 1] of a VAE with a `decode` method (logits)."
     net = model.model
@@ -342,7 +355,7 @@ def _latent_sets(codes, labels, path_codes, D: int) -> tuple:
         if codes is None or labels.shape != (len(codes),): fail("labels", np.shape(labels), f"one label per code ({0 if codes is None else len(codes)})")
     return codes, labels, path_codes
 
-# %% ../nbs/api/71_explore.models.ipynb #0b3d0ee0
+# %% ../nbs/api/71_explore.models.ipynb #f97af1e2
 @register_explorer("latent")
 def latent_explorer(model_dir,        # saved VAE directory (`save_model(..., task="vae")`)
                     codes=None,       # (N, D) latent codes, {label: (n, D) codes}, or an .npz file (codes, labels, path_codes)
