@@ -99,7 +99,7 @@ def class_controls(sampler,              # classification sampler
                     seed=W.IntSlider(value=0, min=0, max=99, description="seed", continuous_update=False))
     return controls, simulate
 
-# %% ../nbs/api/71_explore.models.ipynb #4ab90642
+# %% ../nbs/api/71_explore.models.ipynb #302ae463
 @register_sample_controls("powder.bismuth")
 def bismuth_controls(sampler,   # a `diffnb.sim.powder.BismuthRingSampler`
                     ) -> tuple:  # (controls, simulate(value, fwhm, seed) -> sample dict)
@@ -135,7 +135,7 @@ def bismuth_controls(sampler,   # a `diffnb.sim.powder.BismuthRingSampler`
                        disabled=sampler.mode == "ideal")
     return dict(value=value, fwhm=fwhm, seed=seed), simulate
 
-# %% ../nbs/api/71_explore.models.ipynb #302ae463
+# %% ../nbs/api/71_explore.models.ipynb #7cc9e665
 @register_sample_controls("kinematic.mote2")
 def mote2_controls(sampler,   # a `diffnb.sim.mote2.MoTe2Sampler` (class = index mod 7)
                   ) -> tuple:  # (controls, simulate(cls, draw, seed) -> sample dict)
@@ -148,7 +148,7 @@ def mote2_controls(sampler,   # a `diffnb.sim.mote2.MoTe2Sampler` (class = index
                     seed=W.IntSlider(value=0, min=0, max=99, description="seed", continuous_update=False))
     return controls, simulate
 
-# %% ../nbs/api/71_explore.models.ipynb #726f820d
+# %% ../nbs/api/71_explore.models.ipynb #567baa13
 def _sampler_spec(meta: dict) -> tuple:
     "(name, config) of the sampler recorded in a model.json's provenance, or (None, {})."
     prov = meta.get("provenance") or {}
@@ -190,7 +190,7 @@ def model_sampler(model,          # `LoadedModel` or model directory
                          f"{tuple(shape)}: pass the configuration it was trained with (e.g. n=..., shape=..., grid=...)")
     return s
 
-# %% ../nbs/api/71_explore.models.ipynb #567baa13
+# %% ../nbs/api/71_explore.models.ipynb #63e0e92a
 def _show_image(ax, img: np.ndarray, title: str):
     "Draw a (C, H, W) float image: one channel grey, two channels as red (+) / blue (−), more: the first channel."
     if img.shape[0] == 2:
@@ -214,7 +214,7 @@ def _controls_for(sampler) -> tuple:
     if factory is not None: return factory(sampler)
     return class_controls(sampler) if sampler.task == "classification" else index_controls(sampler)
 
-# %% ../nbs/api/71_explore.models.ipynb #0ff257c4
+# %% ../nbs/api/71_explore.models.ipynb #0d5ef2fe
 @register_explorer("model")
 def model_explorer(model_dir,        # saved model directory (`save_model`), or a list of them (deep ensemble)
                    sampler=None,     # registered sampler name or sampler object; None: from the model's provenance
@@ -245,12 +245,12 @@ def model_explorer(model_dir,        # saved model directory (`save_model`), or 
 
     @lru_cache(maxsize=128)
     def prediction(key, passes):            # key: the sample-control values, in order
-        s = simulate(*key)
+        s = simulate(**dict(zip(names, key)))
         return predict(members, s["image"][None], mc_dropout=passes, progress=False)
 
     def compute(**v):
         key = tuple(v[k] for k in names)
-        s = simulate(*key)
+        s = simulate(**dict(zip(names, key)))
         p = prediction(key, int(v["mc_dropout"]))
         d = dict(image=s["image"].numpy(), target=None if s["target"] is None else s["target"].numpy(),
                  params=s["params"], index=s.get("index"), prediction=p)
@@ -315,7 +315,7 @@ def _check_model_args(model_dir, sampler=None, **kw):
 
 model_explorer.needs_model, model_explorer.check_args = True, _check_model_args
 
-# %% ../nbs/api/71_explore.models.ipynb #66890fb9
+# %% ../nbs/api/71_explore.models.ipynb #5f6fdd8a
 def _decoder(model: LoadedModel) -> Callable:
     "z (n, D) -> decoded intensities (n, C, H, W) in [0, 1] of a VAE with a `decode` method (logits)."
     net = model.model
@@ -337,25 +337,25 @@ def _latent_sets(codes, labels, path_codes, D: int) -> tuple:
             codes = z["codes"]
             if labels is None and "labels" in z: labels = z["labels"]
             if path_codes is None and "path_codes" in z: path_codes = z["path_codes"]
-    if isinstance(codes, dict):
-        if labels is not None: fail("labels", labels, "None when codes is a {label: codes} dict")
-        parts = [(str(k), np.asarray(v, np.float64).reshape(-1, D) if np.size(v) % D == 0 else
-                  fail(f"codes[{k!r}]", np.shape(v), f"(n, {D}) latent codes", ShapeError)) for k, v in codes.items()]
-        labels = np.concatenate([[k] * len(v) for k, v in parts]) if parts else None
-        codes = np.concatenate([v for _, v in parts]) if parts else None
     def arr(name, a):
         if a is None: return None
         a = np.asarray(a, np.float64)
         if a.ndim != 2 or a.shape[1] != D: fail(name, a.shape, f"an (N, {D}) array of latent codes", ShapeError)
         if not np.isfinite(a).all(): fail(name, "values", "finite latent codes")
         return a
+    if isinstance(codes, dict):                  # {label: (n, D) codes}: the labels come from the keys
+        if labels is not None: fail("labels", labels, "None when codes is a {label: codes} dict")
+        if not codes: fail("codes", codes, "a non-empty {label: codes} dict")
+        parts = {str(k): arr(f"codes[{k!r}]", v) for k, v in codes.items()}
+        labels = np.concatenate([[k] * len(v) for k, v in parts.items()])
+        codes = np.concatenate(list(parts.values()))
     codes, path_codes = arr("codes", codes), arr("path_codes", path_codes)
     if labels is not None:
         labels = np.asarray(labels).astype(str)
         if codes is None or labels.shape != (len(codes),): fail("labels", np.shape(labels), f"one label per code ({0 if codes is None else len(codes)})")
     return codes, labels, path_codes
 
-# %% ../nbs/api/71_explore.models.ipynb #f97af1e2
+# %% ../nbs/api/71_explore.models.ipynb #07ba5cb5
 @register_explorer("latent")
 def latent_explorer(model_dir,        # saved VAE directory (`save_model(..., task="vae")`)
                     codes=None,       # (N, D) latent codes, {label: (n, D) codes}, or an .npz file (codes, labels, path_codes)
