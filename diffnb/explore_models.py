@@ -426,6 +426,7 @@ def latent_explorer(model_dir,        # saved VAE directory (`save_model(..., ta
 
 def _check_latent_args(model_dir, codes=None, **kw):
     "Quick checks for `diffnb explore latent`: a readable VAE directory and, if given, an existing codes file."
+    if isinstance(model_dir, (list, tuple)): fail("model_dir", model_dir, "one VAE directory (an ensemble has no single latent space)")
     meta = read_model_meta(model_dir)
     if meta["task"] not in ("vae", None): fail("model", meta["task"], "a VAE (task 'vae')")
     if isinstance(codes, (str, Path)) and not Path(codes).is_file(): raise DiffnbFileNotFoundError(f"codes file {str(codes)!r} does not exist")

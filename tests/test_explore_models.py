@@ -136,6 +136,8 @@ def test_cli_dispatch(models, capsys, tmp_path):
     assert "--model" in capsys.readouterr().err
     assert main(["explore", "latent", "--model", str(tmp / "clf"), "--no-browser"]) == 2    # not a VAE
     assert "VAE" in capsys.readouterr().err
+    assert main(["explore", "latent", "--model", str(tmp / "vae"), "--model", str(tmp / "vae"), "--no-browser"]) == 2
+    assert "one VAE" in capsys.readouterr().err
     assert main(["explore", "speckle", "--model", str(tmp / "clf"), "--no-browser"]) == 2
     assert main(["explore", "model", "--model", str(tmp / "nope"), "--no-browser"]) == 2
     nb = explorer_notebook("latent", tmp_path, model_dir=str(tmp / "vae"), device="cpu")
