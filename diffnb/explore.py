@@ -428,11 +428,24 @@ def detector_explorer(image=None,                            # (H, W) ideal imag
                     note=f"{H}×{W_} px image, {ppia:g} px per 1/Å; intensities of the additive terms relative to the image mean")
 
 # %% ../nbs/api/70_explore.ipynb #87d16a29
+_PLUGINS = ("diffnb.explore_models",)   # modules whose explorers join the registry when the CLI needs them
+
+def _load_plugins():
+    "Import the explorer modules that are not imported with `diffnb.explore` (they need the learn layer)."
+    import importlib
+    for mod in _PLUGINS:
+        try: importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name != mod: raise
+
 def explorer_notebook(name: str,        # registered explorer name
                       folder,           # folder to write the notebook (and its kernel spec) into
+                      **kwargs,         # JSON-serialisable keyword arguments of the explorer's factory
                      ) -> Path:         # path of the notebook
     "Write a one-cell notebook that displays explorer `name`, with a kernel spec for this Python interpreter."
     if name not in EXPLORERS: fail("name", name, f"one of {sorted(EXPLORERS)}", DiffnbValueError)
+    try: args = json.dumps(kwargs)
+    except (TypeError, ValueError): fail("kwargs", kwargs, "JSON-serialisable keyword arguments (numbers, strings, lists)")
     import nbformat
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
     spec = folder / "kernels" / "diffnb-explore"
@@ -440,8 +453,11 @@ def explorer_notebook(name: str,        # registered explorer name
     (spec / "kernel.json").write_text(json.dumps({
         "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": "diffnb explore", "language": "python", "metadata": {"debugger": False}}))
-    src = (f"import matplotlib\nmatplotlib.use('Agg')\nfrom IPython.display import display\n"
-           f"from diffnb.explore import EXPLORERS\nexplorer = EXPLORERS[{name!r}]()\ndisplay(explorer.widget)")
+    module = EXPLORERS[name].__module__       # the module that registers it (imported by the kernel)
+    call = f"EXPLORERS[{name!r}](**json.loads({args!r}))" if kwargs else f"EXPLORERS[{name!r}]()"
+    src = ("import json\nimport matplotlib\nmatplotlib.use('Agg')\nfrom IPython.display import display\n"
+           + ("" if module == "__main__" else f"import {module}\n")
+           + f"from diffnb.explore import EXPLORERS\nexplorer = {call}\ndisplay(explorer.widget)")
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(src)])
     nb.metadata["kernelspec"] = {"name": "diffnb-explore", "display_name": "diffnb explore", "language": "python"}
     nb.metadata["title"] = f"diffnb explore {name}"
@@ -468,9 +484,15 @@ def voila_command(notebook,             # notebook to serve
 
 def explore_cli(argv: list | None = None,  # arguments after `diffnb explore`
                ) -> int:                   # process exit code
-    "`diffnb explore NAME [--port P] [--no-browser]`: serve an explorer as a local web app with Voilà."
+    "`diffnb explore NAME [--model DIR] [--port P] [--no-browser]`: serve an explorer as a local web app with Voilà."
+    _load_plugins()
     ap = argparse.ArgumentParser(prog="diffnb explore", description="Serve a diffnb explorer as a local web app (Voilà, 127.0.0.1 only).")
     ap.add_argument("name", nargs="?", help=f"explorer: {', '.join(sorted(EXPLORERS))}")
+    ap.add_argument("--model", action="append", default=[], metavar="DIR",
+                    help="saved model directory, for the explorers `model` and `latent` (repeat for a deep ensemble)")
+    ap.add_argument("--sampler", default=None, help="registered sampler of the `model` explorer (default: the model's provenance)")
+    ap.add_argument("--codes", default=None, metavar="NPZ",
+                    help="latent codes for `latent`: .npz with `codes` (N, D), optional `labels` (N,) and `path_codes` (M, D)")
     ap.add_argument("--port", type=int, default=None, help="TCP port (default: a free one)")
     ap.add_argument("--no-browser", action="store_true", help="do not open a browser, only print the address")
     ap.add_argument("--list", action="store_true", help="list the explorers and exit")
@@ -481,13 +503,35 @@ def explore_cli(argv: list | None = None,  # arguments after `diffnb explore`
     if a.name not in EXPLORERS:
         print(f"diffnb explore: unknown explorer {a.name!r}; choose from {sorted(EXPLORERS)}", file=sys.stderr)
         return 2
+    kwargs = {}
+    needs_model = getattr(EXPLORERS[a.name], "needs_model", False)
+    if needs_model and not a.model:
+        print(f"diffnb explore {a.name}: give the saved model with --model DIR", file=sys.stderr)
+        return 2
+    if (a.model or a.sampler or a.codes) and not needs_model:
+        print(f"diffnb explore {a.name}: --model, --sampler and --codes are for the explorers that show a model", file=sys.stderr)
+        return 2
+    if a.model:
+        for m in a.model:
+            if not Path(m).exists():
+                print(f"diffnb explore: model directory {m!r} does not exist", file=sys.stderr); return 2
+        paths = [str(Path(m).resolve()) for m in a.model]
+        kwargs["model_dir"] = paths[0] if len(paths) == 1 else paths
+    if a.sampler: kwargs["sampler"] = a.sampler
+    if a.codes:
+        if not Path(a.codes).is_file():
+            print(f"diffnb explore: codes file {a.codes!r} does not exist", file=sys.stderr); return 2
+        kwargs["codes"] = str(Path(a.codes).resolve())
+    try: EXPLORERS[a.name].check_args(**kwargs) if hasattr(EXPLORERS[a.name], "check_args") else None
+    except (ValueError, FileNotFoundError) as e:
+        print(f"diffnb explore {a.name}: error: {e}", file=sys.stderr); return 2
     import importlib.util
     if importlib.util.find_spec("voila") is None:
         print("diffnb explore needs Voilà: pip install 'diffnb[explore]' (or use the explorer inline in Jupyter)", file=sys.stderr)
         return 1
     port = a.port if a.port is not None else _free_port()
     with tempfile.TemporaryDirectory(prefix="diffnb-explore-") as tmp:
-        nb = explorer_notebook(a.name, tmp)
+        nb = explorer_notebook(a.name, tmp, **kwargs)
         env = dict(os.environ)
         env["JUPYTER_PATH"] = os.pathsep.join([tmp] + ([env["JUPYTER_PATH"]] if env.get("JUPYTER_PATH") else []))
         pkg_root = str(Path(__file__).resolve().parents[1])     # the kernel imports this very diffnb

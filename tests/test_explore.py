@@ -1,7 +1,8 @@
 """`diffnb explore`: the explorers served by Voilà and driven in headless Chromium.
 
-The browser test starts two explorer servers, moves a slider with the keyboard and checks that the displayed
-figure changed and that the page logged no JavaScript error. It skips when Debian's chromium/chromedriver are
+The browser test starts three explorer servers (two simulators and `diffnb explore model` on a tiny saved
+classifier), moves a slider with the keyboard and checks that the displayed figure changed and that the page
+logged no JavaScript error. It skips when Debian's chromium/chromedriver are
 absent, except in CI (CI=true), where `.ci/run` installs them.
 """
 import os
@@ -45,18 +46,32 @@ def _have_browser():
     return os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)
 
 
+def _tiny_classifier(folder):
+    "An untrained speckle classifier (33×33 input) saved with its sampler's provenance, for `diffnb explore model`."
+    import torch
+    from diffnb.data import get_sampler
+    from diffnb.learn.io import save_model
+    from diffnb.learn.models import conversion_cnn
+    s = get_sampler("speckle.mono", n=33, n_max=8)
+    torch.manual_seed(0)
+    net = conversion_cnn(n_in=1, n_out=len(s.classes), img_size=(33, 33), channels=(4,), hidden=(8,), p_drop=0.2)
+    return save_model(net, folder / "clf", task="classification", classes=s.classes, input_shape=(1, 33, 33),
+                      provenance={"sampler": s.name, "config": s.config})
+
+
 @pytest.fixture(scope="module")
-def servers():
-    "Two explorer servers started with `diffnb explore NAME --port P --no-browser` (in parallel)."
+def servers(tmp_path_factory):
+    "Three explorer servers started with `diffnb explore NAME [--model DIR] --port P --no-browser` (in parallel)."
     if not _have_browser():
         if IN_CI: pytest.fail("chromium/chromedriver missing in CI: .ci/run must install them")
         pytest.skip("Debian's chromium and chromium-driver are not installed")
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", MPLBACKEND="Agg")
+    model = _tiny_classifier(tmp_path_factory.mktemp("explore_model"))
     procs = {}
     try:
-        for name in ("speckle", "powder"):
+        for name, extra in (("speckle", []), ("powder", []), ("model", ["--model", str(model)])):
             port = _free_port()
-            p = subprocess.Popen(_cli("explore", name, "--port", str(port), "--no-browser"), env=env, cwd=ROOT,
+            p = subprocess.Popen(_cli("explore", name, *extra, "--port", str(port), "--no-browser"), env=env, cwd=ROOT,
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
             procs[name] = (p, port)
         for name, (p, port) in procs.items():
@@ -109,7 +124,7 @@ def _errors(log, url):
     return out
 
 
-@pytest.mark.parametrize("name", ["speckle", "powder"])
+@pytest.mark.parametrize("name", ["speckle", "powder", "model"])
 def test_slider_changes_the_figure(servers, browser, name):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -125,7 +140,7 @@ def test_slider_changes_the_figure(servers, browser, name):
     src0 = img.get_attribute("src")
     bytes0 = browser.execute_async_script(_BYTES, src0)
     assert isinstance(bytes0, list) and bytes0[0] > 1000, bytes0      # a real PNG
-    handle = browser.find_elements(By.CSS_SELECTOR, ".noUi-handle")[0]   # first slider (N disks / temperature)
+    handle = browser.find_elements(By.CSS_SELECTOR, ".noUi-handle")[0]   # first slider (N disks / temperature / draw)
     handle.click()
     for _ in range(3): handle.send_keys(Keys.ARROW_RIGHT)
     t1 = time.time()
