@@ -332,7 +332,6 @@ class BismuthRingSampler:
         self.ppia = float(pixels_per_inv_angstrom)
         ref = self.rings.image(b_iso=bismuth_b_iso(295.0), shape=self.shape, pixels_per_inv_angstrom=self.ppia, fwhm=0.02)
         self.norm = float(ref.mean())
-        self.config["norm"] = self.norm
         json.dumps(self.config)
 
     image_shape = property(lambda self: (1, *self.shape))
