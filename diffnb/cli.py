@@ -22,6 +22,7 @@ __all__ = ['SUBCOMMANDS', 'diffnb_root', 'main']
 SUBCOMMANDS = {
     "generate": ("diffnb.data", "generate_cli", "simulate a labelled dataset into a Zarr store (resumable, Dask)"),
     "verify":   ("diffnb.data", "verify_cli", "check a dataset store: completeness, shapes, NaN/Inf, provenance"),
+    "run":      ("diffnb.workflows", "run_cli", "execute a workflow notebook (papermill) into runs/WORKFLOW/TIMESTAMP"),
 }
 
 def _epilog() -> str:
