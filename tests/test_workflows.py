@@ -141,3 +141,12 @@ def test_workflow_notebooks_ship_in_the_package():
     assert r.returncode == 0, r.stderr
     names = sorted(p.name for p in (ROOT / "nbs" / "workflows").glob("*.ipynb"))
     assert names and names == sorted(p.name for p in (ROOT / "diffnb" / "workflow_nbs").glob("*.ipynb"))
+
+
+def test_failing_workflow_reports_and_keeps_its_notebook(tmp_path, monkeypatch, capsys):
+    "A cell that fails (here: an unknown architecture, a valid string) gives exit code 1 and the executed notebook."
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli(capsys, "run", "speckle", "--out", "r", "--store-dir", "s", "-p", "arch", "nonsense", "-p", "n_samples", "76")
+    assert code == 1 and "arch must be one of" in err and "r/speckle.ipynb" in err, err
+    m = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert m["run"]["completed"] is False and m["metrics"]["data.mono.n_test"] > 0   # what ran before the failure is kept
