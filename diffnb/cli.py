@@ -21,13 +21,9 @@ __all__ = ['SUBCOMMANDS', 'diffnb_root', 'main']
 # %% ../nbs/api/90_cli.ipynb #d93d995a
 SUBCOMMANDS = {
     "generate": ("diffnb.data", "generate_cli", "simulate a labelled dataset into a Zarr store (resumable, Dask)"),
-<<<<<<< HEAD
     "verify":   ("diffnb.data", "verify_cli", "check a dataset store: provenance, shapes, completeness, checksums"),
     "repair":   ("diffnb.data", "repair_cli", "recompute the damaged chunks of a dataset store from (seed, index)"),
-=======
-    "verify":   ("diffnb.data", "verify_cli", "check a dataset store: completeness, shapes, NaN/Inf, provenance"),
     "run":      ("diffnb.workflows", "run_cli", "execute a workflow notebook (papermill) into runs/WORKFLOW/TIMESTAMP"),
->>>>>>> run
     "predict":  ("diffnb.learn.io", "predict_cli", "predict with a saved model on image files (TIFF, DM, MRC, EMD, npy) into a CSV"),
 }
 
