@@ -23,7 +23,7 @@ __all__ = ['pearson', 'mse', 'mae', 'ssim', 'psnr', 'shift_invariant_mse', 'accu
 import pandas as pd
 from fastai.metrics import Metric, AccumMetric
 from sklearn.metrics import f1_score, precision_recall_fscore_support
-from torchmetrics.functional import peak_signal_noise_ratio, structural_similarity_index_measure
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 # %% ../../nbs/api/52_learn.metrics.ipynb #822ae0d3
 def _plain(name, x):
