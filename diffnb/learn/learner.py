@@ -23,9 +23,9 @@ from . import MODELS, register_model, build_model, model_spec
 
 # %% auto #0
 __all__ = ['TARGET_UNITS', 'PRECISIONS', 'RECON_LOSSES', 'LAUNCHERS', 'model_from_arch', 'TargetScaled', 'target_scaled',
-           'scale_targets', 'set_precision', 'regression_learner', 'classification_learner', 'VAELoss', 'vae_metrics',
-           'VAETarget', 'unwrap_model', 'vae_learner', 'vae_encode', 'vae_decode', 'vae_sample', 'rank_device',
-           'train_distributed']
+           'scale_targets', 'set_precision', 'StandardizedMSELoss', 'regression_learner', 'classification_learner',
+           'VAELoss', 'vae_metrics', 'VAETarget', 'unwrap_model', 'decoder_logits', 'vae_learner', 'vae_encode',
+           'vae_decode', 'vae_sample', 'rank_device', 'train_distributed']
 
 # %% ../../nbs/api/53_learn.learner.ipynb #fd9af0a6
 from fastcore.basics import patch
@@ -191,13 +191,27 @@ def _check_output(model, xb, shape, what):
     if got != tuple(shape): fail("arch", type(model).__name__, f"a model whose output is {what} {tuple(shape)}; its output has shape {got}")
     return out
 
+class StandardizedMSELoss:
+    "Mean squared error in units of each target's standard deviation, mean(((ŷ − y)/σ)²): O(1) whatever the target's unit."
+    def __init__(self, std,  # standard deviation of each target [target unit]
+                 reduction: str = "mean"):  # "mean", "sum" or "none" (per sample)
+        self.std = torch.as_tensor(np.asarray(std, dtype=np.float32)).reshape(-1)
+        check_positive("std", self.std)
+        self.reduction = check_choice("reduction", reduction, ("mean", "sum", "none"))
+    def __call__(self, pred, targ):
+        pred = pred.float().as_subclass(torch.Tensor); targ = targ.float().as_subclass(torch.Tensor)
+        pred = pred.reshape(len(pred), -1); targ = targ.reshape(pred.shape)
+        se = (((pred - targ) / self.std.to(pred.device)) ** 2).mean(1)
+        return se.mean() if self.reduction == "mean" else se.sum() if self.reduction == "sum" else se
+    def __repr__(self): return f"StandardizedMSELoss(std={self.std.tolist()})"
+
 def regression_learner(dls,  # DataLoaders of a regression task (`diffnb.data.loaders.dataloaders`)
                        arch,  # registered model name, `model_spec` dict or built `nn.Module`
                        arch_kwargs: dict | None = None,  # factory arguments (n_in/n_out/image_size filled from `dls`)
                        scale: bool | tuple = True,  # standardise outputs with training-target statistics; or (mean, std)
                        targets: list[str] | None = None,  # target names (default: the sampler's target)
                        target_units: list[str] | None = None,  # target units (default: known units of the names)
-                       loss_func=None,  # default `MSELossFlat()`
+                       loss_func=None,  # default `StandardizedMSELoss` with `scale`, else `MSELossFlat()`
                        metrics=None,  # default RMSE and R²
                        opt_func=Adam,  # fastai optimiser, e.g. `RMSProp`
                        cbs=None,  # extra callbacks
@@ -225,9 +239,10 @@ def regression_learner(dls,  # DataLoaders of a regression task (`diffnb.data.lo
     units = list(target_units) if target_units is not None else [TARGET_UNITS.get(n, "") for n in names]
     src_meta.update(targets=names, target_units=units)
     metrics = [rmse, R2Score()] if metrics is None else metrics
-    return _learner(dls, model, loss_func or MSELossFlat(), metrics, opt_func, cbs, wd, precision, src_meta, path, **kwargs)
+    if loss_func is None: loss_func = StandardizedMSELoss(model.std.cpu()) if scale is not False else MSELossFlat()
+    return _learner(dls, model, loss_func, metrics, opt_func, cbs, wd, precision, src_meta, path, **kwargs)
 
-# %% ../../nbs/api/53_learn.learner.ipynb #f6f64853
+# %% ../../nbs/api/53_learn.learner.ipynb #acde3652
 def classification_learner(dls,  # DataLoaders of a classification task
                            arch,  # registered model name, `model_spec` dict or built `nn.Module`
                            arch_kwargs: dict | None = None,  # factory arguments (n_in/n_out/image_size filled from `dls`)
@@ -251,7 +266,7 @@ def classification_learner(dls,  # DataLoaders of a classification task
     metrics = [accuracy, F1Score(average="macro")] if metrics is None else metrics
     return _learner(dls, model, loss_func or CrossEntropyLossFlat(), metrics, opt_func, cbs, wd, precision, meta, path, **kwargs)
 
-# %% ../../nbs/api/53_learn.learner.ipynb #c7ee60ce
+# %% ../../nbs/api/53_learn.learner.ipynb #3c37c221
 RECON_LOSSES = ("bce", "mse")
 
 def _vae_parts(pred, target, recon: str, logits: bool = False):
@@ -310,19 +325,27 @@ class VAETarget(Callback):
                      "in [0, 1] for recon='bce' (add PercentileNormalize(0, 100) to the DataLoaders' batch_tfms)")
             self._checked = True
 
-# %% ../../nbs/api/53_learn.learner.ipynb #39122f55
+# %% ../../nbs/api/53_learn.learner.ipynb #21678cff
 def unwrap_model(learn_or_model) -> nn.Module:
     "The bare model of a learner or module (without `DistributedDataParallel`/`DataParallel`)."
     m = learn_or_model.model if isinstance(learn_or_model, Learner) else learn_or_model
     while isinstance(m, (nn.parallel.DistributedDataParallel, nn.DataParallel)): m = m.module
     return m
 
+def decoder_logits(model: nn.Module) -> bool:
+    "Whether `model.decode` returns logits: the model's `logits` attribute, else True for diffnb's `ConvVAE`, else False."
+    m = unwrap_model(model)
+    flag = getattr(m, "logits", None)
+    if flag is not None: return bool(flag)
+    from diffnb.learn.models import ConvVAE
+    return isinstance(m, ConvVAE)
+
 def vae_learner(dls,  # DataLoaders of images (any task; the images are the targets)
                 arch="conv_vae",  # registered VAE name, `model_spec` dict or built module with encode/decode
                 arch_kwargs: dict | None = None,  # factory arguments (n_in/image_size filled from `dls`)
                 beta: float = 1.0,  # KL weight
                 recon: str = "bce",  # "bce" or "mse"
-                logits: bool | None = None,  # decoder returns logits (default: the model's `logits` attribute, else False)
+                logits: bool | None = None,  # decoder returns logits (default: `decoder_logits(model)`)
                 metrics=None,  # default: the `recon` and `kl` parts
                 opt_func=Adam,  # fastai optimiser
                 cbs=None,  # extra callbacks
@@ -339,7 +362,7 @@ def vae_learner(dls,  # DataLoaders of images (any task; the images are the targ
     out = _check_output(model, xb, tuple(xb[:2].shape), "a tuple (reconstruction, mu, logvar) with reconstruction")
     if not (isinstance(out, (tuple, list)) and len(out) == 3):
         fail("arch", type(model).__name__, "a VAE whose forward returns (reconstruction, mu, logvar)")
-    logits = bool(getattr(model, "logits", False)) if logits is None else bool(logits)
+    logits = decoder_logits(model) if logits is None else bool(logits)
     loss = VAELoss(beta, recon, logits)
     meta = _meta(dls, "vae")
     meta["vae"] = {"beta": float(beta), "recon": recon, "latent_dim": int(out[1].shape[1])}
@@ -347,7 +370,7 @@ def vae_learner(dls,  # DataLoaders of images (any task; the images are the targ
     return _learner(dls, model, loss, vae_metrics(loss) if metrics is None else metrics, opt_func, cbs, wd,
                     precision, meta, path, **kwargs)
 
-# %% ../../nbs/api/53_learn.learner.ipynb #55a54c55
+# %% ../../nbs/api/53_learn.learner.ipynb #2808293f
 def _model_device(m): return next(m.parameters()).device
 
 def _batches(images, bs):
@@ -386,7 +409,7 @@ def vae_decode(learn_or_model,  # VAE learner or model
     m = unwrap_model(learn_or_model)
     z = torch.as_tensor(z, dtype=torch.float32)
     if z.ndim != 2: fail("z", z, "a (n, latent_dim) array of latent codes", ShapeError)
-    logits = bool(getattr(m, "logits", False))
+    logits = decoder_logits(m)
     if isinstance(learn_or_model, Learner) and isinstance(learn_or_model.loss_func, VAELoss): logits = learn_or_model.loss_func.logits
     was, out = m.training, []
     m.eval()
@@ -412,7 +435,7 @@ def vae_sample(learn_or_model,  # VAE learner or model
     z = torch.randn(n, int(latent_dim), generator=torch.Generator().manual_seed(int(seed)))
     return vae_decode(learn_or_model, z)
 
-# %% ../../nbs/api/53_learn.learner.ipynb #e28adf1f
+# %% ../../nbs/api/53_learn.learner.ipynb #53192737
 @patch
 def _broadcast(self: DistributedDL, t, rank):
     "Broadcast the index list `t` from `rank` (a CUDA tensor for NCCL, a CPU tensor for gloo and other backends)."
