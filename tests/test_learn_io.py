@@ -4,6 +4,7 @@ import json
 import os
 import pickle
 import shutil
+import struct
 import subprocess
 import sys
 
@@ -12,10 +13,12 @@ import pytest
 import torch
 import torch.nn as nn
 
+from pathlib import Path
+
 from diffnb.core import DiffnbError, ShapeError
 from diffnb.learn import MODELS, register_model
-from diffnb.learn.io import (LogIntensity, Normalize, PercentileNormalize, SqrtIntensity, load_model, predict,
-                             predict_cli, preprocessing_from_json, read_images, save_model)
+from diffnb.learn.io import (LogIntensityStep, NormalizeStep, PercentileNormalizeStep, SqrtIntensityStep, load_model,
+                             predict, predict_cli, preprocessing_from_json, read_images, save_model)
 
 tifffile = pytest.importorskip("tifffile")
 
@@ -72,14 +75,14 @@ def test_round_trip_bitwise(saved):
 def test_preprocessing_matches_training_transforms():
     from diffnb.data import loaders as L
     x = torch.rand(3, 1, 8, 8) * 1000
-    for ours, theirs in [(LogIntensity(3.0), L.LogIntensity(3.0)), (SqrtIntensity(), L.SqrtIntensity()),
-                         (PercentileNormalize(2, 98), L.PercentileNormalize(2, 98))]:
+    for ours, theirs in [(LogIntensityStep(3.0), L.LogIntensity(3.0)), (SqrtIntensityStep(), L.SqrtIntensity()),
+                         (PercentileNormalizeStep(2, 98), L.PercentileNormalize(2, 98))]:
         assert torch.equal(ours(x), theirs(L.FloatImage(x)))
         assert preprocessing_from_json([theirs.record()]) == [ours]
     # percentile normalisation against numpy's percentiles (linear interpolation, as torch.quantile)
     lo, hi = np.percentile(x[0].numpy(), [2, 98])
-    np.testing.assert_allclose(PercentileNormalize(2, 98)(x)[0].numpy(), (x[0].numpy() - lo) / (hi - lo), rtol=1e-4, atol=1e-5)
-    n = Normalize([5.0], [2.0])(x)
+    np.testing.assert_allclose(PercentileNormalizeStep(2, 98)(x)[0].numpy(), (x[0].numpy() - lo) / (hi - lo), rtol=1e-4, atol=1e-5)
+    n = NormalizeStep([5.0], [2.0])(x)
     np.testing.assert_allclose(n.numpy(), (x.numpy() - 5) / 2, rtol=1e-6)
 
 
@@ -118,14 +121,22 @@ def test_mismatched_json(saved, tmp_path, edit, msg):
 
 def test_save_is_atomic_and_checked(tiny, tmp_path):
     net = tiny()
-    with pytest.raises(DiffnbError, match="task must be"): save_model(net, tmp_path / "a")
+    with pytest.raises(DiffnbError, match="task must be"): save_model(net, tmp_path / "a", task="segmentation")
     with pytest.raises(DiffnbError, match="JSON-serialisable"): save_model(net, tmp_path / "a", task="regression", provenance={"x": object()})
     assert list(tmp_path.iterdir()) == []  # nothing half-written
     save_model(net, tmp_path / "a", task="regression")
     with pytest.raises(DiffnbError, match="overwrite=True"): save_model(net, tmp_path / "a", task="regression")
     save_model(net, tmp_path / "a", task="regression", targets=["t0", "t1"], overwrite=True)
     assert load_model(tmp_path / "a", device="cpu").targets == ["t0", "t1"]
+    with pytest.raises(DiffnbError, match="JSON-serialisable"):  # fails after the weights are written: the old model stays
+        save_model(net, tmp_path / "a", task="regression", targets=["new"], provenance={"x": object()}, overwrite=True)
+    assert load_model(tmp_path / "a", device="cpu").targets == ["t0", "t1"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]
+    # a model saved without a task loads (its network is usable) but predict asks for the task
+    save_model(net, tmp_path / "no_task")
+    lm = load_model(tmp_path / "no_task", device="cpu")
+    assert lm.task is None and lm(torch.rand(2, 1, 8, 8)).shape == (2, 2)
+    with pytest.raises(DiffnbError, match="needs the model's task"): predict(lm, torch.rand(2, 1, 8, 8), progress=False)
 
 
 def test_predict_input_errors(saved):
@@ -178,6 +189,38 @@ def _write_mrc(path, data, pixel_a):
     path.write_bytes(bytes(hb) + data.tobytes())
 
 
+
+def write_dm3(path, image, scale, units):
+    "Minimal DigitalMicrograph 3 file: one float32 image (big-endian tag tree, little-endian data) and its calibration."
+    image = np.ascontiguousarray(image, dtype="<f4")
+    h, w = image.shape
+    def group(tags): return struct.pack(">BBI", 0, 1, len(tags)) + b"".join(tags)
+    def tag_group(name, tags): return struct.pack(">BH", 20, len(name)) + name.encode() + group(tags)
+    def tag_data(name, info, payload):  # "%%%%", info array (type codes), payload
+        return (struct.pack(">BH", 21, len(name)) + name.encode() + b"%%%%" + struct.pack(">I", len(info))
+                + struct.pack(f">{len(info)}I", *info) + payload)
+    def long(name, v): return tag_data(name, [3], struct.pack("<i", v))
+    def f32(name, v): return tag_data(name, [6], struct.pack("<f", v))
+    def text(name, s): return tag_data(name, [20, 4, len(s)], struct.pack(f"<{len(s)}H", *map(ord, s)))
+    def calib(sc, u): return tag_group("", [f32("Origin", 0.0), f32("Scale", sc), text("Units", u)])
+    image_data = tag_group("ImageData", [
+        tag_data("Data", [20, 6, h * w], image.tobytes()), long("DataType", 2),  # 6: float32 elements; DataType 2: float32 image
+        tag_group("Dimensions", [long("", w), long("", h)]),  # x (columns) first
+        tag_group("Calibrations", [tag_group("Dimension", [calib(scale, units), calib(scale, units)]),
+                                   tag_group("Brightness", [f32("Origin", 0.0), f32("Scale", 1.0), text("Units", "counts")])])])
+    body = group([tag_group("ImageList", [tag_group("", [image_data, tag_group("ImageTags", [])])])])
+    Path(path).write_bytes(struct.pack(">III", 3, len(body) + 12, 1) + body + b"\0" * 8)  # version 3, size, little-endian
+
+
+def test_read_dm3(tmp_path):
+    img = np.arange(6 * 8, dtype=np.float32).reshape(6, 8) ** 1.5  # not square: rows and columns must not swap
+    write_dm3(tmp_path / "pattern.dm3", img, 0.01, "1/nm")
+    x, meta = read_images(tmp_path / "pattern.dm3")
+    assert x.shape == (1, 1, 6, 8)
+    np.testing.assert_array_equal(x[0, 0], img)
+    assert meta[0]["pixel_size"] == pytest.approx(0.01) and meta[0]["pixel_unit"] == "1/nm"
+
+
 def test_read_images(tmp_path):
     rng = np.random.default_rng(1)
     a = rng.integers(0, 4000, (3, 8, 12)).astype(np.uint16)
@@ -204,6 +247,13 @@ def test_read_images_errors(tmp_path):
     with pytest.raises(DiffnbError, match=r"x\.jpg.*known format"): read_images(tmp_path / "x.jpg")
     (tmp_path / "cut.mrc").write_bytes(b"\0" * 100)
     with pytest.raises(DiffnbError, match=r"cannot read image file .*cut\.mrc"): read_images(tmp_path / "cut.mrc")
+    (tmp_path / "junk.dm4").write_bytes(b"\0" * 64)
+    with pytest.raises(DiffnbError, match=r"cannot read image file .*junk\.dm4"): read_images(tmp_path / "junk.dm4")
+    (tmp_path / "junk.emd").write_bytes(b"\0" * 64)
+    try: import h5py  # noqa: F401
+    except ImportError: msg = "needs the package h5py"
+    else: msg = r"cannot read image file .*junk\.emd"
+    with pytest.raises(DiffnbError, match=msg): read_images(tmp_path / "junk.emd")
     tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((8, 8, 3), np.uint8), photometric="rgb")
     with pytest.raises(DiffnbError, match="RGB"): read_images(tmp_path / "rgb.tif")
     with pytest.raises(DiffnbError, match="stack must be"): read_images(tmp_path / "rgb.tif", stack="pages")

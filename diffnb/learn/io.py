@@ -20,31 +20,35 @@ from . import MODELS, build_model, model_spec
 
 # %% auto #0
 __all__ = ['PREPROCESSING', 'FORMAT', 'FORMAT_VERSION', 'WEIGHTS_FILE', 'META_FILE', 'TASKS', 'ARCHITECTURE_MODULES', 'READERS',
-           'FloatImage', 'LogIntensity', 'SqrtIntensity', 'PercentileNormalize', 'Normalize', 'preprocessing_from_json',
-           'preprocessing_to_json', 'apply_preprocessing', 'preprocessing_from_dls', 'save_model', 'read_model_meta',
-           'LoadedModel', 'load_model', 'Prediction', 'predict', 'read_images', 'predict_cli']
+           'FloatImageStep', 'LogIntensityStep', 'SqrtIntensityStep', 'PercentileNormalizeStep', 'NormalizeStep',
+           'preprocessing_from_json', 'preprocessing_to_json', 'apply_preprocessing', 'preprocessing_from_dls',
+           'save_model', 'read_model_meta', 'LoadedModel', 'load_model', 'Prediction', 'predict', 'read_images',
+           'predict_cli']
 
 # %% ../../nbs/api/55_learn.io.ipynb #88831c9c
 PREPROCESSING: dict[str, type] = {}  # JSON name -> preprocessing step class
 
 def _register_step(cls):
-    PREPROCESSING[cls.__name__] = cls
+    PREPROCESSING[cls.name] = cls
     return cls
 
 class _Step:
     "A JSON-describable preprocessing step on float image batches `(N, C, H, W)`."
+    name: str = ""       # JSON name: the training transform it mirrors
     params: tuple = ()
-    def to_json(self) -> dict: return {"name": type(self).__name__, **{k: getattr(self, k) for k in self.params}}
+    def to_json(self) -> dict: return {"name": self.name, **{k: getattr(self, k) for k in self.params}}
     def __repr__(self): return f"{type(self).__name__}({', '.join(f'{k}={getattr(self, k)!r}' for k in self.params)})"
     def __eq__(self, other): return type(self) is type(other) and self.to_json() == other.to_json()
 
 @_register_step
-class FloatImage(_Step):
+class FloatImageStep(_Step):
+    name = "FloatImage"
     "Cast to float32 and nothing else: intensities stay linear and physical (no division by 255)."
     def __call__(self, x): return x.float()
 
 @_register_step
-class LogIntensity(_Step):
+class LogIntensityStep(_Step):
+    name = "LogIntensity"
     "x → log(max(x, 0) + offset), offset in counts (as `diffnb.data.loaders.LogIntensity`)."
     params = ("offset",)
     def __init__(self, offset: float = 1.0):
@@ -53,12 +57,14 @@ class LogIntensity(_Step):
     def __call__(self, x): return torch.log(x.clamp_min(0) + self.offset)
 
 @_register_step
-class SqrtIntensity(_Step):
+class SqrtIntensityStep(_Step):
+    name = "SqrtIntensity"
     "x → √max(x, 0) (as `diffnb.data.loaders.SqrtIntensity`)."
     def __call__(self, x): return torch.sqrt(x.clamp_min(0))
 
 @_register_step
-class PercentileNormalize(_Step):
+class PercentileNormalizeStep(_Step):
+    name = "PercentileNormalize"
     "Per image: (x − p_lo)/(p_hi − p_lo) with that image's percentiles [%], no clipping (as `diffnb.data.loaders.PercentileNormalize`)."
     params = ("lo", "hi")
     def __init__(self, lo: float = 1.0, hi: float = 99.0):
@@ -72,7 +78,8 @@ class PercentileNormalize(_Step):
         return (x - q[:, 0].view(shp)) / (q[:, 1] - q[:, 0]).clamp_min(1e-12).view(shp)
 
 @_register_step
-class Normalize(_Step):
+class NormalizeStep(_Step):
+    name = "Normalize"
     "Per channel: (x − mean)/std (as fastai's `Normalize`); `mean`, `std` are lists of one value per channel."
     params = ("mean", "std")
     def __init__(self, mean, std):
@@ -126,8 +133,7 @@ def preprocessing_from_dls(dls) -> list:
         if getattr(t, "split_idx", None) == 0: continue  # training-only augmentation
         if hasattr(t, "record"): out += preprocessing_to_json([t.record()]); continue
         if type(t).__name__ == "Normalize" and hasattr(t, "mean") and hasattr(t, "std"):
-            out.append(Normalize(torch.as_tensor(t.mean).cpu().numpy(), torch.as_tensor(t.std).cpu().numpy()).to_json()); continue
-        if type(t).__name__ in ("Transform", "noop", "ToTensor", "Cuda"): continue
+            out.append(NormalizeStep(torch.as_tensor(t.mean).cpu().numpy(), torch.as_tensor(t.std).cpu().numpy()).to_json()); continue
         raise DiffnbValueError(f"the DataLoaders' batch transform {type(t).__name__} cannot be written to model.json; "
                                f"pass preprocessing=[...] (names: {sorted(PREPROCESSING)}) to save_model")
     return out
@@ -137,7 +143,7 @@ FORMAT = "diffnb-model"
 FORMAT_VERSION = 1
 WEIGHTS_FILE, META_FILE = "model.safetensors", "model.json"
 TASKS = ("regression", "classification", "vae", "image_to_image")
-_TASK_ALIASES = {"image2image": "image_to_image", "regress": "regression", "classify": "classification"}
+_TASK_ALIASES = {"image2image": "image_to_image"}  # the data layer's name of the task
 
 def _sha256(path) -> str:
     h = hashlib.sha256()
@@ -202,7 +208,7 @@ def _learner_parts(learn):
 def save_model(learn_or_model,        # a fastai Learner (uses `learn.model`, its dls and `learn.diffnb_meta`) or a registered model
                path,                   # model directory to write (`model.safetensors` + `model.json`)
                *,
-               task: str | None = None,            # "regression", "classification", "vae" or "image_to_image"
+               task: str | None = None,            # "regression", "classification", "vae" or "image_to_image" (None: unknown)
                classes: list | None = None,         # class names (classification), in output order
                targets: list | None = None,         # target names (regression), in output order, e.g. ["u_iso"]
                target_units: list | None = None,    # unit of each target, e.g. ["Å²"]
@@ -220,7 +226,7 @@ def save_model(learn_or_model,        # a fastai Learner (uses `learn.model`, it
                  input_shape=input_shape, provenance=provenance)
     meta.update({k: v for k, v in given.items() if v is not None})
     task = _TASK_ALIASES.get(meta.get("task"), meta.get("task"))
-    if task not in TASKS: fail("task", task, f"one of {TASKS} (pass task=...)")
+    if task is not None and task not in TASKS: fail("task", task, f"one of {TASKS}, or None when unknown")
     classes, targets, units = meta.get("classes"), meta.get("targets"), meta.get("target_units")
     if task == "classification" and not classes: fail("classes", classes, "the class names of a classification model")
     if classes is not None: classes = [str(c) for c in classes]
@@ -342,7 +348,7 @@ def read_model_meta(path) -> dict:
                                f"({diffnb.__version__}) reads version {FORMAT_VERSION}")
     missing = [k for k in ("model", "input", "preprocessing", "task", "weights") if k not in doc]
     if missing: raise DiffnbValueError(f"{str(path / META_FILE)!r} lacks the keys {missing}")
-    if doc["task"] not in TASKS: fail(f"{META_FILE} task", doc["task"], f"one of {TASKS}")
+    if doc["task"] is not None and doc["task"] not in TASKS: fail(f"{META_FILE} task", doc["task"], f"one of {TASKS} or null")
     return doc
 
 # %% ../../nbs/api/55_learn.io.ipynb #16721b4a
@@ -361,7 +367,7 @@ class LoadedModel:
 
     def check_images(self, images, name="images") -> torch.Tensor:
         "`images` as a float32 `(N, C, H, W)` tensor, after checking channels, size and finiteness against the model."
-        x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
+        x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images).as_subclass(torch.Tensor)
         if x.is_complex() or x.dtype == torch.bool: fail(name, images, "real-valued intensities")
         C = self.channels
         if x.ndim == 2: x = x[None, None]
@@ -497,7 +503,7 @@ def _main_output(out, task):
 
 # %% ../../nbs/api/55_learn.io.ipynb #16fffac0
 def predict(model,              # `LoadedModel`, model directory, or a list of them (deep ensemble)
-            images,             # (N, C, H, W) / (N, H, W) / (H, W) array or tensor, or file paths/glob (see `read_images`)
+            images,             # (N, C, H, W) / (N, H, W) / (H, W) array or tensor, file paths/glob, or `read_images`'s result
             bs: int = 64,       # batch size
             mc_dropout: int = 0,  # Monte-Carlo dropout passes per member (0: dropout off)
             progress: bool = True,  # tqdm progress bar over batches
@@ -508,12 +514,17 @@ def predict(model,              # `LoadedModel`, model directory, or a list of t
     bs = check_int("bs", bs, min_value=1); mc_dropout = check_int("mc_dropout", mc_dropout, min_value=0)
     members = _as_members(model, device)
     sources = None
-    if isinstance(images, (str, Path)) or (isinstance(images, (list, tuple)) and images and all(isinstance(i, (str, Path)) for i in images)):
+    if isinstance(images, tuple) and len(images) == 2 and isinstance(images[1], list) and all(isinstance(m, dict) for m in images[1]):
+        images, sources = images  # the (images, metadata) pair of `read_images`
+    elif isinstance(images, (str, Path)) or (isinstance(images, (list, tuple)) and images and all(isinstance(i, (str, Path)) for i in images)):
         stack = "channels" if (members[0].channels or 1) > 1 else "images"
         images, sources = read_images(images, stack=stack)
     x = members[0].check_images(images)  # every check before any computation
     ref = members[0]
     task = ref.task
+    if task is None:
+        raise DiffnbValueError(f"predict needs the model's task, but {META_FILE} records none: save the model with "
+                               f"save_model(..., task=...) (one of {TASKS}); the bare network is LoadedModel.model")
     if mc_dropout and sum(_dropout_on(m.model) for m in members) == 0:
         raise DiffnbValueError("mc_dropout > 0 needs dropout layers in the model, but it has none")
     passes = max(mc_dropout, 1)
@@ -601,10 +612,12 @@ def _read_tiff(path):
     return data, size, unit
 
 def _read_rsciio(path, module):
-    try: mod = importlib.import_module(module)
-    except ImportError as e: raise DiffnbValueError(f"reading {str(path)!r} needs {module} ({e})") from None
-    try: signals = mod.file_reader(str(path), lazy=False)
-    except ImportError as e: raise DiffnbValueError(f"reading {str(path)!r} needs the package {e.name} (pip install {e.name})") from None
+    try:
+        mod = importlib.import_module(module)
+        signals = mod.file_reader(str(path), lazy=False)
+    except ImportError as e:
+        raise DiffnbValueError(f"reading {str(path)!r} with {module} needs the package {e.name or e} "
+                               f"(pip install {e.name or 'rosettasciio'})") from None
     for sig in signals:
         axes = sorted(sig.get("axes", []), key=lambda a: a.get("index_in_array", 0))
         sig_axes = [k for k, a in enumerate(axes) if not a.get("navigate", False)]
@@ -657,7 +670,7 @@ def read_images(paths_or_glob,           # file, directory, glob pattern ("runs/
                   "pixel_size": size, "pixel_unit": unit} for k in range(len(x))]
     return np.concatenate(batches), meta
 
-# %% ../../nbs/api/55_learn.io.ipynb #95fb97f3
+# %% ../../nbs/api/55_learn.io.ipynb #bfc87e08
 def predict_cli(argv: list[str] | None = None) -> int:
     "`diffnb predict MODEL_DIR IMAGES... --out predictions.csv`: 0 on success, 2 on bad input."
     import argparse
