@@ -7,7 +7,8 @@ overhead of a fastai Learner over a plain PyTorch loop.
    within a few per cent of it.
 2. Learner overhead: the same conversion CNN, data (in-memory tensors) and optimiser (torch RMSprop) trained for
    a few epochs with validation by a plain PyTorch loop (the baseline), by `Learner.fit` on the same torch
-   DataLoaders (target: within 10 % of the plain loop), and by `Learner.fit` on fastai's `DataLoaders.from_dsets`.
+   DataLoaders (target: within 10 % of the plain loop), and by `Learner.fit` on fastai's `DataLoaders.from_dsets`
+   (with num_workers=0, and with fastai's default worker processes, whose start-up every epoch costs ~1 s here).
 
     OMP_NUM_THREADS=1 python bench/bench_learn.py [--sizes 64 128] [--steps 2] [--bs 8] [--quick]
 
@@ -75,8 +76,8 @@ def throughput(make, n_in, task, size, bs, steps, device="cpu"):
 
 def learner_overhead(n_train=256, n_valid=64, bs=32, epochs=2, repeat=2, size=64):
     """Seconds per epoch of a plain PyTorch loop, of `Learner.fit` on the same torch DataLoaders (the Learner's own
-    overhead: callbacks, recorder, loss/metric bookkeeping) and of `Learner.fit` on fastai's item-by-item
-    `DataLoaders.from_dsets` (the whole fastai stack). Same model, data, optimiser (torch RMSprop), validation each epoch."""
+    overhead: callbacks, recorder, loss/metric bookkeeping) and of `Learner.fit` on fastai's
+    `DataLoaders.from_dsets` (the whole fastai stack), in the main process and with fastai's default workers. Same model, data, optimiser (torch RMSprop), validation each epoch."""
     from fastai.data.core import DataLoaders
     from fastai.learner import Learner
     from fastai.losses import MSELossFlat
@@ -92,9 +93,9 @@ def learner_overhead(n_train=256, n_valid=64, bs=32, epochs=2, repeat=2, size=64
         return (torch.utils.data.DataLoader(train, batch_size=bs, shuffle=True, drop_last=True),
                 torch.utils.data.DataLoader(valid, batch_size=bs))
 
-    def fastai_fit(fastai_loader):
+    def fastai_fit(fastai_loader, **dl_kwargs):
         torch.manual_seed(0)
-        dls = DataLoaders.from_dsets(train, valid, bs=bs, device="cpu") if fastai_loader else DataLoaders(*torch_dls())
+        dls = DataLoaders.from_dsets(train, valid, bs=bs, device="cpu", **dl_kwargs) if fastai_loader else DataLoaders(*torch_dls())
         learn = Learner(dls, conversion_cnn(img_size=size), loss_func=MSELossFlat(), opt_func=opt_func)
         with learn.no_bar(), learn.no_logging():
             t0 = time.perf_counter(); learn.fit(epochs, 1e-3); return time.perf_counter() - t0
@@ -113,7 +114,8 @@ def learner_overhead(n_train=256, n_valid=64, bs=32, epochs=2, repeat=2, size=64
             with torch.no_grad(): sum(F.mse_loss(m(xb), yb).item() * len(xb) for xb, yb in vdl) / n_valid
         return time.perf_counter() - t0
 
-    runs = {"plain": plain_fit, "learner": partial(fastai_fit, False), "learner+fastai_dl": partial(fastai_fit, True)}
+    runs = {"plain": plain_fit, "learner": partial(fastai_fit, False), "learner+fastai_dl": partial(fastai_fit, True, num_workers=0),
+            "learner+fastai_dl_workers": partial(fastai_fit, True)}
     for f in runs.values(): f()                              # warm-up
     times = {k: [] for k in runs}
     for _ in range(repeat):                                  # interleaved, so all see the same CPU load
@@ -151,8 +153,10 @@ def main():
     print(f"Learner overhead (conversion_cnn 64², 256 train + 64 valid images, bs 32, best of runs), s/epoch:")
     print(f"  plain PyTorch loop              {t['plain']:.3f}")
     print(f"  Learner.fit, same torch loaders {t['learner']:.3f}  ({100 * (t['learner'] / t['plain'] - 1):+.1f} %, target <= +10 %)")
-    print(f"  Learner.fit, fastai from_dsets  {t['learner+fastai_dl']:.3f}  ({100 * (t['learner+fastai_dl'] / t['plain'] - 1):+.1f} %: "
-          f"+ fastai's item-by-item collation)")
+    print(f"  Learner.fit, fastai from_dsets  {t['learner+fastai_dl']:.3f}  ({100 * (t['learner+fastai_dl'] / t['plain'] - 1):+.1f} %, "
+          f"num_workers=0)")
+    print(f"  Learner.fit, fastai from_dsets  {t['learner+fastai_dl_workers']:.3f}  "
+          f"({100 * (t['learner+fastai_dl_workers'] / t['plain'] - 1):+.1f} %, fastai's default worker processes, started every epoch)")
     if torch.cuda.is_available():
         for s in sizes:
             for name, (make, n_in, task) in archs.items():
