@@ -1,0 +1,122 @@
+"""The MoTe2 study workflow (`diffnb run mote2`) at its tiny defaults: outputs, saved models, the steering score
+(distance of a latent code to the 2H→1T' path) against a brute-force distance, and the unseen instrument of the
+transfer study against the training instrument."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    "One tiny run shared by the tests of this file: (run folder, metrics.json)."
+    tmp = tmp_path_factory.mktemp("mote2")
+    out = tmp / "run"
+    r = subprocess.run([sys.executable, "-c", "import sys; from diffnb.cli import main; sys.exit(main())",
+                        "run", "mote2", "--out", str(out), "--store-dir", str(tmp / "stores"), "-p", "seed", "1"],
+                       capture_output=True, text=True, timeout=600, cwd=tmp)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    return out, json.loads((out / "metrics.json").read_text())
+
+
+def test_mote2_tiny_run_outputs(run):
+    from diffnb.data import open_store
+    from diffnb.learn.io import load_model, predict
+    from diffnb.sim.mote2 import CLASSES
+    from diffnb.workflows import workflow_parameters
+    out, m = run
+    assert set(m["parameters"]) == set(workflow_parameters("mote2")) and m["seed"] == 1
+    met = m["metrics"]
+    for k in ("test.wrn.accuracy", "test.resnet18.accuracy", "test.wrn.worst_class_recall", "transfer.unadapted.accuracy",
+              "transfer.fine_tuned.accuracy", "transfer.scratch.accuracy", "vae.steering.test_auc",
+              "vae.steering.test_false_alarm_rate", "vae.steering.test_detection_rate"):
+        assert 0 <= met[k] <= 1, k
+    assert met["transfer.fine_tuned.lr"] == pytest.approx(0.1 * m["parameters"]["lr"])   # the study's 10x lower rate
+    assert met["transfer.n_train"] + met["transfer.n_valid"] == 77
+    for fig in ("patterns", "training", "confusion", "saliency", "instruments", "latent", "traversal"):
+        assert (out / f"{fig}.png").stat().st_size > 5000, fig
+    assert "study_comparison" in m["tables"]
+    # every model reloads from safetensors + JSON; the WRN reproduces the reported test accuracy on the stored test fold
+    for name in ("wrn", "resnet18", "transfer_fine_tuned", "transfer_scratch", "vae"):
+        assert load_model(out / m["models"][name], device="cpu").meta["task"] in ("classification", "vae"), name
+    wrn = load_model(out / "models" / "wrn", device="cpu")
+    assert wrn.classes == CLASSES
+    st = open_store(out / "stores" / "synthetic")
+    folds = st.load_split("train_valid_test")
+    assert set(st.targets[:][folds == 2]) == set(range(7))              # stratified: every class in the test set
+    test = np.flatnonzero(folds == 2)
+    p = predict(wrn, st.images[:][test], progress=False).probabilities.argmax(1)
+    assert np.isclose(np.mean(np.asarray(p) == st.targets[:][test]), met["test.wrn.accuracy"])
+    cm = np.array(m["tables"]["test.wrn.confusion"])
+    assert cm.shape == (7, 7) and cm.sum() == met["test.n"] == len(test)
+
+
+def _brute_force_distance(points, vertices, n=20001):
+    "Distance to a polyline sampled densely (independent of the exact point-to-segment formula)."
+    seg = np.diff(vertices, axis=0)
+    cum = np.concatenate([[0.0], np.cumsum(np.linalg.norm(seg, axis=1))])
+    s = np.linspace(0, cum[-1], n)
+    dense = np.stack([np.interp(s, cum, vertices[:, d]) for d in range(vertices.shape[1])], 1)
+    return np.sqrt(((points[:, None] - dense[None]) ** 2).sum(-1)).min(1), cum[-1] / (n - 1)
+
+
+def test_steering_score_is_zero_on_the_path_and_grows_off_it(run):
+    from diffnb.learn.io import load_model
+    out, m = run
+    path = np.array(m["tables"]["vae.path_codes"])
+    t = m["tables"]["vae.test_codes"]
+    codes, scores = np.stack([t[f"z{d}"] for d in range(4)], 1), np.array(t["score"])
+    # the recorded scores are the distances of the recorded codes to the polyline through the path codes
+    ref, step = _brute_force_distance(codes, path)
+    np.testing.assert_allclose(scores, ref, atol=step)
+    # zero on the path (vertices and midpoints of segments), and growing linearly with a step off it
+    on = np.concatenate([path, 0.5 * (path[1:] + path[:-1])])
+    assert np.abs(_brute_force_distance(on, path)[0]).max() < step
+    rng = np.random.default_rng(0)
+    mid = 0.5 * (path[0] + path[1])
+    d = rng.normal(size=4); u = path[1] - path[0]
+    d -= d @ u / (u @ u) * u; d /= np.linalg.norm(d)                       # orthogonal to the first segment
+    off = mid + np.outer([0.001, 0.002, 0.004], d) * np.linalg.norm(u)
+    dist = _brute_force_distance(off, path)[0]
+    assert np.all(np.diff(dist) > 0)
+    # the codes come from the saved VAE: encoding the stored test patterns again gives them back
+    vae = load_model(out / "models" / "vae", device="cpu")
+    from diffnb.data import open_store
+    st = open_store(out / "stores" / "vae")
+    x = vae.preprocess(torch.as_tensor(st.images[:][np.array(t["index"])]))
+    with torch.no_grad(): mu = vae.model.encode(x)[0].numpy()
+    np.testing.assert_allclose(mu, codes, rtol=1e-4, atol=1e-5)
+
+
+def test_unseen_instrument_differs_from_training_instrument(run):
+    from diffnb.sim.mote2 import MoTe2Sampler
+    from diffnb.sim.detector import LabDomain
+    out, m = run
+    train = m["stores"]["synthetic"]["config"]
+    lab = m["stores"]["unseen_instrument"]["config"]
+    assert m["stores"]["unseen_instrument"]["sampler"] == "mote2.unseen_instrument"
+    assert {k: v for k, v in lab["mote2"].items()} == train              # the same structures and diffraction
+    dom = LabDomain(**{k: tuple(v) if isinstance(v, list) else v for k, v in lab["domain"].items()}).config
+    assert train["psf_sigma_px"] == 0 and dom["psf_sigma_px"][0] > 0                 # PSF
+    assert dom["stop_radius_px"][0] > train["stop_radius_px"]                         # larger beam stop (+ arm)
+    assert dom["stop_arm_width_px"][1] > 0
+    assert dom["background"][1] > 0 and dom["halo"][1] > 0                            # background (none in training)
+    assert dom["gain_sigma"][0] > 0                                                   # gain non-uniformity
+    assert tuple(dom["dose_e_per_px"]) != tuple(train["dose_e_per_px"])               # dose range
+    assert dom["dose_e_per_px"][1] < train["dose_e_per_px"][1]
+    assert lab["ref_dose_factor"] > 1
+    # and the stored patterns do differ: the PSF correlates neighbouring pixels of the signal (the training
+    # instrument's difference images are spatially white to within 0.01)
+    from diffnb.data import open_store
+    def neighbour_correlation(x):
+        d = (x[:, 0] - x[:, 1]).astype(np.float64); d -= d.mean((1, 2), keepdims=True)
+        return np.mean([np.corrcoef(a[:, :-1].ravel(), a[:, 1:].ravel())[0, 1] for a in d])
+    cs = neighbour_correlation(open_store(out / "stores" / "synthetic").images[:])
+    cl = neighbour_correlation(open_store(out / "stores" / "unseen_instrument").images[:])
+    assert abs(cs) < 0.01 and cl > 0.03, (cs, cl)
+    MoTe2Sampler(**train)                                                             # the recorded config is valid
