@@ -7,6 +7,7 @@ Docs: https://diffnb.github.io/diffnb/api/learn.interpret.html.md"""
 # %% ../../nbs/api/54_learn.interpret.ipynb #62061f86
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn as nn
