@@ -533,6 +533,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/diffnb', 'doc_host': 'http
                                       'diffnb.learn.learner._data_source': ( 'api/learn.learner.html#_data_source',
                                                                              'diffnb/learn/learner.py'),
                                       'diffnb.learn.learner._dls_device': ('api/learn.learner.html#_dls_device', 'diffnb/learn/learner.py'),
+                                      'diffnb.learn.learner._image_size': ('api/learn.learner.html#_image_size', 'diffnb/learn/learner.py'),
                                       'diffnb.learn.learner._learner': ('api/learn.learner.html#_learner', 'diffnb/learn/learner.py'),
                                       'diffnb.learn.learner._meta': ('api/learn.learner.html#_meta', 'diffnb/learn/learner.py'),
                                       'diffnb.learn.learner._model_device': ( 'api/learn.learner.html#_model_device',

@@ -140,6 +140,8 @@ def test_train_distributed_inputs(tmp_path):
         train_distributed(tmp_path / "t.py", launcher="mpirun")
     with pytest.raises(DiffnbValueError, match="nproc"):
         train_distributed(tmp_path / "t.py", nproc=0)
+    with pytest.raises(DiffnbValueError, match="'torchrun' for several CPU processes"):
+        train_distributed(tmp_path / "t.py", nproc=2, launcher="accelerate", cpu=True)
 
 
 # ---- interpretation ---------------------------------------------------------------------------------------------

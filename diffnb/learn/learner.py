@@ -42,22 +42,28 @@ import fastai.distributed  # Learner.distrib_ctx
 from fastai.distributed import DistributedDL
 from ..data.loaders import FloatImage
 from .metrics import MacroF1
+import diffnb.learn.models  # registers the architectures the learners build by name
 
 # %% ../../nbs/api/53_learn.learner.ipynb #dd577141
 _IN_NAMES, _OUT_NAMES, _SIZE_NAMES = ("n_in", "c_in", "in_channels"), ("n_out", "c_out", "n_classes", "num_classes"), \
                                      ("image_size", "size", "img_size")
 
 def _probe_batch(dls):
-    "A validation batch (fixed: drawing it does not move an on-the-fly training stream), else a training batch."
+    "Two validation samples (fixed: drawing them does not move an on-the-fly training stream), else training samples."
     dl = dls.valid if dls.valid is not None and len(dls.valid.dataset) else dls.train
-    b = dl.one_batch()
+    b = dl.new(bs=min(2, len(dl.dataset)), shuffle=False, drop_last=False).one_batch()
     return b[0], b[1:]
+
+def _image_size(xb):
+    "The image size argument for a factory: the side of square images, else [height, width]."
+    h, w = int(xb.shape[-2]), int(xb.shape[-1])
+    return h if h == w else [h, w]
 
 def model_from_arch(arch,  # registered name, `model_spec` dict, or a built `nn.Module`
                     arch_kwargs: dict | None = None,  # factory arguments (with a name)
                     n_in: int | None = None,  # input channels, passed when the factory takes it and it is not given
                     n_out: int | None = None,  # outputs, idem
-                    image_size: int | None = None,  # image side [px] (square images), idem
+                    image_size: int | list | None = None,  # image side, or [height, width] [px], idem
                    ) -> nn.Module:
     "Build `arch`, filling the factory's channel/output/size arguments that the caller did not give."
     kw = dict(arch_kwargs or {})
@@ -73,7 +79,7 @@ def model_from_arch(arch,  # registered name, `model_spec` dict, or a built `nn.
     for names, value in ((_IN_NAMES, n_in), (_OUT_NAMES, n_out), (_SIZE_NAMES, image_size)):
         if value is None or any(n in kw for n in names): continue
         name = next((n for n in names if n in params), None)
-        if name is not None: kw[name] = int(value)
+        if name is not None: kw[name] = int(value) if isinstance(value, (int, np.integer)) else [int(v) for v in value]
     return build_model(arch, **kw)
 
 # %% ../../nbs/api/53_learn.learner.ipynb #cd5c8217
@@ -174,13 +180,16 @@ def _check_task(dls, task, fn):
     if t is not None and t != task:
         fail("dls", f"DataLoaders of task {t!r}", f"DataLoaders of a {task} task for {fn}")
 
-def _training_targets(dls, n_max: int = 512) -> torch.Tensor:
-    "Targets of (up to `n_max`) training samples, read without advancing the training stream."
+def _training_targets(dls, n_max: int = 256) -> torch.Tensor:
+    "Targets of the training split of a store, or of (up to `n_max`) on-the-fly training samples, read without advancing the training stream."
     ds = dls.train.dataset
     if hasattr(ds, "sampler") and hasattr(ds, "batch"):  # on the fly: the first training epoch's samples
         ys = ds.batch(list(range(min(len(ds), n_max))))[1]
+    elif hasattr(ds, "path") and hasattr(ds, "indices"):  # a store: the targets column, at the training indices
+        from diffnb.data.store import SampleStore
+        ys = np.asarray(SampleStore(ds.path, getattr(ds, "storage_options", None)).targets[:])[ds.indices]
     else: ys = torch.stack([torch.as_tensor(ds[i][1]) for i in range(min(len(ds), n_max))])
-    return torch.as_tensor(ys, dtype=torch.float32).reshape(len(ys), -1)
+    return torch.as_tensor(np.asarray(ys), dtype=torch.float32).reshape(len(ys), -1)
 
 def _check_output(model, xb, shape, what):
     was = model.training
@@ -189,6 +198,7 @@ def _check_output(model, xb, shape, what):
         with torch.no_grad(): out = model.to(xb.device)(xb[:2].as_subclass(torch.Tensor))
     finally: model.train(was)
     got = tuple(out[0].shape if isinstance(out, (tuple, list)) else out.shape)
+    shape = (min(2, len(xb)),) + tuple(shape[1:])
     if got != tuple(shape): fail("arch", type(model).__name__, f"a model whose output is {what} {tuple(shape)}; its output has shape {got}")
     return out
 
@@ -226,7 +236,7 @@ def regression_learner(dls,  # DataLoaders of a regression task (`diffnb.data.lo
     xb, yb = _probe_batch(dls)
     if not yb: fail("dls", "unlabelled DataLoaders", "DataLoaders with regression targets")
     n_out = int(np.prod(yb[0].shape[1:])) if yb[0].ndim > 1 else 1
-    model = model_from_arch(arch, arch_kwargs, n_in=xb.shape[1], n_out=n_out, image_size=xb.shape[-1])
+    model = model_from_arch(arch, arch_kwargs, n_in=xb.shape[1], n_out=n_out, image_size=_image_size(xb))
     _check_output(model, xb, (2, n_out), "(batch, n_targets)")
     if scale is not False:
         if scale is True:
@@ -261,7 +271,7 @@ def classification_learner(dls,  # DataLoaders of a classification task
     classes = getattr(dls, "vocab", None)
     if not classes: fail("dls", "DataLoaders without classes", "DataLoaders of a classification task (dls.vocab)")
     xb, _ = _probe_batch(dls)
-    model = model_from_arch(arch, arch_kwargs, n_in=xb.shape[1], n_out=len(classes), image_size=xb.shape[-1])
+    model = model_from_arch(arch, arch_kwargs, n_in=xb.shape[1], n_out=len(classes), image_size=_image_size(xb))
     _check_output(model, xb, (2, len(classes)), "(batch, n_classes)")
     meta = _meta(dls, "classification", classes=classes)
     metrics = [accuracy, MacroF1(len(classes))] if metrics is None else metrics
@@ -374,7 +384,7 @@ def vae_learner(dls,  # DataLoaders of images (any task; the images are the targ
                ) -> Learner:
     "A fastai `Learner` training a (β-)VAE on the images of `dls` with the loss `VAELoss(beta, recon)`."
     xb, _ = _probe_batch(dls)
-    model = model_from_arch(arch, arch_kwargs, n_in=xb.shape[1], image_size=xb.shape[-1])
+    model = model_from_arch(arch, arch_kwargs, n_in=xb.shape[1], image_size=_image_size(xb))
     for name in ("encode", "decode"):
         if not callable(getattr(model, name, None)): fail("arch", type(model).__name__, f"a VAE with an `{name}` method")
     out = _check_output(model, xb, tuple(xb[:2].shape), "a tuple (reconstruction, mu, logvar) with reconstruction")
@@ -473,7 +483,7 @@ LAUNCHERS = ("torchrun", "accelerate")
 def train_distributed(script,  # path of the training script (uses `learn.distrib_ctx()`)
                       *args,  # command-line arguments of the script
                       nproc: int = 2,  # processes (GPUs, or CPU processes with `cpu=True`)
-                      launcher: str = "torchrun",  # "torchrun" (torch.distributed.run) or "accelerate" (accelerate launch)
+                      launcher: str = "torchrun",  # "torchrun" (torch.distributed.run) or "accelerate" (accelerate launch; GPUs)
                       cpu: bool | None = None,  # CPU processes over gloo (default: when CUDA is unavailable)
                       env: dict | None = None,  # extra environment variables
                       timeout: float | None = None,  # seconds before the run is stopped
@@ -487,6 +497,8 @@ def train_distributed(script,  # path of the training script (uses `learn.distri
     nproc = check_int("nproc", nproc, min_value=1)
     check_choice("launcher", launcher, LAUNCHERS)
     cpu = (not torch.cuda.is_available()) if cpu is None else bool(cpu)
+    if launcher == "accelerate" and cpu and nproc > 1:  # `accelerate launch --cpu` starts one process (several need MPI)
+        fail("launcher", launcher, "'torchrun' for several CPU processes (accelerate launch --cpu runs a single process)")
     if launcher == "torchrun":
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
     else:
