@@ -292,3 +292,14 @@ def test_only_the_trained_network_moves():
     with learn.no_bar(), learn.no_logging(): learn.fit(1)
     assert len(watch.ok) >= 4 and {g for g, _ in watch.ok} == {True, False}
     assert all(ok for _, ok in watch.ok), watch.ok
+
+
+def test_gan_learner_on_the_data_layers_dataloaders():
+    "diffnb.data.loaders.dataloaders (on-the-fly sampler, (input, target) batches) feeds gan_learner as is."
+    from diffnb.data.loaders import dataloaders
+    torch.manual_seed(0)
+    dls = dataloaders(PairSampler(), bs=4, n_train=8, n_valid=4, device="cpu")
+    learn = gan_learner(dls, pix2pix_unet(1, 1, 32, ngf=4), patchgan(2, ndf=4))
+    with learn.no_bar(), learn.no_logging(): learn.fit(1)
+    names = list(learn.recorder.metric_names[1:-1])
+    assert np.isfinite(dict(zip(names, learn.recorder.values[-1]))["pearson_mean"])
