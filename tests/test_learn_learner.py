@@ -3,6 +3,7 @@ import os
 import runpy
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -117,7 +118,8 @@ def test_distributed_gloo_equals_single_process(tmp_path):
     "Two CPU processes (gloo), 16 images each per step, end with the weights of one process taking 32 per step."
     script = tmp_path / "train.py"
     script.write_text(_DDP_SCRIPT)
-    env = {"OMP_NUM_THREADS": 1, "PYTHONPATH": os.pathsep.join([os.getcwd()] + sys.path)}
+    root = str(Path(__file__).resolve().parents[1])  # the processes import this checkout's diffnb
+    env = {"OMP_NUM_THREADS": 1, "PYTHONPATH": os.pathsep.join([root] + sys.path)}
     train_distributed(script, 16, tmp_path / "ddp.pt", nproc=2, cpu=True, env=env, timeout=300)
     argv = sys.argv
     try:  # the single-process reference, in this process (WORLD_SIZE unset: distrib_ctx does nothing)
@@ -187,12 +189,18 @@ def test_saliency_and_gradcam_maps_have_the_input_shape():
     assert gradcam_maps(wrn, torch.randn(2, 1, 32, 32)).shape == (2, 1, 32, 32)
 
 
-def test_interpretation_of_a_classifier_on_float_images():
+@pytest.mark.parametrize("source", ["sampler", "store"])
+def test_interpretation_of_a_classifier_on_float_images(source, tmp_path):
     from sklearn.metrics import confusion_matrix
     from diffnb.data.store import SlitSampler
     torch.manual_seed(0)
-    dls = dataloaders(SlitSampler(image_size=16, max_slits=3), bs=32, n_train=64, n_valid=48,
-                      batch_tfms=[LogIntensity()], device="cpu")
+    if source == "sampler":
+        dls = dataloaders(SlitSampler(image_size=16, max_slits=3), bs=32, n_train=64, n_valid=48,
+                          batch_tfms=[LogIntensity()], device="cpu")
+    else:
+        store = generate(SlitSampler(image_size=16, max_slits=3), 96, tmp_path / "s.zarr", seed=1, chunk_size=32,
+                         scheduler="synchronous", progress=False)
+        dls = dataloaders(store, bs=32, valid_pct=0.5, batch_tfms=[LogIntensity()], device="cpu")
     learn = _quiet(classification_learner(dls, "conversion_cnn", {"channels": [8], "hidden": [16], "p_drop": 0.0}))
     learn.fit(1, 1e-3)
     interp = interpret_classifier(learn)

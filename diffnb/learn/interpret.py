@@ -221,11 +221,12 @@ def plot_latent(points,  # `(n, 2)` coordinates (from `latent_embedding`) or `(n
                 label_names=None,  # names of integer class labels
                 title: str = "",  # figure title
                 path=None,  # `(m, 2)` points of a path drawn over the scatter
+                method: str = "auto",  # embedding of codes with more than 2 dimensions (see `latent_embedding`)
                ):
     "Scatter of latent points, coloured by class (legend) or by a continuous label (colour bar)."
     xy = np.asarray(points, dtype=np.float64)
     if xy.ndim != 2: fail("points", xy, "a (n, 2) array", ShapeError)
-    if xy.shape[1] != 2: xy = latent_embedding(xy)
+    if xy.shape[1] != 2: xy = latent_embedding(xy, method)
     fig, ax = plt.subplots(figsize=(4.8, 4))
     if labels is None: ax.scatter(xy[:, 0], xy[:, 1], s=8)
     else:

@@ -398,7 +398,7 @@ def vae_learner(dls,  # DataLoaders of images (any task; the images are the targ
     return _learner(dls, model, loss, vae_metrics(loss) if metrics is None else metrics, opt_func, cbs, wd,
                     precision, meta, path, cls=VAELearner, **kwargs)
 
-# %% ../../nbs/api/53_learn.learner.ipynb #92ace419
+# %% ../../nbs/api/53_learn.learner.ipynb #ac42a249
 def _model_device(m): return next(m.parameters()).device
 
 def _batches(images, bs):
@@ -463,7 +463,7 @@ def vae_sample(learn_or_model,  # VAE learner or model
     z = torch.randn(n, int(latent_dim), generator=torch.Generator().manual_seed(int(seed)))
     return vae_decode(learn_or_model, z)
 
-# %% ../../nbs/api/53_learn.learner.ipynb #47f6fb58
+# %% ../../nbs/api/53_learn.learner.ipynb #112cb066
 @patch
 def _broadcast(self: DistributedDL, t, rank):
     "Broadcast the index list `t` from `rank` (a CUDA tensor for NCCL, a CPU tensor for gloo and other backends)."
