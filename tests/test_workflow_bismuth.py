@@ -1,0 +1,101 @@
+"""The bismuth workflow at its tiny defaults through `diffnb run bismuth`: outputs, the simulated experiment's T(t)
+model, folds grouped by experiment, and the `images` path on TIFF files written here."""
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+
+DELAYS = [-1.0, 1.0, 3.0, 10.0]
+
+
+def diffnb(*args, cwd=None, timeout=600):
+    return subprocess.run([sys.executable, "-c", "import sys; from diffnb.cli import main; sys.exit(main())", *args],
+                          capture_output=True, text=True, timeout=timeout, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    "One tiny run with a user delay series of 4 TIFF frames (lab-like Bi images of 32² px)."
+    import tifffile
+    from diffnb.sim.powder import BismuthRingSampler
+    tmp = tmp_path_factory.mktemp("bismuth")
+    s = 32 / 256
+    lab = dict(center_shift_px=[0.0, 3 * s], beam_width_px=[1.5 * s, 4 * s], stop_radius_px=[6 * s, 12 * s],
+               stop_arm_width_px=[3 * s, 6 * s], psf_sigma_px=[0.5 * s, 1.5 * s], gain_correlation_px=16 * s)
+    x, _, _ = BismuthRingSampler((32, 32), mode="lab", pixels_per_inv_angstrom=16.0, fwhm_range=(0.05, 0.08), lab=lab).sample(7, range(4))
+    frames = tmp / "frames"; frames.mkdir()
+    for i, img in enumerate(x[:, 0].numpy()): tifffile.imwrite(frames / f"frame_{i:02d}.tif", img.astype(np.float32))
+    out = tmp / "run"
+    r = diffnb("run", "bismuth", "--out", str(out), "--store-dir", str(tmp / "stores"), "-p", "images", str(frames / "*.tif"),
+               "-p", "images_delays_ps", str(DELAYS), cwd=tmp)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    return out, json.loads((out / "metrics.json").read_text())
+
+
+def test_outputs_metrics_figures_models(run):
+    from diffnb.learn.io import load_model, predict
+    out, m = run
+    assert m["run"]["completed"] and m["workflow"] == "bismuth"
+    met = m["metrics"]
+    methods = ("cnn_only", "gan_cnn", "domain_randomised", "analytic")
+    for meth in methods:
+        assert 0 <= met[f"cv.{meth}.mean_rel_error"] < 10, meth
+        for split in ("low_fluence", "uiso_band"): assert f"split.{split}.{meth}.mean_rel_error" in met
+    for k in ("ccnn.ideal_valid.mean_rel_error", "ccnn.lab.mean_rel_error", "dr.lab.coverage_1sigma", "analytic.fraction_failed"):
+        assert k in met, k
+    assert set(m["tables"]["error_table"]["method"]) == set(methods)
+    for fig in ("temperature_model", "experiment_images", "temperature_curves", "gan_translations", "user_temperatures"):
+        assert (out / f"{fig}.png").stat().st_size > 5000, fig
+    assert set(m["models"]) >= {"ccnn", "domain_randomised_0", "gan_generator"}
+    ccnn = load_model(out / m["models"]["ccnn"], device="cpu")
+    assert ccnn.task == "regression" and ccnn.targets == ["u_iso"]
+    # the reloaded domain-randomised ensemble reproduces the run's coverage metric on its own inputs: finite U_iso in Å²
+    ens = [load_model(out / m["models"][f"domain_randomised_{k}"], device="cpu") for k in range(m["parameters"]["n_ensemble"])]
+    x = np.abs(np.random.default_rng(0).normal(100, 10, (3, 1, 32, 32))).astype(np.float32)
+    p = predict(ens, x, progress=False)
+    assert p.values.shape == (3, 1) and np.isfinite(p.values).all() and p.std is not None
+
+
+def test_simulated_experiment_follows_its_temperature_model(run):
+    from diffnb.scattering import bismuth_b_iso
+    _, m = run
+    prm, e = m["parameters"], m["tables"]["experiment"]
+    t, F, T, u = (np.array(e[k], dtype=float) for k in ("delay_ps", "fluence", "temperature_k", "u_iso"))
+    # T(t) = T0 for t <= 0, T0 + a F (1 - exp(-t/τr)) exp(-t/τd) after the pump, written out independently here
+    want = np.array([prm["t0_k"] + (prm["dt_per_fluence_k"] * f * (1 - math.exp(-d / prm["tau_rise_ps"])) * math.exp(-d / prm["tau_decay_ps"])
+                     if d > 0 else 0.0) for d, f in zip(t, F)])
+    np.testing.assert_allclose(T, want, rtol=1e-9)
+    np.testing.assert_allclose(u, bismuth_b_iso(T) / (8 * math.pi ** 2), rtol=1e-9)   # U = B(T)/8π²
+    assert (T[t <= 0] == prm["t0_k"]).all() and (T[t > 0] > prm["t0_k"]).all()
+    assert sorted(set(F)) == sorted(prm["fluences"]) and len(set(e["experiment"])) == prm["n_experiments"]
+    for exp_id in set(e["experiment"]):  # every experiment: every delay once, one fluence
+        rows = np.array(e["experiment"]) == exp_id
+        assert sorted(t[rows]) == sorted(prm["delays_ps"]) and len(set(F[rows])) == 1
+
+
+def test_cross_validation_folds_are_grouped_by_experiment(run):
+    _, m = run
+    e = m["tables"]["experiment"]
+    fold_of = {}
+    for exp_id, k in zip(e["experiment"], e["cv_fold"]):
+        assert fold_of.setdefault(exp_id, k) == k          # all frames of an experiment in one fold
+    assert sorted(set(fold_of.values())) == list(range(m["parameters"]["n_folds"]))
+
+
+def test_images_parameter_reads_the_users_tiffs(run):
+    import pandas as pd
+    out, m = run
+    u = pd.read_csv(out / "user_temperatures.csv")
+    assert len(u) == 4 and list(u.delay_ps) == DELAYS and list(u.frame) == [0, 0, 0, 0]
+    assert [p.rsplit("/", 1)[-1] for p in u.file] == [f"frame_{i:02d}.tif" for i in range(4)]
+    for col in ("gan_cnn_k", "domain_randomised_k"):
+        assert np.isfinite(u[col]).all() and (u[col] > 0).all() and (u[col] <= 1000).all(), col
+    assert (u.dr_lo_k <= u.domain_randomised_k + 1e-6).all() and (u.domain_randomised_k <= u.dr_hi_k + 1e-6).all()
+    # Eq. 1 of the reference frame against itself: exactly the reference temperature
+    assert u.analytic_k[0] == pytest.approx(m["parameters"]["t0_k"], rel=1e-6)
+    assert "user_images" in m["tables"]
