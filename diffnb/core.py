@@ -18,10 +18,11 @@ import torch
 # %% auto #0
 __all__ = ['ELECTRON_REST_ENERGY_KEV', 'HC_KEV_ANGSTROM', 'ELECTRON_MASS_KG', 'ELEMENTARY_CHARGE_C', 'PLANCK_J_S',
            'BOHR_RADIUS_ANGSTROM', 'BOLTZMANN_EV_PER_K', 'PEAK_PROFILES', 'DiffnbError', 'DiffnbValueError',
-           'DiffnbFileNotFoundError', 'StructureError', 'ShapeError', 'fail', 'check_finite', 'check_positive',
-           'check_range', 'check_int', 'check_choice', 'check_shape', 'relativistic_gamma', 'electron_wavelength',
-           'electron_wavenumber', 'interaction_constant', 'scattering_angle_mrad', 'peak_profile', 'default_device',
-           'as_device', 'seed_sequence', 'numpy_rng', 'torch_rng', 'as_tensor']
+           'DiffnbFileNotFoundError', 'StructureError', 'ShapeError', 'ResourceError', 'fail', 'check_finite',
+           'check_positive', 'check_range', 'check_scalar', 'check_int', 'check_choice', 'check_shape',
+           'relativistic_gamma', 'electron_wavelength', 'electron_wavenumber', 'interaction_constant',
+           'scattering_angle_mrad', 'peak_profile', 'default_device', 'check_device', 'as_device', 'seed_sequence',
+           'numpy_rng', 'torch_rng', 'as_tensor', 'memory_limit_bytes', 'check_memory']
 
 # %% ../nbs/api/00_core.ipynb #d5906b12
 class DiffnbError(Exception):
@@ -38,6 +39,9 @@ class StructureError(DiffnbValueError):
 
 class ShapeError(DiffnbValueError):
     "An array or tensor has the wrong number of dimensions or the wrong shape."
+
+class ResourceError(DiffnbValueError):
+    "The arguments ask for more memory than this machine (or the caller's limit) allows."
 
 # %% ../nbs/api/00_core.ipynb #9bdab39f
 def _describe(value):
@@ -68,7 +72,11 @@ def check_finite(name: str, value):
             if not bool(torch.isfinite(value).all()): fail(name, value, "finite (no NaN or Inf)")
         elif value.dtype == torch.bool: fail(name, value, "a finite number or numeric array")
         return value
-    try: a = _as_numpy(value).astype(float)
+    if isinstance(value, (str, bytes)): fail(name, value, "a finite number or numeric array, not a string")
+    try:
+        a = _as_numpy(value)
+        if a.dtype.kind not in "biufc": raise TypeError   # strings, objects, dates: not numbers
+        a = a.astype(complex if a.dtype.kind == "c" else float)
     except (TypeError, ValueError): fail(name, value, "a finite number or numeric array")
     if a.size and not np.isfinite(a).all(): fail(name, value, "finite (no NaN or Inf)")
     return value
@@ -93,6 +101,15 @@ def check_range(name: str, value, lo=None, hi=None, lo_inclusive=True, hi_inclus
         lb = "[" if lo_inclusive else "("; rb = "]" if hi_inclusive else ")"
         fail(name, value, f"in {lb}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{rb}")
     return value
+
+def check_scalar(name: str, value, lo=None, hi=None) -> float:
+    "Fail unless `value` is one finite real number (not a bool or string) within the optional closed bounds; return it as `float`."
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex() and value.dtype != torch.bool:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.integer, np.floating)):
+        fail(name, value, "a real number")
+    check_range(name, float(value), lo, hi)
+    return float(value)
 
 def check_int(name: str, value, min_value=None, max_value=None) -> int:
     "Fail unless `value` is an integer (not a bool) within the optional bounds; return it as `int`."
@@ -198,11 +215,29 @@ def default_device() -> torch.device:
     if env: return torch.device(env)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
+def check_device(device=None,         # "cpu", "cuda", "cuda:1", "mps", a torch.device, or None (default_device())
+                 name: str = "device",  # argument name for the message
+                ) -> torch.device:
+    "`device` as a `torch.device` after checking, before any work, that this machine has it."
+    if device is None: device, name = default_device(), "DIFFNB_DEVICE" if os.environ.get("DIFFNB_DEVICE") else name
+    if isinstance(device, bool) or not isinstance(device, (str, int, torch.device)):
+        fail(name, device, "a torch device such as 'cpu' or 'cuda'")
+    try: dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError): fail(name, device, "a torch device such as 'cpu', 'cuda' or 'cuda:1'")
+    if dev.type == "cpu": return dev
+    if dev.type == "cuda":
+        if not torch.cuda.is_available(): fail(name, device, "'cpu' on this machine (no CUDA GPU is available)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            fail(name, device, f"one of the {torch.cuda.device_count()} CUDA devices (cuda:0-{torch.cuda.device_count() - 1})")
+        return dev
+    if dev.type == "mps":
+        if not torch.backends.mps.is_available(): fail(name, device, "'cpu' on this machine (MPS is not available)")
+        return dev
+    fail(name, device, "'cpu', 'cuda' or 'mps' (the device types diffnb computes on)")
+
 def as_device(device=None) -> torch.device:
-    "`device` as a `torch.device`, or `default_device()` when None."
-    if device is None: return default_device()
-    try: return torch.device(device)
-    except (RuntimeError, TypeError): fail("device", device, "a torch device such as 'cpu' or 'cuda'")
+    "`device` as a checked `torch.device` (see `check_device`), or `default_device()` when None."
+    return check_device(device)
 
 def _seed_words(seed, index):
     seed = check_int("seed", seed, min_value=0)
@@ -233,3 +268,27 @@ def as_tensor(x, dtype=None, device=None) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         return x.to(device=device if device is not None else x.device, dtype=dtype or x.dtype)
     return torch.as_tensor(np.asarray(x), dtype=dtype, device=device)
+
+# %% ../nbs/api/00_core.ipynb #a089594b
+def memory_limit_bytes(max_memory_gb: float | None = None,  # explicit limit [GiB]; None: DIFFNB_MAX_MEMORY_GB, else 80 % of RAM
+                      ) -> float:                          # limit [bytes]
+    "Largest working set [bytes] a simulator may plan for."
+    if max_memory_gb is not None: return check_positive("max_memory_gb", max_memory_gb) * 2**30
+    env = os.environ.get("DIFFNB_MAX_MEMORY_GB")
+    if env:
+        try: return float(env) * 2**30
+        except ValueError: fail("DIFFNB_MAX_MEMORY_GB", env, "a number of GiB")
+    try: ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError): ram = 16 * 2**30
+    return 0.8 * ram
+
+def check_memory(what: str,             # what is being computed, e.g. "kinematic pattern (grid 60000)"
+                 n_bytes: float,        # estimated working set [bytes]
+                 max_memory_gb: float | None = None,  # explicit limit [GiB] (see `memory_limit_bytes`)
+                ) -> float:
+    "Fail with `ResourceError` before allocating when `what` needs more than the memory limit; the message gives the amount."
+    limit = memory_limit_bytes(max_memory_gb)
+    if n_bytes > limit:
+        raise ResourceError(f"{what} needs about {n_bytes / 2**30:.3g} GiB of memory, more than the {limit / 2**30:.3g} GiB "
+                            f"allowed; reduce the size, or pass max_memory_gb (or set DIFFNB_MAX_MEMORY_GB) on a machine that has it")
+    return n_bytes

@@ -8,6 +8,7 @@ Docs: https://diffnb.github.io/diffnb/api/scattering.html.md"""
 from __future__ import annotations
 
 import functools
+import json
 import math
 import numbers
 
@@ -26,10 +27,10 @@ __all__ = ['PARAMETRIZATIONS', 'BI_B_COEFFS_HIGH', 'BI_B_COEFFS_LOW', 'BI_T_RANG
 PARAMETRIZATIONS = ("lobato", "kirkland", "peng")
 
 @functools.lru_cache(maxsize=None)
-def _abtem_parametrization(name):
-    from abtem import parametrizations as p  # imported lazily: abTEM is slow to import
-    return {"lobato": p.LobatoParametrization, "kirkland": p.KirklandParametrization,
-            "peng": p.PengParametrization}[name]()
+def _tables() -> dict:
+    "The published coefficient tables (package data `diffnb/_tables/electron_scattering.json`), read once."
+    from importlib.resources import files
+    return json.loads(files("diffnb").joinpath("_tables", "electron_scattering.json").read_text())
 
 def _symbol(symbol_or_z):
     from ase.data import chemical_symbols
@@ -42,16 +43,18 @@ def _symbol(symbol_or_z):
 
 @functools.lru_cache(maxsize=None)
 def _coefficients(symbol: str, parametrization: str) -> np.ndarray:
-    "abTEM's coefficients of `symbol` rearranged to our evaluation form, float64."
-    P = _abtem_parametrization(parametrization)
-    if symbol not in P.parameters:
+    "Published coefficients of `symbol` in our evaluation form (s = 1/d), float64."
+    table = _tables()[parametrization]
+    if symbol not in table:
         fail("symbol_or_Z", symbol, f"an element tabulated by the {parametrization!r} parametrization")
-    return np.asarray(P.scaled_parameters(symbol, "scattering_factor"), dtype=np.float64)
+    c = np.array(table[symbol], dtype=np.float64)
+    if parametrization == "peng": c[1] /= 4   # Peng's b is for sinθ/λ = s/2
+    return c
 
 def scattering_coefficients(symbols,  # chemical symbols or atomic numbers
                             parametrization: str = "lobato",  # "lobato", "kirkland" or "peng"
                             dtype=torch.float64, device=None) -> torch.Tensor:  # (n_symbols, rows, terms)
-    "Stacked coefficient table of `symbols` for `parametrization` (abTEM's values, in the k² = s² form)."
+    "Stacked coefficient table of `symbols` for `parametrization` (published values, in the s² form)."
     check_choice("parametrization", parametrization, PARAMETRIZATIONS)
     c = np.stack([_coefficients(_symbol(x), parametrization) for x in symbols])
     return torch.as_tensor(c, dtype=dtype, device=device)

@@ -7,6 +7,7 @@ Docs: https://diffnb.github.io/diffnb/api/structure.html.md"""
 # %% ../nbs/api/10_structure.ipynb #c17437e0
 from __future__ import annotations
 
+import functools
 import io
 import math
 import os
@@ -22,7 +23,8 @@ from .core import (DiffnbFileNotFoundError, StructureError, check_int, fail, num
 
 # %% auto #0
 __all__ = ['MAX_B_ISO', 'ICSD_A_QUANTILES', 'ICSD_N_ELEMENTS_P', 'ICSD_ELEMENT_COUNTS', 'CUBIC_SPACE_GROUPS', 'site_occupancy',
-           'site_b_iso', 'validate_atoms', 'read_structure', 'random_cubic_crystal']
+           'site_b_iso', 'check_b_iso', 'check_occupancy', 'check_structure', 'validate_atoms', 'read_structure',
+           'random_cubic_crystal', 'feasible_space_groups']
 
 # %% ../nbs/api/10_structure.ipynb #2dd59845
 MAX_B_ISO = 50.0  # [Å²] largest accepted B (U_iso ≈ 0.63 Å²); larger values are almost surely a unit error
@@ -39,20 +41,52 @@ def site_b_iso(atoms: ase.Atoms,
     if default is None: raise StructureError("atoms carry no 'b_iso' array and no default B was given")
     return np.full(len(atoms), float(default))
 
-def validate_atoms(atoms, name: str = "atoms") -> ase.Atoms:
-    "Check `atoms` is a non-empty `ase.Atoms` with a 3-D cell and valid occupancy/B arrays; return it."
+def check_b_iso(name: str, b) -> np.ndarray:
+    "Fail unless every B [Å²] in `b` (number or array) is a finite number in [0, MAX_B_ISO]; return them as float64."
+    try: a = np.asarray(b, dtype=np.float64)
+    except (TypeError, ValueError): fail(name, b, "a number or array of numbers (B [Å²])", StructureError)
+    if isinstance(b, (str, bytes, bool)) or np.asarray(b).dtype.kind not in "iuf":
+        fail(name, b, "a number or array of numbers (B [Å²])", StructureError)
+    ok = np.isfinite(a) & (a >= 0) & (a <= MAX_B_ISO)
+    if not ok.all(): fail(name, a[~ok][:5].tolist(), f"in [0, {MAX_B_ISO}] Å² (B = 8π²U_iso)", StructureError)
+    return a
+
+def check_occupancy(name: str, occ) -> np.ndarray:
+    "Fail unless every occupancy in `occ` is a finite number in (0, 1]; return them as float64."
+    if isinstance(occ, (str, bytes, bool)) or np.asarray(occ).dtype.kind not in "iuf":
+        fail(name, occ, "a number or array of numbers in (0, 1]", StructureError)
+    a = np.asarray(occ, dtype=np.float64)
+    ok = np.isfinite(a) & (a > 0) & (a <= 1 + 1e-6)
+    if not ok.all(): fail(name, a[~ok][:5].tolist(), "in (0, 1]", StructureError)
+    return a
+
+def check_structure(atoms,                 # structure to check
+                    name: str = "atoms",   # argument name for the message
+                    periodic: bool = True, # require a 3-D, right-handed cell of positive volume (False: finite cluster)
+                   ) -> ase.Atoms:         # `atoms`, unchanged
+    """Fail with `StructureError` unless `atoms` is a non-empty `ase.Atoms` with real elements, finite positions,
+    (if `periodic`) a finite right-handed cell of positive volume, occupancies in (0, 1] and finite B in [0, MAX_B_ISO]."""
     if not isinstance(atoms, ase.Atoms): fail(name, atoms, "an ase.Atoms", StructureError)
     if len(atoms) == 0: fail(name, atoms, "a structure with at least one atom", StructureError)
-    if atoms.cell.rank != 3 or abs(atoms.cell.volume) < 1e-6:
-        fail(f"{name}.cell", atoms.cell.cellpar().round(4).tolist(), "a 3-D lattice with non-zero volume", StructureError)
-    occ = site_occupancy(atoms)
-    if not np.all((occ > 0) & (occ <= 1 + 1e-6)):
-        fail(f"{name} occupancy", occ[(occ <= 0) | (occ > 1 + 1e-6)][:5].tolist(), "in (0, 1]", StructureError)
-    b = site_b_iso(atoms)
-    if not np.all(np.isfinite(b) & (b >= 0) & (b <= MAX_B_ISO)):
-        bad = b[~(np.isfinite(b) & (b >= 0) & (b <= MAX_B_ISO))][:5].tolist()
-        fail(f"{name} b_iso", bad, f"in [0, {MAX_B_ISO}] Å² (B = 8π²U_iso)", StructureError)
+    z = atoms.numbers
+    if (z < 1).any() or (z >= len(chemical_symbols)).any():
+        fail(f"{name} atomic numbers", sorted(set(z.tolist()))[:5], "real elements (1-118)", StructureError)
+    pos = np.asarray(atoms.positions, dtype=np.float64)
+    if not np.isfinite(pos).all():
+        fail(f"{name}.positions", pos[~np.isfinite(pos).all(1)][:3].tolist(), "finite (no NaN or Inf) [Å]", StructureError)
+    if periodic:
+        cell = np.asarray(atoms.cell.array, dtype=np.float64)
+        if not np.isfinite(cell).all(): fail(f"{name}.cell", cell.tolist(), "finite (no NaN or Inf) [Å]", StructureError)
+        det = float(np.linalg.det(cell))
+        if abs(det) < 1e-6: fail(f"{name}.cell", cell.round(4).tolist(), "a 3-D lattice with positive volume", StructureError)
+        if det < 0: fail(f"{name}.cell", cell.round(4).tolist(), "right-handed (det > 0)", StructureError)
+    check_occupancy(f"{name} occupancy", site_occupancy(atoms))
+    if "b_iso" in atoms.arrays: check_b_iso(f"{name} b_iso", atoms.arrays["b_iso"])
     return atoms
+
+def validate_atoms(atoms, name: str = "atoms") -> ase.Atoms:
+    "`check_structure` of a periodic crystal; returns `atoms`."
+    return check_structure(atoms, name)
 
 # %% ../nbs/api/10_structure.ipynb #f2a504a0
 def _cif_to_atoms(text: str, source: str) -> ase.Atoms:
@@ -62,11 +96,27 @@ def _cif_to_atoms(text: str, source: str) -> ase.Atoms:
     blocks = [b for b in doc if b.find_values("_atom_site_fract_x") or b.find_values("_atom_site.fract_x")]
     if not blocks: raise StructureError(f"{source}: CIF has no _atom_site_fract_x loop (no atoms)")
     block = blocks[0]
+    def value(key):
+        v = block.find_value(key)
+        return v if v is not None else block.find_value(key.replace("_cell_", "_cell.").replace("_atom_site_", "_atom_site."))
     for key in ("_cell_length_a", "_cell_length_b", "_cell_length_c"):
-        if block.find_value(key) is None and block.find_value(key.replace("_cell_", "_cell.")) is None:
-            raise StructureError(f"{source}: CIF block {block.name!r} has no {key} (missing unit cell)")
+        raw = value(key)
+        if raw is None: raise StructureError(f"{source}: CIF block {block.name!r} has no {key} (missing unit cell)")
+        x = gemmi.cif.as_number(raw)
+        if not (math.isfinite(x) and x > 0): raise StructureError(f"{source}: {key} must be a positive length [Å], got {raw}")
+    for key in ("_cell_angle_alpha", "_cell_angle_beta", "_cell_angle_gamma"):
+        raw = value(key)
+        x = 90.0 if raw is None else gemmi.cif.as_number(raw)
+        if not (math.isfinite(x) and 0 < x < 180): raise StructureError(f"{source}: {key} must be in (0, 180) degrees, got {raw}")
+    for key in ("_atom_site_fract_x", "_atom_site_fract_y", "_atom_site_fract_z", "_atom_site_occupancy",
+                "_atom_site_U_iso_or_equiv", "_atom_site_B_iso_or_equiv"):
+        col = block.find_values(key) or block.find_values(key.replace("_atom_site_", "_atom_site."))
+        for raw in col:
+            if raw in ("?", ".") and not key.startswith("_atom_site_fract"): continue   # unknown/default
+            if not math.isfinite(gemmi.cif.as_number(raw)):
+                raise StructureError(f"{source}: {key} must be a finite number, got {raw}")
     try: st = gemmi.make_small_structure_from_block(block)
-    except (ValueError, RuntimeError) as e: raise StructureError(f"{source}: cannot read CIF block ({e})") from None
+    except (ValueError, RuntimeError, AssertionError) as e: raise StructureError(f"{source}: cannot read CIF block ({e})") from None
     if st.spacegroup is None:
         raise StructureError(f"{source}: CIF gives no space group (symbol or symmetry operations)")
     for site in st.sites:
@@ -156,12 +206,35 @@ def _centring(group) -> int:
     "Lattice points per conventional cell: 1 (P), 2 (I) or 4 (F)."
     return {"P": 1, "I": 2, "F": 4}[group.symbol[0]]
 
-def _choose_sites(rng, group, max_atoms, n_species, prefer_general=False):
+@functools.lru_cache(maxsize=None)
+def _group(sg: int):
+    "pyxtal's `Group` of space group `sg` (built once per process)."
+    from pyxtal.symmetry import Group
+    return Group(sg)
+
+@functools.lru_cache(maxsize=None)
+def _wyckoff_affine(sg: int, letter: str) -> np.ndarray:
+    "(multiplicity, 4, 4) affine matrices of the Wyckoff position's orbit; the first maps free xyz onto the position."
+    wp = next(w for w in _group(sg).Wyckoff_positions if w.letter == letter)
+    return np.stack([np.asarray(op.affine_matrix, float) for op in wp.ops])
+
+@functools.lru_cache(maxsize=None)
+def _wyckoff_table(sg: int) -> tuple:
+    "(multiplicity, letter, free coordinates) of every Wyckoff position of `sg`."
+    return tuple((int(w.multiplicity), w.letter, int(w.get_dof())) for w in _group(sg).Wyckoff_positions)
+
+def _max_conventional_atoms(a, species, packing=0.64, tol_factor=0.7) -> int:
+    "Most atoms a cubic cell of edge `a` [Å] holds at random close packing of spheres of radius tol_factor·r_cov (mean of `species`)."
+    r = tol_factor * float(np.mean([covalent_radii[atomic_numbers[s]] for s in species]))
+    return int(packing * a ** 3 / (4 / 3 * math.pi * r ** 3))
+
+def _choose_sites(rng, group, max_atoms, n_species, prefer_general=False, max_conventional=None):
     """Pick Wyckoff positions (multiplicity, letter, dof) for `n_species` species within `max_atoms` atoms per
-    primitive cell, the first one with a free coordinate when the group has one (the freest one if `prefer_general`)."""
+    primitive cell (and `max_conventional` per conventional cell), the first one with a free coordinate when the group
+    has one (the freest one if `prefer_general`)."""
     z = _centring(group)
-    wps = [(int(w.multiplicity), w.letter, int(w.get_dof())) for w in group.Wyckoff_positions
-           if w.multiplicity // z <= max_atoms]
+    cap = max_atoms * z if max_conventional is None else min(max_atoms * z, max_conventional)
+    wps = [w for w in _wyckoff_table(group.number) if w[0] // z <= max_atoms and w[0] <= cap]
     free = [w for w in wps if w[2] > 0]
     if prefer_general and free: free = [max(free, key=lambda w: (w[2], -w[0]))]
     sites, used_fixed, total = [], set(), 0
@@ -169,44 +242,67 @@ def _choose_sites(rng, group, max_atoms, n_species, prefer_general=False):
     for k in range(n_sites):
         need_free = k == 0 and free
         options = [w for w in (free if need_free else wps)
-                   if total + w[0] // z <= max_atoms and (w[2] > 0 or w[1] not in used_fixed)]
+                   if total + w[0] // z <= cap // z and (w[2] > 0 or w[1] not in used_fixed)]
         if not options: break
         w = options[int(rng.integers(len(options)))]
         sites.append(w); total += w[0] // z
         if w[2] == 0: used_fixed.add(w[1])
     return sites
 
-def _min_image_dist(frac_a, frac_b, a):
-    "Distances [Å] between all pairs of fractional positions in a cubic cell of edge `a` (minimum image)."
-    d = frac_a[:, None, :] - frac_b[None, :, :]
-    d -= np.round(d)
-    return a * np.sqrt((d**2).sum(-1))
-
 def _place(rng, group, species, sites_per_species, a, draws=30, tol_factor=0.7):
-    """Put each species on its Wyckoff positions: draw the free coordinates uniformly, expand the orbit with the
-    group's operations (pyxtal), and accept when no two atoms are closer than `tol_factor`·(r_i + r_j) (covalent
-    radii). Returns `ase.Atoms`, or None when some site cannot be placed in `draws` tries."""
-    wps = {w.letter: w for w in group.Wyckoff_positions}
+    """Put each species on its Wyckoff positions: draw `draws` candidate points at once (the position's first
+    operation applied to uniform xyz), expand each orbit with the position's operations, and accept the first
+    candidate whose atoms are no closer than `tol_factor`·(r_i + r_j) (covalent radii) to each other and to the
+    atoms already placed (a candidate on a special position has coincident atoms and is rejected).
+    Returns `ase.Atoms`, or None when some site cannot be placed."""
     frac, numbers = np.zeros((0, 3)), []
     for sym, sites in zip(species, sites_per_species):
         z = atomic_numbers[sym]
         for mult, letter, dof in sites:
-            wp = wps[letter]
-            for _ in range(draws if dof > 0 else 1):
-                pt = wp.project(rng.random(3), np.eye(3) * a)
-                orbit = np.unique(np.round(np.mod(wp.apply_ops(pt), 1.0), 8) % 1.0, axis=0)
-                if len(orbit) != mult: continue                          # landed on a special position
-                r_orbit = covalent_radii[z]
-                self_d = _min_image_dist(orbit, orbit, a)[np.triu_indices(len(orbit), 1)]
-                if self_d.size and self_d.min() < tol_factor * 2 * r_orbit: continue
-                if len(numbers):
-                    lim = tol_factor * (r_orbit + covalent_radii[np.array(numbers)])
-                    if (_min_image_dist(orbit, frac, a) < lim[None, :]).any(): continue
-                frac = np.vstack([frac, orbit]); numbers += [z] * mult
-                break
-            else:
-                return None
+            m = _wyckoff_affine(group.number, letter)                        # (mult, 4, 4)
+            xyz = rng.random((draws if dof > 0 else 1, 3))
+            pt = xyz @ m[0, :3, :3].T + m[0, :3, 3]                          # on the Wyckoff position
+            rot = m[:, :3, :3].transpose(2, 0, 1).reshape(3, -1)             # (3, mult·3): one matmul for all ops
+            orbit = np.mod((pt @ rot).reshape(len(pt), mult, 3) + m[:, :3, 3], 1.0)   # (draws, mult, 3)
+            # every atom of an orbit, and of the symmetric set already placed, sees the same neighbours:
+            # distances from the orbit's first point (orbit[:, 0] = pt) suffice
+            ok = np.ones(len(orbit), bool)
+            if mult > 1:
+                d = orbit[:, 1:] - pt[:, None]; d -= np.round(d)
+                ok &= a * np.sqrt((d ** 2).sum(-1)).min(1) >= tol_factor * 2 * covalent_radii[z]
+            if len(numbers):
+                d = frac[None] - pt[:, None]; d -= np.round(d)
+                lim = tol_factor * (covalent_radii[z] + covalent_radii[np.array(numbers)])
+                ok &= (a * np.sqrt((d ** 2).sum(-1)) >= lim).all(1)
+            if not ok.any(): return None
+            frac = np.vstack([frac, orbit[int(np.argmax(ok))]]); numbers += [z] * mult
     return ase.Atoms(numbers=numbers, scaled_positions=frac, cell=np.eye(3) * a, pbc=True)
+
+_CENTRING_BASIS = {1: np.eye(3), 2: np.array([[-.5, .5, .5], [.5, -.5, .5], [.5, .5, -.5]]),
+                   4: np.array([[0, .5, .5], [.5, 0, .5], [.5, .5, 0]])}
+
+def _primitive_cell(atoms, group):
+    """(lattice, fractional positions, numbers) of the primitive cell of a centred cubic structure built from full
+    orbits (each atom repeated by the I or F centring), for spglib: 2× or 4× fewer atoms, same space-group type."""
+    p = _CENTRING_BASIS[_centring(group)] * atoms.cell.lengths()[0]
+    frac = np.mod(np.round(atoms.positions @ np.linalg.inv(p), 6), 1.0) % 1.0
+    _, keep = np.unique(np.round(frac, 5) % 1.0, axis=0, return_index=True)
+    keep = np.sort(keep)
+    return p, frac[keep], atoms.numbers[keep]
+
+_HALF_TRANSLATIONS = np.array([(i, j, k) for i in (0, .5) for j in (0, .5) for k in (0, .5)][1:])
+
+def _has_extra_translation(atoms, group, symprec=1e-3) -> bool:
+    """True when `atoms` is invariant under a half-cell translation that is not a centring vector of `group`: then its
+    space group is a supergroup (a smaller or differently centred cell). A cheap test before spglib's full search."""
+    frac, num, a = atoms.get_scaled_positions(), atoms.numbers, atoms.cell.lengths()[0]
+    own = {1: [], 2: [(.5, .5, .5)], 4: [(0, .5, .5), (.5, 0, .5), (.5, .5, 0)]}[_centring(group)]
+    for t in _HALF_TRANSLATIONS:
+        if any(np.allclose(t, c) for c in own): continue               # the group's own centring vectors
+        d = frac[:, None] + t - frac[None]; d -= np.round(d)
+        hit = (a * np.sqrt((d ** 2).sum(-1)) < symprec) & (num[:, None] == num[None])
+        if hit.any(1).all(): return True
+    return False
 
 def random_cubic_crystal(space_group: int,          # international number, 195-230
                          seed: int,                 # random seed (>= 0); with `space_group` fixes the result
@@ -216,7 +312,6 @@ def random_cubic_crystal(space_group: int,          # international number, 195-
                          max_tries: int = 200,
                         ) -> ase.Atoms:            # conventional cubic cell; info: space_group, wyckoff, seed
     "A random, valid crystal structure in cubic `space_group`, reproducible from `seed` (pyxtal + spglib check)."
-    from pyxtal.symmetry import Group
     import spglib
     sg = check_int("space_group", space_group)
     if sg not in CUBIC_SPACE_GROUPS: fail("space_group", space_group, "a cubic space group number 195-230")
@@ -230,22 +325,25 @@ def random_cubic_crystal(space_group: int,          # international number, 195-
         for e in pool:
             if e not in atomic_numbers or e == "X": fail("elements", elements, "a list of chemical symbols")
         weights = np.ones(len(pool))
-    group = Group(sg)
+    group = _group(sg)
     smallest = min(w.multiplicity for w in group.Wyckoff_positions) // _centring(group)
     if smallest > max_atoms: fail("max_atoms", max_atoms, f">= {smallest} for space group {sg}")
     rng = numpy_rng(seed, sg)
     for attempt in range(max_tries):
         n_species = min(1 + int(rng.choice(6, p=np.array(ICSD_N_ELEMENTS_P) / sum(ICSD_N_ELEMENTS_P))), len(pool))
-        sites = _choose_sites(rng, group, max_atoms, n_species, prefer_general=attempt >= 10)
-        n_species = min(n_species, len(sites))
         species = [str(x) for x in rng.choice(pool, size=n_species, replace=False, p=weights / weights.sum())]
+        # with a fixed a, no more atoms than fit at the packing of random spheres (radius 0.7 r_cov of the species)
+        cap = None if lattice_parameter is None else _max_conventional_atoms(lattice_parameter, species)
+        sites = _choose_sites(rng, group, max_atoms, n_species, prefer_general=attempt >= 10, max_conventional=cap)
+        if not sites: continue
+        n_species = min(n_species, len(sites)); species = species[:n_species]
         owner = list(range(n_species)) + list(rng.integers(0, n_species, len(sites) - n_species))
         counts = [sum(w[0] for w, o in zip(sites, owner) if o == i) for i in range(n_species)]
         letters = [[f"{w[0]}{w[1]}" for w, o in zip(sites, owner) if o == i] for i in range(n_species)]
         a = lattice_parameter or _sample_lattice(rng, _packing_a(species, counts))
         atoms = _place(rng, group, species, [[w for w, o in zip(sites, owner) if o == i] for i in range(n_species)], a)
-        if atoms is None: continue
-        found = spglib.get_symmetry_dataset((atoms.cell[:], atoms.get_scaled_positions(), atoms.numbers), symprec=1e-3)
+        if atoms is None or _has_extra_translation(atoms, group): continue
+        found = spglib.get_symmetry_dataset(_primitive_cell(atoms, group), symprec=1e-3)
         if found is None or found.number != sg: continue   # accidental extra symmetry: reject and redraw
         atoms.pbc = True
         atoms.arrays["occupancy"] = np.ones(len(atoms))
@@ -257,3 +355,21 @@ def random_cubic_crystal(space_group: int,          # international number, 195-
                          f"max_atoms={max_atoms}, lattice_parameter={lattice_parameter} after {max_tries} tries; "
                          f"special positions alone may only make a supergroup: max_atoms >= {general} admits "
                          f"the general position")
+
+@functools.lru_cache(maxsize=None)
+def feasible_space_groups(max_atoms: int = 40,  # most atoms in the primitive cell
+                         ) -> tuple:             # cubic space-group numbers, ascending
+    """Cubic space groups in which `random_cubic_crystal` can build a structure within `max_atoms` atoms per primitive
+    cell: every group whose general position fits, plus those whose special positions alone give the group (not a
+    supergroup) in a probe with fixed seeds 0-2 (30 tries each). Deterministic; computed once per `max_atoms`."""
+    max_atoms = check_int("max_atoms", max_atoms, min_value=1)
+    out = []
+    for sg in CUBIC_SPACE_GROUPS:
+        z = _centring(_group(sg)); mults = [w[0] // z for w in _wyckoff_table(sg)]
+        if min(mults) > max_atoms: continue
+        if max(mults) <= max_atoms: out.append(sg); continue
+        for seed in range(3):
+            try: random_cubic_crystal(sg, seed, max_atoms=max_atoms, max_tries=30); out.append(sg); break
+            except StructureError: pass
+    return tuple(out)
+

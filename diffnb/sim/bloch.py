@@ -19,14 +19,17 @@ import spglib
 import torch
 
 from ..core import (as_device, check_choice, check_int, check_positive, electron_wavelength,
-                         electron_wavenumber, fail, relativistic_gamma, numpy_rng)
+                         electron_wavenumber, fail, relativistic_gamma, numpy_rng, StructureError,
+                         check_device, check_finite, check_memory)
 from ..scattering import electron_form_factor
+from ..structure import check_b_iso
 from .potential import (_PARAMETRIZATIONS, _check_atoms, _int_vector, potential_coefficients,
                                   projected_potential, reciprocal_basis, site_properties, zone_frame)
 
 # %% auto #0
-__all__ = ['lacbed_tilts', 'zolz_beams', 'pattern_symmetry', 'absorptive_form_factor', 'BlochSetup', 'bloch_setup',
-           'bloch_amplitudes', 'lacbed', 'lacbed_convergence', 'g_max_for_beams', 'LacbedSampler', 'lacbed_widget']
+__all__ = ['MAX_THICKNESS', 'lacbed_tilts', 'zolz_beams', 'pattern_symmetry', 'absorptive_form_factor', 'BlochSetup',
+           'bloch_setup', 'bloch_amplitudes', 'lacbed', 'lacbed_convergence', 'g_max_for_beams', 'LacbedSampler',
+           'lacbed_widget']
 
 # %% ../../nbs/api/21_sim.bloch.ipynb #57c9a2cd
 def lacbed_tilts(pixels: int,   # N, pixels per side
@@ -322,6 +325,8 @@ def bloch_amplitudes(setup: BlochSetup,  # from `bloch_setup`
     return torch.cat(parts, -1)
 
 # %% ../../nbs/api/21_sim.bloch.ipynb #3624d3a6
+MAX_THICKNESS = 1e5   # [Å] (10 µm) thickest specimen accepted
+
 def _orbits(ops, n):
     "Representative flat pixel of every pixel's orbit, and the op index o with Q_o(rep) = pixel."
     j, i = np.meshgrid(np.arange(n), np.arange(n))                  # i: row (k_y), j: column (k_x)
@@ -353,14 +358,21 @@ def lacbed(atoms,                     # crystal structure (ase.Atoms; B, occupan
            dtype=torch.complex128,    # complex128 or complex64
            chunk: int | None = None,  # pixels per batch (None: 256 on CPU, 4096 on a GPU)
            method: str = "auto",      # solver: "eigh", "expm" or "auto" (eigh on CPU without absorption, else expm)
+           max_memory_gb: float | None = None,  # memory limit [GiB] (None: DIFFNB_MAX_MEMORY_GB, else 80 % of RAM)
           ) -> torch.Tensor:          # intensities, float (n_thickness, n_discs, pixels, pixels), row 0 = most negative k_y
     "Bloch-wave LACBED pattern(s) of the selected discs over an N×N field of incident-beam tilts."
+    check_device(device)                                          # before any work
     _check_atoms(atoms)
     check_positive("energy_kev", energy_kev)
+    check_finite("thickness", thickness)
     t = np.atleast_1d(np.asarray(thickness, float))
     if t.ndim != 1 or not len(t): fail("thickness", thickness, "a positive number or 1-D list of them [Å]")
     check_positive("thickness", t)
+    if t.max() > MAX_THICKNESS: fail("thickness", thickness, f"at most {MAX_THICKNESS:g} Å (10 µm; no fast electron crosses more)")
     n = check_int("pixels", pixels, min_value=2)
+    n_discs = len(np.asarray(discs, dtype=object).reshape(-1, 3)) if np.size(discs) % 3 == 0 else 1
+    check_memory(f"LACBED pattern(s) of {n}×{n} px ({len(t)} thicknesses, {n_discs} discs)",
+                 n * n * (96 + 24 * len(t) * n_discs), max_memory_gb)
     if (alpha is None) == (half_angle_mrad is None): fail("alpha", alpha, "given (or half_angle_mrad), exactly one of the two")
     if alpha is None: alpha = float(check_positive("half_angle_mrad", half_angle_mrad)) / (1000 * electron_wavelength(energy_kev))
     check_positive("alpha", alpha)
@@ -371,7 +383,10 @@ def lacbed(atoms,                     # crystal structure (ase.Atoms; B, occupan
     check_choice("method", method, _METHODS)
     if chunk is not None: check_int("chunk", chunk, min_value=1)
     zone_frame(atoms, zone, x_dir)
-    discs = np.asarray(discs, int).reshape(-1, 3)
+    check_finite("discs", discs)
+    discs = np.asarray(discs, float)
+    if discs.size == 0 or discs.size % 3 or not np.allclose(discs, np.round(discs)): fail("discs", discs.tolist(), "a list of hkl (three integers each)")
+    discs = np.round(discs).astype(int).reshape(-1, 3)
     st = bloch_setup(atoms, energy_kev, zone, x_dir, g_max, parametrization, absorption, mean_absorption,
                      b_iso, occupancy, symmetry=symmetry)
     lut = {tuple(h): i for i, h in enumerate(st.hkl.tolist())}
@@ -429,25 +444,29 @@ def g_max_for_beams(atoms,           # crystal structure
 # %% ../../nbs/api/21_sim.bloch.ipynb #c870caad
 class LacbedSampler:
     "Projected potential → bright-field LACBED pattern of random cubic crystals (sampler protocol, image2image)."
-    name, version, task, classes = "bloch.lacbed", "1", "image2image", None
+    name, version, task, classes = "bloch.lacbed", "2", "image2image", None
 
     def __init__(self, pixels: int = 64,          # image side N [px]
                  energy_kev: float = 200.0,       # electron energy [keV]
                  thickness: float = 1000.0,       # crystal thickness [Å]
                  alpha: float = 0.6,              # reciprocal half-width of the field [1/Å]
                  n_beams: int = 70,               # beams per pattern (g_max from the nearest shell)
-                 max_atoms: int = 40,             # most atoms per conventional cell
+                 max_atoms: int = 40,             # most atoms per primitive cell (conventional: ×1 P, ×2 I, ×4 F)
                  lattice_parameter=(3.5, 7.0),    # range of the cubic lattice parameter a [Å]
                  b_iso: float = 0.5,              # Debye–Waller B of every site [Å²]
                  parametrization: str = "kirkland",  # scattering factors
                  device=None):                    # torch device of the solve
+        if device is not None: check_device(device)
         self.pixels = check_int("pixels", pixels, min_value=2)
         check_positive("energy_kev", energy_kev); check_positive("thickness", thickness); check_positive("alpha", alpha)
         check_int("n_beams", n_beams, min_value=2); check_int("max_atoms", max_atoms, min_value=1)
+        check_finite("lattice_parameter", lattice_parameter)
+        if np.shape(lattice_parameter) != (2,): fail("lattice_parameter", lattice_parameter, "a (low, high) range [Å]")
         lo, hi = (float(x) for x in lattice_parameter)
         check_positive("lattice_parameter", [lo, hi])
+        if thickness > MAX_THICKNESS: fail("thickness", thickness, f"at most {MAX_THICKNESS:g} Å")
         if hi < lo: fail("lattice_parameter", lattice_parameter, "a (low, high) range with low <= high")
-        check_positive("b_iso", b_iso, allow_zero=True); check_choice("parametrization", parametrization, _PARAMETRIZATIONS)
+        check_b_iso("b_iso", b_iso); check_choice("parametrization", parametrization, _PARAMETRIZATIONS)
         self.config = dict(pixels=self.pixels, energy_kev=float(energy_kev), thickness=float(thickness), alpha=float(alpha),
                            n_beams=int(n_beams), max_atoms=int(max_atoms), lattice_parameter=[lo, hi],
                            b_iso=float(b_iso), parametrization=parametrization)
@@ -455,15 +474,25 @@ class LacbedSampler:
         self.image_shape = (1, self.pixels, self.pixels)
         self.target_shape = (1, self.pixels, self.pixels)
 
+    max_draws = 64   # redraws of (space group, a, crystal seed) before giving up
+
     def crystal(self, seed: int, index: int):
-        "The random crystal of sample `index` (space group, seed and a drawn from (seed, index) only)."
-        from diffnb.structure import CUBIC_SPACE_GROUPS, random_cubic_crystal
-        rng = numpy_rng(seed, index)
-        sg = int(rng.choice(CUBIC_SPACE_GROUPS))
-        a = float(rng.uniform(*self.config["lattice_parameter"]))
-        atoms = random_cubic_crystal(sg, seed=int(rng.integers(2**31)), max_atoms=self.config["max_atoms"], lattice_parameter=a)
-        atoms.arrays["b_iso"] = np.full(len(atoms), self.config["b_iso"])
-        return atoms, sg, a
+        """The random crystal of sample `index`: space group (among those feasible within max_atoms), a and crystal
+        seed drawn from (seed, index); when no structure fits that draw, redrawn from (seed, index, draw)."""
+        from diffnb.structure import feasible_space_groups, random_cubic_crystal
+        groups = feasible_space_groups(self.config["max_atoms"])
+        for draw in range(self.max_draws):
+            rng = numpy_rng(seed, index if draw == 0 else (index, draw))
+            sg = int(rng.choice(groups))
+            a = float(rng.uniform(*self.config["lattice_parameter"]))
+            try: atoms = random_cubic_crystal(sg, seed=int(rng.integers(2**31)), max_atoms=self.config["max_atoms"],
+                                              lattice_parameter=a, max_tries=50)
+            except StructureError: continue
+            atoms.arrays["b_iso"] = np.full(len(atoms), self.config["b_iso"])
+            atoms.info["draw"] = draw
+            return atoms, sg, a
+        raise StructureError(f"LacbedSampler: no crystal for seed={seed}, index={index} in {self.max_draws} draws "
+                             f"(max_atoms={self.config['max_atoms']}, lattice_parameter={self.config['lattice_parameter']})")
 
     def sample(self, seed: int, indices):
         c = self.config
@@ -489,6 +518,7 @@ def lacbed_widget(atoms=None,               # crystal (ase.Atoms); None: Si with
     "ipywidgets explorer: projected potential and bright-field LACBED pattern vs thickness, α and absorption."
     import matplotlib.pyplot as plt
     from ipywidgets import Dropdown, FloatSlider, SelectionSlider, interactive
+    if device is not None: check_device(device)
     if atoms is None:
         from ase.build import bulk
         atoms = bulk("Si", "diamond", a=5.4309, cubic=True)
@@ -496,6 +526,7 @@ def lacbed_widget(atoms=None,               # crystal (ase.Atoms); None: Si with
     _check_atoms(atoms)
     check_positive("energy_kev", energy_kev)
     check_int("pixels", pixels, min_value=2)
+    check_finite("thickness", thickness)
     thickness = np.asarray(thickness, float)
     check_positive("thickness", thickness)
     gm = g_max_for_beams(atoms, check_int("n_beams", n_beams, min_value=2))

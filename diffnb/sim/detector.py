@@ -17,12 +17,12 @@ import torch
 import torch.nn.functional as F
 
 from ..core import (DiffnbValueError, as_tensor, check_choice, check_finite, check_int, check_positive,
-                         check_range, check_shape, fail, numpy_rng, torch_rng)
+                         check_range, check_shape, fail, numpy_rng, torch_rng, check_device, check_memory)
 
 # %% auto #0
-__all__ = ['SIN_SUBSTRATE_S', 'SIN_SUBSTRATE_WIDTH', 'SIN_SUBSTRATE_WEIGHT', 'pixel_grid', 'radius_map', 'central_beam',
-           'beam_stop_mask', 'beam_stop', 'smooth_background', 'substrate_rings', 'psf_blur', 'gain_map', 'distort',
-           'scale_to_dose', 'shot_noise', 'readout_noise', 'bad_pixels', 'saturate', 'LabDomain']
+__all__ = ['SIN_SUBSTRATE_S', 'SIN_SUBSTRATE_WIDTH', 'SIN_SUBSTRATE_WEIGHT', 'MAX_EXPECTED_COUNTS', 'pixel_grid', 'radius_map',
+           'central_beam', 'beam_stop_mask', 'beam_stop', 'smooth_background', 'substrate_rings', 'psf_blur',
+           'gain_map', 'distort', 'scale_to_dose', 'shot_noise', 'readout_noise', 'bad_pixels', 'saturate', 'LabDomain']
 
 # %% ../../nbs/api/25_sim.detector.ipynb #e7f48eb2
 def _param(x, img: torch.Tensor, name: str) -> torch.Tensor:
@@ -38,7 +38,9 @@ def _check_image(name: str, img) -> torch.Tensor:
     if not isinstance(img, torch.Tensor): img = as_tensor(img, dtype=torch.float32)
     check_shape(name, img, min_ndim=2)
     if img.shape[-1] == 0 or img.shape[-2] == 0: fail(name, img, "a non-empty image (H, W > 0)")
+    if img.is_complex(): fail(name, img, "real intensities (not complex)")
     if not img.is_floating_point(): img = img.float()
+    check_finite(name, img)       # a NaN or Inf pixel would spread through every later step
     return img
 
 def _center(center, img: torch.Tensor):
@@ -50,12 +52,20 @@ def _center(center, img: torch.Tensor):
     if c.shape[-1:] != (2,): fail("center", center, "(cy, cx) pixels, last axis of length 2")
     return _param(c[..., 0], img, "center"), _param(c[..., 1], img, "center")
 
+def _check_hw(shape, max_memory_gb=None, bytes_per_px=8) -> tuple:
+    "(H, W) as two positive integers, after checking that a few (H, W) float arrays fit in memory."
+    if not isinstance(shape, (tuple, list)) or len(shape) != 2: fail("shape", shape, "(H, W), two integers [px]")
+    H, W = check_int("H", shape[0], 1), check_int("W", shape[1], 1)
+    check_memory(f"a {H}×{W} image", 4 * bytes_per_px * H * W, max_memory_gb)
+    return H, W
+
 def pixel_grid(shape: tuple,  # (H, W) image shape [px]
                device=None,             # torch device of the grids
                dtype=torch.float32,     # dtype of the grids
               ):
     "Row and column coordinate grids `(yy, xx)` of shape (H, W) [px]."
-    H, W = shape
+    H, W = _check_hw(shape)
+    if device is not None: check_device(device)
     y = torch.arange(H, device=device, dtype=dtype)
     x = torch.arange(W, device=device, dtype=dtype)
     return y[:, None].expand(H, W), x[None, :].expand(H, W)
@@ -210,9 +220,9 @@ def gain_map(shape: tuple,          # (H, W) [px]
              device=None,           # torch device (must match the generator's)
             ) -> torch.Tensor:      # (H, W) float32 multiplicative gain, mean ≈ 1
     "A smooth random gain map 1 + σ ξ with unit-variance, spatially correlated ξ."
+    if device is not None: check_device(device)
     check_positive("sigma", sigma, allow_zero=True); check_positive("correlation_px", correlation_px)
-    H, W = shape
-    check_int("H", H, 1); check_int("W", W, 1)
+    H, W = _check_hw(shape)
     # white noise on a coarse grid (one node per correlation length), smoothly (bicubic) interpolated
     gh, gw = max(2, int(math.ceil(H / correlation_px)) + 1), max(2, int(math.ceil(W / correlation_px)) + 1)
     xi = torch.randn(1, 1, gh, gw, generator=generator, device=device)
@@ -268,6 +278,8 @@ def _per_image(img: torch.Tensor, generators, fn):
     if len(gens) != flat.shape[0]: fail("generators", f"{len(gens)} generators", f"one per image ({flat.shape[0]})")
     return torch.stack([fn(x, g) for x, g in zip(flat, gens)]).reshape(img.shape)
 
+MAX_EXPECTED_COUNTS = 1e18   # largest expectation torch.poisson samples without overflow [electrons per pixel]
+
 def shot_noise(expected: torch.Tensor,  # (..., H, W) expected counts [electrons per pixel], >= 0
                generators=None,          # a torch.Generator per image (list), or one shared, or None
               ) -> torch.Tensor:         # Poisson counts [electrons]
@@ -275,6 +287,8 @@ def shot_noise(expected: torch.Tensor,  # (..., H, W) expected counts [electrons
     expected = _check_image("expected", expected)
     check_finite("expected", expected)
     if bool((expected < 0).any()): fail("expected", expected, "non-negative expected counts")
+    if bool((expected > MAX_EXPECTED_COUNTS).any()):   # torch.poisson saturates at 2⁶³ ≈ 9.2e18
+        fail("expected", expected, f"at most {MAX_EXPECTED_COUNTS:g} counts per pixel (Poisson sampling overflows beyond)")
     return _per_image(expected, generators, lambda x, g: torch.poisson(x, generator=g))
 
 def readout_noise(img: torch.Tensor,  # (..., H, W) counts [electrons]

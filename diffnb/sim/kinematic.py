@@ -18,8 +18,9 @@ import torch
 from ase import Atoms
 
 from ..core import (StructureError, as_device, check_choice, check_finite, check_int, check_positive,
-                         check_range, electron_wavelength, fail)
+                         check_range, electron_wavelength, fail, check_device, check_memory)
 from ..scattering import electron_form_factor
+from ..structure import check_structure
 
 # %% auto #0
 __all__ = ['reciprocal_axis', 'excitation_qz', 'pattern', 'crystallite', 'direct_sum', 'add_vacancies', 'strain_tensor',
@@ -52,10 +53,8 @@ def _ff_on_grid(z: int, b_iso: float, grid: int, s_max: float, parametrization: 
 
 # %% ../../nbs/api/22_sim.kinematic.ipynb #761ab908
 def _check_atoms(atoms, name="atoms") -> Atoms:
-    if not isinstance(atoms, Atoms): fail(name, atoms, "an ase.Atoms")
-    if len(atoms) == 0: fail(name, "empty ase.Atoms (0 atoms)", "a structure with at least one atom", StructureError)
-    check_finite(f"{name}.positions", atoms.positions)
-    return atoms
+    "`check_structure` of a finite structure (positions, elements, occupancy, B; the cell is not used)."
+    return check_structure(atoms, name, periodic=False)
 
 def _groups(atoms: Atoms):
     "Split atoms into (Z, B) groups: list of (Z, B, positions (M,3) float64, weights (M,) float64)."
@@ -153,8 +152,10 @@ def pattern(atoms,  # structure, or a list of structures (batched output)
             device=None,  # torch device of the "dft" backend (default: CPU)
             dtype=torch.float32,  # output dtype (float32/float64; complex64/128 with `amplitude`)
             nthreads: int = 1,  # CPU threads for finufft
+            max_memory_gb: float | None = None,  # memory limit [GiB] (None: DIFFNB_MAX_MEMORY_GB, else 80 % of RAM)
            ) -> torch.Tensor:  # I(g) (N, N) or (B, N, N) [Å²] (kinematic, per incident electron × cross-section units)
     "Kinematic diffraction intensity I(g) = |Σ_j o_j f_j(s) e^{-B_j s²/4} e^{-2πi q·r_j}|² on an N×N reciprocal grid."
+    if device is not None: check_device(device)
     batched = isinstance(atoms, (list, tuple))
     structures = list(atoms) if batched else [atoms]
     if batched and not structures: fail("atoms", atoms, "a non-empty list of ase.Atoms")
@@ -164,6 +165,8 @@ def pattern(atoms,  # structure, or a list of structures (batched output)
     check_choice("method", method, ["nufft", "dft"])
     check_choice("parametrization", parametrization, ["lobato", "kirkland", "peng"])
     nthreads = check_int("nthreads", nthreads, min_value=1)
+    check_choice("dtype", dtype, (torch.float32, torch.float64) + ((torch.complex64, torch.complex128) if amplitude else ()))
+    check_memory(f"kinematic pattern(s) on a {grid}×{grid} grid", 16 * grid**2 * (8 + len(structures)), max_memory_gb)
     qz = excitation_qz(grid, s_max, energy_kev, tilt_mrad) if ewald else None
     if ewald:
         s3 = np.sqrt(np.add.outer(reciprocal_axis(grid, s_max)**2, reciprocal_axis(grid, s_max)**2) + qz**2)

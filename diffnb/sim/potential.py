@@ -14,9 +14,10 @@ import math
 import ase
 import numpy as np
 
-from ..core import (check_choice, check_int, check_positive, fail, relativistic_gamma,
+from ..core import (check_choice, check_finite, check_int, check_memory, check_positive, fail, relativistic_gamma,
                          StructureError)
 from ..scattering import electron_form_factor
+from ..structure import check_b_iso, check_occupancy, check_structure
 
 # %% auto #0
 __all__ = ['site_properties', 'reciprocal_basis', 'structure_factor', 'potential_coefficients', 'zone_frame', 'zolz_basis',
@@ -26,12 +27,9 @@ __all__ = ['site_properties', 'reciprocal_basis', 'structure_factor', 'potential
 _PARAMETRIZATIONS = ("kirkland", "lobato", "peng")
 
 def _check_atoms(atoms):
-    "Fail unless `atoms` is a non-empty `ase.Atoms` with a 3-D cell of positive volume."
-    if not isinstance(atoms, ase.Atoms): fail("atoms", atoms, "an ase.Atoms structure")
-    if len(atoms) == 0: fail("atoms", atoms, "a structure with at least one atom", StructureError)
-    vol = abs(float(np.linalg.det(np.asarray(atoms.cell.array, float))))
-    if not vol > 1e-6: fail("atoms.cell", atoms.cell.array.tolist(), "a 3-D cell with positive volume", StructureError)
-    return vol
+    "`check_structure` (finite positions, right-handed cell of positive volume, occupancy, B); returns the cell volume [Å³]."
+    check_structure(atoms)
+    return float(np.linalg.det(np.asarray(atoms.cell.array, float)))
 
 def site_properties(atoms,          # crystal structure
                     b_iso=None,     # Debye–Waller B [Å²]: scalar, per-site array, or None (atoms.arrays["b_iso"], else 0)
@@ -41,11 +39,10 @@ def site_properties(atoms,          # crystal structure
     n = len(atoms)
     if b_iso is None: b_iso = atoms.arrays.get("b_iso", 0.0)
     if occupancy is None: occupancy = atoms.arrays.get("occupancy", 1.0)
-    b = np.broadcast_to(np.asarray(b_iso, float), (n,)).copy()
-    o = np.broadcast_to(np.asarray(occupancy, float), (n,)).copy()
-    check_positive("b_iso", b, allow_zero=True)
-    if ((o < 0) | (o > 1)).any() or not np.isfinite(o).all(): fail("occupancy", o, "in [0, 1]")
-    return b, o
+    b, o = check_b_iso("b_iso", b_iso), check_occupancy("occupancy", occupancy)
+    if b.ndim > 1 or b.size not in (1, n): fail("b_iso", b_iso, f"a number or one B per site ({n})")
+    if o.ndim > 1 or o.size not in (1, n): fail("occupancy", occupancy, f"a number or one value per site ({n})")
+    return np.broadcast_to(b, (n,)).copy(), np.broadcast_to(o, (n,)).copy()
 
 # %% ../../nbs/api/21a_sim.potential.ipynb #04a16842
 def reciprocal_basis(atoms) -> np.ndarray:  # rows a*, b*, c* [1/Å, no 2π]
@@ -89,6 +86,7 @@ def potential_coefficients(atoms,                 # crystal structure (ase.Atoms
 
 # %% ../../nbs/api/21a_sim.potential.ipynb #ee12f620
 def _int_vector(name, v):
+    check_finite(name, v)                       # numbers only: "0" or None are not indices
     a = np.asarray(v, float)
     if a.shape != (3,) or not np.isfinite(a).all() or not np.allclose(a, np.round(a)) or not a.any():
         fail(name, v, "three integers, not all zero")
@@ -132,11 +130,13 @@ def projected_potential(atoms,                     # crystal structure (ase.Atom
                         b_iso=None,                # Debye–Waller B [Å²]
                         occupancy=None,            # occupancy
                         x_dir=None,                # reciprocal direction (hkl) to align the columns with (None: first ZOLZ basis vector)
+                        max_memory_gb: float | None = None,  # memory limit [GiB] (None: DIFFNB_MAX_MEMORY_GB, else 80 % of RAM)
                        ) -> np.ndarray:            # ρ [Å⁻², or dimensionless when normalized], float64 (pixels, pixels)
     "Projected potential ρ(r) = (1/V) Σ_g F(g) exp(−2πi g·r) of one unit cell on a periodic N×N grid (Eq. 1)."
     vol = _check_atoms(atoms)
     check_choice("parametrization", parametrization, _PARAMETRIZATIONS)
     n = check_int("pixels", pixels, min_value=2)
+    check_memory(f"a projected potential of {n}×{n} px", 160 * n * n, max_memory_gb)
     basis = zolz_basis(zone)
     rb = reciprocal_basis(atoms)
     if x_dir is None:                                                 # first of a, b, c directions ⊥ zone, else ZOLZ basis

@@ -15,8 +15,9 @@ import numpy as np
 import torch
 
 from ..core import (as_device, as_tensor, check_choice, check_finite, check_int, check_positive, check_range,
-                         check_shape, fail, numpy_rng, peak_profile, PEAK_PROFILES, relativistic_gamma, StructureError)
+                         check_shape, check_device, check_memory, fail, numpy_rng, peak_profile, PEAK_PROFILES, relativistic_gamma, StructureError)
 from ..scattering import (PARAMETRIZATIONS, b_from_u, bismuth_b_iso, electron_form_factor, u_from_b)
+from ..structure import MAX_B_ISO, check_structure
 from .detector import LabDomain
 
 # %% auto #0
@@ -28,14 +29,9 @@ PROFILES = PEAK_PROFILES   # line shapes (diffnb.core.peak_profile)
 
 def _atoms_arrays(atoms):
     "Validated fractional positions, symbols, occupancies, B [Å²] of an ase.Atoms."
-    if atoms is None or not hasattr(atoms, "get_scaled_positions"): fail("atoms", atoms, "an ase.Atoms", StructureError)
-    if len(atoms) == 0: fail("atoms", atoms, "a structure with at least one atom", StructureError)
-    vol = abs(float(np.linalg.det(np.asarray(atoms.cell))))
-    if not vol > 1e-6: fail("atoms.cell", np.asarray(atoms.cell).tolist(), "a 3-D cell with positive volume", StructureError)
+    check_structure(atoms)
     occ = np.asarray(atoms.arrays.get("occupancy", np.ones(len(atoms))), dtype=np.float64)
-    check_range("atoms occupancy", occ, 0, 1, lo_inclusive=False)
     b = np.asarray(atoms.arrays.get("b_iso", np.zeros(len(atoms))), dtype=np.float64)
-    check_positive("atoms b_iso", b, allow_zero=True)
     return atoms.get_scaled_positions(wrap=False), list(atoms.get_chemical_symbols()), occ, b
 
 
@@ -100,7 +96,10 @@ class PowderRings:
             b_iso = b_from_u(as_tensor(u_iso, torch.float64))
         if b_iso is None: return None
         check_positive("b_iso", b_iso, allow_zero=True)
-        return as_tensor(b_iso, torch.float64).to(device)
+        b = as_tensor(b_iso, torch.float64).to(device)
+        if bool((b > MAX_B_ISO).any()):   # B = 8π²U: above 50 Å² almost surely a unit error (U given as B, or in pm²)
+            fail("b_iso", b_iso, f"at most {MAX_B_ISO} Å² (B = 8π²U_iso; u_iso={float(b.max()) / (8 * math.pi**2):.3g} Å²)")
+        return b
 
     def ring_weights(self, b_iso=None,   # Debye–Waller B [Å²]: scalar or (n,) — overrides all sites
                      u_iso=None,         # or U_iso [Å²] (B = 8π²U)
@@ -159,19 +158,22 @@ class PowderRings:
               lorentz: bool = True,               # apply the powder 1/s² factor
               oversample: int = 4,                # profile samples per pixel along s
               device=None,                        # torch device ("cpu", "cuda"); default CPU
+              max_memory_gb: float | None = None, # memory limit [GiB] (None: DIFFNB_MAX_MEMORY_GB, else 80 % of RAM)
              ) -> torch.Tensor:                   # (n, H, W) or (H, W) float32 ideal ring image
         "Ideal 2-D ring image(s), one per B (batched, on `device`)."
-        H, W = shape
-        check_int("H", H, 1); check_int("W", W, 1); check_positive("pixels_per_inv_angstrom", pixels_per_inv_angstrom)
-        check_int("oversample", oversample, 1)
         dev = as_device(device) if device is not None else torch.device("cpu")
+        H, W = _check_shape_hw(shape)
+        check_positive("pixels_per_inv_angstrom", pixels_per_inv_angstrom)
+        check_int("oversample", oversample, 1)
+        check_memory(f"ring image(s) of {H}×{W}", H * W * 52, max_memory_gb)
+        if center is not None: check_finite("center", center)
         r_max = math.hypot(H, W) + 5
         ds = 1 / (pixels_per_inv_angstrom * oversample)
         s_top = min(r_max / pixels_per_inv_angstrom, self.s_max)
         s = torch.arange(0, s_top + ds / 2, ds, dtype=torch.float64, device=dev)
         s = s[s <= self.s_max]
         prof = self.profile(s, b_iso, u_iso, fwhm, profile, eta, lorentz, dev, torch.float32)
-        return ring_image(prof, s, shape, pixels_per_inv_angstrom, center, ellipticity, ellipticity_angle_rad)
+        return ring_image(prof, s, shape, pixels_per_inv_angstrom, center, ellipticity, ellipticity_angle_rad, max_memory_gb)
 
 # %% ../../nbs/api/20_sim.powder.ipynb #95c6c661
 def _interp(xg: torch.Tensor,  # (n_s,) increasing grid
@@ -202,6 +204,12 @@ def _interp(xg: torch.Tensor,  # (n_s,) increasing grid
     out = out.reshape(*batch, *xq.shape[-2:])
     return torch.where(xq > xg[-1], torch.zeros_like(out), out)
 
+def _check_shape_hw(shape) -> tuple:
+    "(H, W) as two positive integers."
+    if isinstance(shape, (str, bytes)) or not hasattr(shape, "__len__") or len(shape) != 2:
+        fail("shape", shape, "(H, W), two integers [px]")
+    return check_int("H", shape[0], 1), check_int("W", shape[1], 1)
+
 def ring_image(profile,                       # (..., n_s) radial profile I(s)
                s,                             # (n_s,) increasing s samples of the profile [1/Å]
                shape: tuple = (256, 256),     # (H, W) [px]
@@ -209,6 +217,7 @@ def ring_image(profile,                       # (..., n_s) radial profile I(s)
                center=None,                   # (cy, cx) [px], shared or (..., 2); None → image centre
                ellipticity=0.0,               # ε: rings stretched by 1+ε/2 along the axis, 1−ε/2 across
                ellipticity_angle_rad=0.0,     # direction of the long axis [rad]
+               max_memory_gb: float | None = None,  # memory limit [GiB] (None: DIFFNB_MAX_MEMORY_GB, else 80 % of RAM)
               ) -> torch.Tensor:              # (..., H, W) float32
     "Render radial profile(s) I(s) as 2-D ring image(s)."
     prof = as_tensor(profile, torch.float32)
@@ -218,11 +227,14 @@ def ring_image(profile,                       # (..., n_s) radial profile I(s)
     if st.shape[0] != prof.shape[-1] or st.shape[0] < 2: fail("s", s, f"a 1-D grid of {prof.shape[-1]} (>= 2) samples like profile")
     check_positive("s", st, allow_zero=True)
     if not bool((st[1:] > st[:-1]).all()): fail("s", s, "strictly increasing")
-    H, W = shape
-    check_int("H", H, 1); check_int("W", W, 1); check_positive("pixels_per_inv_angstrom", pixels_per_inv_angstrom)
-    check_range("ellipticity", ellipticity, -0.5, 0.5)
+    H, W = _check_shape_hw(shape)
+    check_positive("pixels_per_inv_angstrom", pixels_per_inv_angstrom)
+    check_range("ellipticity", ellipticity, -0.5, 0.5); check_finite("ellipticity_angle_rad", ellipticity_angle_rad)
+    n_img = int(np.prod(prof.shape[:-1]))
+    check_memory(f"{n_img} ring image(s) of {H}×{W}", H * W * (12 * n_img + 40), max_memory_gb)
     dev = prof.device
     if center is None: center = ((H - 1) / 2, (W - 1) / 2)
+    check_finite("center", center)                                 # a NaN centre would make every pixel NaN
     c = as_tensor(center, torch.float32, dev)
     if c.shape[-1:] != (2,): fail("center", center, "(cy, cx) pixels, last axis of length 2")
     e = as_tensor(ellipticity, torch.float32, dev)[..., None, None]

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from scipy.special import j1 as _scipy_j1
 
-from ..core import (DiffnbValueError, ShapeError, as_device, check_choice, check_finite, check_int,
+from ..core import (check_device, check_memory, DiffnbValueError, ShapeError, as_device, check_choice, check_finite, check_int,
                          check_positive, check_range, check_shape, fail, numpy_rng, torch_rng)
 
 # %% auto #0
@@ -122,6 +122,11 @@ def disk_system(n_disks: int,          # number of disks (>= 1)
              f"so that the disks can be placed")
     rng = seed if isinstance(seed, np.random.Generator) else numpy_rng(seed, index)
     radii = _draw_radii(rng, n_disks, float(total_area), float(polydispersity))
+    # each disk keeps the area of a disk of radius R + min_gap/2 free of other disks: that is what must not jam
+    cover_gap = float(np.sum(np.pi * (radii + min_gap / 2) ** 2)) / box**2
+    if cover_gap > RSA_JAMMING:
+        fail("n_disks", n_disks, f"small enough that the disks and their gaps fit: with min_gap {min_gap} px they would "
+             f"cover {cover_gap:.3g} of the box, above the RSA jamming limit {RSA_JAMMING}")
     if 2 * radii.max() > box:
         fail("total_area", total_area, f"small enough that every disk fits in the box (largest diameter "
              f"{2 * radii.max():.4g} px > box {box:g} px)")
@@ -187,14 +192,20 @@ def speckle(disks,                   # DiskSystem, list of DiskSystems, or (cent
             complex_output: bool = False,  # return the complex amplitude A [px²] (phase origin at the box centre) instead of |A|²
             device=None,             # torch device of the result (matrix method computes there)
             dtype=torch.float32,     # real dtype of the result
+            max_memory_gb: float | None = None,  # memory limit [GiB] (None: DIFFNB_MAX_MEMORY_GB, else 80 % of RAM)
            ) -> torch.Tensor:        # I(k) = |A(k)|² [px⁴], shape (B, n, n) or (n, n) for one system
     "Speckle intensity |A(k)|² of uniform disks on a regular k-grid, A = Σ c_j πR_j² 2J₁(kR_j)/(kR_j) e^{−ik·r_j}."
+    if device is not None: check_device(device)
     n = check_int("n", n, min_value=3)
     check_choice("grid", grid, ("centered", "quadrant")); check_choice("method", method, ("matrix", "finufft"))
+    check_choice("dtype", dtype, (torch.float32, torch.float64))
+    check_choice("complex_output", complex_output, (False, True))
     single_system = isinstance(disks, DiskSystem)
     c, r, box_d, single = _as_batch(disks)
     single = single or single_system
     check_finite("centres", c); check_positive("radii", r, allow_zero=True)
+    check_memory(f"{r.shape[0]} speckle pattern(s) of {n}×{n} with {r.shape[1]} disks",
+                 16 * r.shape[0] * n * n * 3 + 16 * 4 * n * r.shape[1] * max(1, min(r.shape[0], 64)), max_memory_gb)
     L = box if box is not None else (box_d if box_d is not None else STUDY_BOX)
     check_positive("box", L)
     if k_step is not None: w = float(check_positive("k_step", k_step))
