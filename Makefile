@@ -17,12 +17,15 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# The main job on embedded defaults: the quickstart tutorial executed with papermill into runs/.
+# The main job on embedded defaults: the quickstart tutorial executed with papermill into runs/, then the speckle
+# workflow at its tiny defaults (data, a trained and tested classifier, figures, metrics.json) with `diffnb run`.
 demo: $(STAMP)
 	@mkdir -p runs/quickstart/$(TS)
 	$(BIN)/papermill --cwd runs/quickstart/$(TS) nbs/tutorials/quickstart.ipynb \
 	    runs/quickstart/$(TS)/quickstart.ipynb -p out_dir .
 	@echo "demo output: runs/quickstart/$(TS)/"
+	$(BIN)/diffnb run speckle --out runs/speckle/$(TS)
+	@echo "speckle workflow (tiny defaults: a model trained and tested): runs/speckle/$(TS)/"
 
 # Notebooks are the source: exporting and cleaning must change nothing; then run the notebooks and pytest.
 test: $(STAMP) check-sync nbtest pytest
@@ -37,7 +40,7 @@ pytest: $(STAMP)
 	$(BIN)/pytest -q
 
 export: $(STAMP)
-	$(BIN)/nbdev-export && $(BIN)/nbdev-clean
+	$(BIN)/nbdev-export && $(BIN)/nbdev-clean && $(PY) tools/sync_workflows.py
 
 # Documentation: Quarto when present, otherwise an offline static-HTML build of the same pages.
 docs: $(STAMP)

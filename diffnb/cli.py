@@ -23,6 +23,7 @@ SUBCOMMANDS = {
     "generate": ("diffnb.data", "generate_cli", "simulate a labelled dataset into a Zarr store (resumable, Dask)"),
     "verify":   ("diffnb.data", "verify_cli", "check a dataset store: provenance, shapes, completeness, checksums"),
     "repair":   ("diffnb.data", "repair_cli", "recompute the damaged chunks of a dataset store from (seed, index)"),
+    "run":      ("diffnb.workflows", "run_cli", "execute a workflow notebook (papermill) into runs/WORKFLOW/TIMESTAMP"),
     "predict":  ("diffnb.learn.io", "predict_cli", "predict with a saved model on image files (TIFF, DM, MRC, EMD, npy) into a CSV"),
 }
 

@@ -14,3 +14,5 @@ if [ "$before" != "$after" ]; then
   exit 1
 fi
 echo "nbdev-export and nbdev-clean change nothing."
+# the workflow notebooks ship inside the package (diffnb/workflow_nbs/): the copies must match nbs/workflows/
+"$bin/python" tools/sync_workflows.py --check

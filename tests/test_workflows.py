@@ -1,0 +1,152 @@
+"""`diffnb run` and the workflow notebooks: listing, parameter help and checks, a tiny speckle run end to end,
+cached stores, the packaged copies, and the papermill `parameters` tag surviving nbdev-clean."""
+import json
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+
+
+def diffnb(*args, cwd=None, timeout=300):
+    return subprocess.run([sys.executable, "-c", "import sys; from diffnb.cli import main; sys.exit(main())", *args],
+                          capture_output=True, text=True, timeout=timeout, cwd=cwd)
+
+
+def cli(capsys, *args):
+    "`diffnb ARGS` in this process: (exit code, stdout, stderr)."
+    from diffnb.cli import main
+    code = main(list(args))
+    o = capsys.readouterr()
+    return code, o.out, o.err
+
+
+def test_list_names_every_workflow(capsys):
+    code, out, err = cli(capsys, "run", "--list")
+    assert code == 0, err
+    for nb in (ROOT / "nbs" / "workflows").glob("*.ipynb"):
+        line = next(l for l in out.splitlines() if l.split() and l.split()[0] == nb.stem)
+        assert len(line.split()) > 3            # a name and its one-line summary
+
+
+def test_help_lists_every_parameter_with_default_and_full_scale(capsys):
+    import papermill as pm
+    code, out, err = cli(capsys, "run", "speckle", "--help")
+    assert code == 0, err
+    rows = {l.split()[0]: l for l in out.splitlines() if l.startswith("  ")}
+    params = pm.inspect_notebook(str(ROOT / "nbs" / "workflows" / "speckle.ipynb"))
+    assert {"n_samples", "image_size", "arch", "epochs", "seed"} <= set(params)
+    for name, p in params.items():
+        full = p["help"].split("full scale:")[1].split(" — ")[0].strip()
+        assert name in rows and p["default"] in rows[name] and full in rows[name], (name, rows.get(name))
+    assert "19000" in rows["n_samples"] and "resnet50" in rows["arch"]      # the study's scale is documented
+
+
+@pytest.mark.parametrize("args, message", [
+    (("run", "nosuch"), "workflow must be one of"),
+    (("run", "speckle", "-p", "n_sampels", "10"), "'n_sampels' is not a parameter of workflow 'speckle'"),
+    (("run", "speckle", "-p", "n_samples", "many"), "parameter n_samples must be an integer"),
+    (("run", "speckle", "-p", "lr", "fast"), "parameter lr must be a number"),
+    (("run", "speckle", "-p", "fluences", "10"), "parameter fluences must be a list"),
+])
+def test_bad_workflow_or_parameter_fails_before_running(tmp_path, monkeypatch, capsys, args, message):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli(capsys, *args)
+    assert code == 2 and message in err, (code, err)
+    assert not (tmp_path / "runs").exists()                         # nothing ran, no run folder
+
+
+def test_parameter_types_follow_the_defaults():
+    from diffnb.workflows import check_parameters
+    assert check_parameters("speckle", {"epochs": "3", "lr": "1e-3", "fluences": "[1, 10]", "arch": "resnet18"},
+                            strings=True) == {"epochs": 3, "lr": 1e-3, "fluences": [1, 10], "arch": "resnet18"}
+    with pytest.raises(ValueError, match="an integer"): check_parameters("speckle", {"epochs": True})
+    with pytest.raises(ValueError, match="a string"): check_parameters("speckle", {"arch": 50})
+
+
+def test_speckle_tiny_run_end_to_end(tmp_path):
+    from diffnb.learn.io import load_model, predict
+    from diffnb.data import verify, open_store
+    from diffnb.sim.speckle import SpeckleSampler
+    from diffnb.workflows import store_path, workflow_parameters
+    src = ROOT / "nbs" / "workflows" / "speckle.ipynb"
+    before = src.read_bytes()
+    out, stores = tmp_path / "run", tmp_path / "stores"
+    r = diffnb("run", "speckle", "--out", str(out), "--store-dir", str(stores), "-p", "seed", "3", cwd=tmp_path, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert src.read_bytes() == before                                  # papermill never ran in place
+    nb = json.loads((out / "speckle.ipynb").read_text())
+    assert any("injected-parameters" in c["metadata"].get("tags", []) for c in nb["cells"])
+    m = json.loads((out / "metrics.json").read_text())
+    assert set(m["parameters"]) == set(workflow_parameters("speckle"))  # every parameter recorded
+    assert m["seed"] == 3 and m["parameters"]["seed"] == 3 and m["run"]["completed"]
+    assert m["diffnb_version"] and m["device"] and m["run"]["wall_time_s"] > 0
+    met = m["metrics"]
+    for kind in ("mono", "poly"):
+        for model in ("cnn", "first_moment"):
+            for k in ("accuracy", "macro_f1", "within_1"):
+                assert 0 <= met[f"test.{kind}.{model}.{k}"] <= 1
+        assert met[f"test.{kind}.{model}.within_1"] >= met[f"test.{kind}.{model}.accuracy"]
+        assert met[f"test.{kind}.n"] == met[f"data.{kind}.n_test"] > 0
+        cm = np.array(m["tables"][f"test.{kind}.confusion"])
+        assert cm.shape == (19, 19) and cm.sum() == met[f"test.{kind}.n"]
+        assert np.isclose(np.trace(cm) / cm.sum(), met[f"test.{kind}.cnn.accuracy"])
+        # the model: safetensors + json, reloaded here; it reproduces the reported test accuracy on the test fold
+        model = load_model(out / "models" / kind, device="cpu")
+        assert model.classes == [str(n) for n in range(2, 21)]
+        # the store it used: linked from the run, complete, with the stratified 3-way split saved in it
+        st = open_store(out / "stores" / kind)
+        assert verify(st.path).ok and st.n == m["parameters"]["n_samples"]
+        folds = st.load_split("train_valid_test")
+        assert set(np.unique(folds)) == {0, 1, 2}
+        assert set(st.targets[:][folds == 2]) == set(range(19))       # stratified: every class in the test set
+        test_idx = np.flatnonzero(folds == 2)
+        p = predict(model, st.images[:][test_idx], progress=False).probabilities.argmax(1)
+        assert np.isclose(np.mean(p == st.targets[:][test_idx]), met[f"test.{kind}.cnn.accuracy"])
+        # a rerun with the same parameters derives the same store path (and finds it complete)
+        rec = m["stores"][kind]
+        assert (out / "stores" / kind).resolve() == Path(rec["path"]) and Path(rec["path"]).parent == stores.resolve()
+        assert store_path(SpeckleSampler(**rec["config"]), rec["n"], rec["seed"], stores.resolve()) == Path(rec["path"])
+    for fig in ("patterns", "training", "confusion", "saliency_gradcam", "fluence"):
+        assert (out / f"{fig}.png").stat().st_size > 5000, fig
+    assert [k for k in met if k.startswith("fluence.")]
+    assert "transfer.mono_to_poly.cnn.accuracy" in met
+    assert "study_comparison" in m["tables"]
+
+
+def test_parameters_tag_survives_nbdev_clean(tmp_path):
+    src = ROOT / "nbs" / "workflows" / "speckle.ipynb"
+    nb = json.loads(src.read_text())
+    i = next(i for i, c in enumerate(nb["cells"]) if "parameters" in c["metadata"].get("tags", []))
+    nb["cells"][i]["metadata"]["collapsed"] = True                     # something nbdev-clean removes
+    f = tmp_path / "speckle.ipynb"
+    f.write_text(json.dumps(nb))
+    exe = Path(sys.executable).parent / "nbdev-clean"
+    r = subprocess.run([str(exe) if exe.exists() else shutil.which("nbdev-clean"), "--fname", str(f)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    cell = json.loads(f.read_text())["cells"][i]
+    assert cell["metadata"] == {"tags": ["parameters"]}
+
+
+def test_workflow_notebooks_ship_in_the_package():
+    cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "workflow_nbs/*.ipynb" in cfg["tool"]["setuptools"]["package-data"]["diffnb"]
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "sync_workflows.py"), "--check"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    names = sorted(p.name for p in (ROOT / "nbs" / "workflows").glob("*.ipynb"))
+    assert names and names == sorted(p.name for p in (ROOT / "diffnb" / "workflow_nbs").glob("*.ipynb"))
+
+
+def test_failing_workflow_reports_and_keeps_its_notebook(tmp_path, monkeypatch, capsys):
+    "A cell that fails (here: an unknown architecture, a valid string) gives exit code 1 and the executed notebook."
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli(capsys, "run", "speckle", "--out", "r", "--store-dir", "s", "-p", "arch", "nonsense", "-p", "n_samples", "76")
+    assert code == 1 and "arch must be one of" in err and "r/speckle.ipynb" in err, err
+    m = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert m["run"]["completed"] is False and m["metrics"]["data.mono.n_test"] > 0   # what ran before the failure is kept
