@@ -683,6 +683,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/diffnb', 'doc_host': 'http
                                   'diffnb.sim.bloch.lacbed_tilts': ('api/sim.bloch.html#lacbed_tilts', 'diffnb/sim/bloch.py'),
                                   'diffnb.sim.bloch.lacbed_widget': ('api/sim.bloch.html#lacbed_widget', 'diffnb/sim/bloch.py'),
                                   'diffnb.sim.bloch.pattern_symmetry': ('api/sim.bloch.html#pattern_symmetry', 'diffnb/sim/bloch.py'),
+                                  'diffnb.sim.bloch.potential_field': ('api/sim.bloch.html#potential_field', 'diffnb/sim/bloch.py'),
                                   'diffnb.sim.bloch.zolz_beams': ('api/sim.bloch.html#zolz_beams', 'diffnb/sim/bloch.py')},
             'diffnb.sim.detector': { 'diffnb.sim.detector.LabDomain': ('api/sim.detector.html#labdomain', 'diffnb/sim/detector.py'),
                                      'diffnb.sim.detector.LabDomain.__call__': ( 'api/sim.detector.html#labdomain.__call__',
