@@ -661,6 +661,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/diffnb', 'doc_host': 'http
                                                                                'diffnb/sim/bloch.py'),
                                   'diffnb.sim.bloch.LacbedSampler.crystal': ( 'api/sim.bloch.html#lacbedsampler.crystal',
                                                                               'diffnb/sim/bloch.py'),
+                                  'diffnb.sim.bloch.LacbedSampler.input_image': ( 'api/sim.bloch.html#lacbedsampler.input_image',
+                                                                                  'diffnb/sim/bloch.py'),
                                   'diffnb.sim.bloch.LacbedSampler.sample': ( 'api/sim.bloch.html#lacbedsampler.sample',
                                                                              'diffnb/sim/bloch.py'),
                                   'diffnb.sim.bloch._amplitudes_eigh': ('api/sim.bloch.html#_amplitudes_eigh', 'diffnb/sim/bloch.py'),

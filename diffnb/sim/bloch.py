@@ -525,16 +525,22 @@ class LacbedSampler:
         raise StructureError(f"LacbedSampler: no crystal for seed={seed}, index={index} in {self.max_draws} draws "
                              f"(max_atoms={self.config['max_atoms']}, lattice_parameter={self.config['lattice_parameter']})")
 
+    def input_image(self, atoms) -> np.ndarray:  # (pixels, pixels) projected potential over the field of view [Å⁻²]
+        "The model input for a crystal: its projected potential over the fixed field of view (absolute, tiling the cell)."
+        c = self.config
+        return potential_field(atoms, c["field_of_view"], c["pixels"], parametrization=c["parametrization"])
+
     def sample(self, seed: int, indices):
         c = self.config
-        images, targets, cols = [], [], {"space_group": [], "lattice_parameter": [], "n_atoms": [], "g_max": [], "n_beams": []}
+        images, targets, cols = [], [], {"space_group": [], "lattice_parameter": [], "n_atoms": [], "g_max": [], "n_beams": [], "formula": []}
         for i in indices:
             atoms, sg, a = self.crystal(seed, i)
             gm = g_max_for_beams(atoms, c["n_beams"])
-            images.append(potential_field(atoms, c["field_of_view"], c["pixels"], parametrization=c["parametrization"]))
+            images.append(self.input_image(atoms))
             targets.append(lacbed(atoms, c["energy_kev"], self.thicknesses, pixels=c["pixels"], alpha=c["alpha"], g_max=gm,
                                   parametrization=c["parametrization"], device=self.device)[:, 0].cpu().numpy())
-            for k, v in zip(cols, (sg, a, len(atoms), gm, len(zolz_beams(atoms, gm)[0]))): cols[k].append(v)
+            for k, v in zip(cols, (sg, a, len(atoms), gm, len(zolz_beams(atoms, gm)[0]), atoms.get_chemical_formula())):
+                cols[k].append(v)
         x = torch.as_tensor(np.stack(images)[:, None], dtype=torch.float32)
         y = torch.as_tensor(np.stack(targets), dtype=torch.float32)
         return x, y, {k: np.asarray(v) for k, v in cols.items()}
