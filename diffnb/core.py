@@ -122,7 +122,12 @@ def check_int(name: str, value, min_value=None, max_value=None) -> int:
 
 def check_choice(name: str, value, choices):
     "Fail unless `value` is one of `choices`."
-    if value not in choices: fail(name, value, f"one of {list(choices)}")
+    if isinstance(value, (np.ndarray, torch.Tensor, list, dict, set)): ok = False       # never a single choice
+    elif any(isinstance(c, bool) for c in choices): ok = isinstance(value, (bool, np.bool_)) and bool(value) in choices
+    else:
+        try: ok = bool(value in choices)
+        except (TypeError, ValueError, RuntimeError): ok = False
+    if not ok: fail(name, value, f"one of {list(choices)}")
     return value
 
 def check_shape(name: str, value, ndim=None, min_ndim=None, shape=None):
@@ -263,11 +268,15 @@ def torch_rng(seed: int, index=None, device=None) -> torch.Generator:
     g.manual_seed(int(seed_sequence(seed, index).generate_state(1, np.uint64)[0] >> np.uint64(1)))
     return g
 
-def as_tensor(x, dtype=None, device=None) -> torch.Tensor:
+def as_tensor(x, dtype=None, device=None, name: str = "value") -> torch.Tensor:
     "`x` (number, list, numpy array or tensor) as a tensor on `device` (default: where it is, else CPU)."
     if isinstance(x, torch.Tensor):
         return x.to(device=device if device is not None else x.device, dtype=dtype or x.dtype)
-    return torch.as_tensor(np.asarray(x), dtype=dtype, device=device)
+    try:
+        a = np.asarray(x)
+        if a.dtype.kind not in "biufc": raise TypeError(a.dtype)
+        return torch.as_tensor(a, dtype=dtype, device=device)
+    except (TypeError, ValueError, RuntimeError): fail(name, x, "a number, numeric array or tensor")
 
 # %% ../nbs/api/00_core.ipynb #a089594b
 def memory_limit_bytes(max_memory_gb: float | None = None,  # explicit limit [GiB]; None: DIFFNB_MAX_MEMORY_GB, else 80 % of RAM

@@ -81,6 +81,7 @@ def electron_form_factor(symbol_or_Z,  # chemical symbol / atomic number, or a l
     check_choice("parametrization", parametrization, PARAMETRIZATIONS)
     many = isinstance(symbol_or_Z, (list, tuple, np.ndarray))
     symbols = list(symbol_or_Z) if many else [symbol_or_Z]
+    if not symbols: fail("symbol_or_Z", symbol_or_Z, "a chemical symbol, an atomic number, or a non-empty list of them")
     is_torch = isinstance(s, torch.Tensor)
     check_positive("s", s, allow_zero=True)
     st = s.to(torch.float64) if is_torch else torch.as_tensor(np.asarray(s, dtype=np.float64))
@@ -112,6 +113,10 @@ def xray_form_factor(symbol_or_Z,  # chemical symbol or atomic number
     return float(f) if np.ndim(s) == 0 else f
 
 # %% ../nbs/api/15_scattering.ipynb #b3da8868
+def _check_broadcast(b_iso, s):
+    try: np.broadcast_shapes(np.shape(b_iso), np.shape(s))
+    except ValueError: fail("b_iso", b_iso, f"a number or an array broadcastable with s (shape {tuple(np.shape(s))})")
+
 def _same_kind(x, fn_torch, fn_np):
     return fn_torch(x) if isinstance(x, torch.Tensor) else fn_np(x)
 
@@ -129,7 +134,9 @@ def dw_amplitude(b_iso,  # Debye–Waller B [Å²]
                  s,      # s = 1/d [1/Å]
                 ):       # exp(−B s²/4)
     "Debye–Waller damping of the scattered amplitude, exp(−B s²/4)."
-    check_positive("b_iso", b_iso, allow_zero=True)
+    check_positive("b_iso", b_iso, allow_zero=True); check_finite("s", s)
+    if isinstance(s, (list, tuple)): s = np.asarray(s, dtype=np.float64)
+    _check_broadcast(b_iso, s)
     x = -b_iso * s**2 / 4
     return _same_kind(x, torch.exp, np.exp)
 
@@ -137,7 +144,9 @@ def dw_intensity(b_iso,  # Debye–Waller B [Å²]
                  s,      # s = 1/d [1/Å]
                 ):       # exp(−B s²/2)
     "Debye–Waller damping of the scattered intensity, exp(−B s²/2)."
-    check_positive("b_iso", b_iso, allow_zero=True)
+    check_positive("b_iso", b_iso, allow_zero=True); check_finite("s", s)
+    if isinstance(s, (list, tuple)): s = np.asarray(s, dtype=np.float64)
+    _check_broadcast(b_iso, s)
     x = -b_iso * s**2 / 2
     return _same_kind(x, torch.exp, np.exp)
 

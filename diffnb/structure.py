@@ -317,6 +317,7 @@ def random_cubic_crystal(space_group: int,          # international number, 195-
     if sg not in CUBIC_SPACE_GROUPS: fail("space_group", space_group, "a cubic space group number 195-230")
     seed = check_int("seed", seed, min_value=0)
     max_atoms = check_int("max_atoms", max_atoms, min_value=1)
+    max_tries = check_int("max_tries", max_tries, min_value=1)
     if lattice_parameter is not None: check_positive("lattice_parameter", lattice_parameter)
     if elements is None:
         pool, weights = list(ICSD_ELEMENT_COUNTS), np.array(list(ICSD_ELEMENT_COUNTS.values()), float)

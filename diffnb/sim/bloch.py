@@ -20,7 +20,7 @@ import torch
 
 from ..core import (as_device, check_choice, check_int, check_positive, electron_wavelength,
                          electron_wavenumber, fail, relativistic_gamma, numpy_rng, StructureError,
-                         check_device, check_finite, check_memory)
+                         check_device, check_finite, check_memory, check_scalar)
 from ..scattering import electron_form_factor
 from ..structure import check_b_iso
 from .potential import (_PARAMETRIZATIONS, _check_atoms, _int_vector, potential_coefficients,
@@ -37,7 +37,8 @@ def lacbed_tilts(pixels: int,   # N, pixels per side
                 ):              # (k_x, k_y) each (N, N) [1/Å]; row i ↦ k_y, column j ↦ k_x
     "Incident-beam tilt of each LACBED pixel: k = (j − N/2 + ½)·α/(N/2), row 0 the most negative k_y."
     n = check_int("pixels", pixels, min_value=2)
-    check_positive("alpha", alpha)
+    check_scalar("alpha", alpha); check_positive("alpha", alpha)
+    check_memory(f"the tilts of {n}×{n} pixels", 32 * n * n)
     k = (np.arange(n) - n / 2 + 0.5) * alpha / (n / 2)
     ky, kx = np.meshgrid(k, k, indexing="ij")
     return kx, ky
@@ -65,6 +66,7 @@ def zolz_beams(atoms,            # crystal structure (ase.Atoms)
                zone=(0, 0, 1),   # zone axis [uvw]
                x_dir=(1, 0, 0),  # image x direction (hkl) ⊥ zone
                b_iso=None, occupancy=None,  # per-site B [Å²] and occupancy (as in `structure_factor`)
+               max_memory_gb: float | None = None,  # memory limit [GiB] (None: DIFFNB_MAX_MEMORY_GB, else 80 % of RAM)
               ):                 # (hkl (n, 3) int, g_xy (n, 2) [1/Å] in the image frame); 000 first, by |g| then angle
     "Zero-order-Laue-zone reflections with |g| ≤ g_max, minus lattice-centring absences found from the structure."
     _check_atoms(atoms)
@@ -73,7 +75,10 @@ def zolz_beams(atoms,            # crystal structure (ase.Atoms)
     uvw = _int_vector("zone", zone)
     b, o = site_properties(atoms, b_iso, occupancy)
     rb = reciprocal_basis(atoms)
-    hm = np.ceil(g_max * np.linalg.norm(np.asarray(atoms.cell.array, float), axis=1)).astype(int) + 1
+    check_scalar("g_max", g_max)
+    hm_f = np.ceil(g_max * np.linalg.norm(np.asarray(atoms.cell.array, float), axis=1)) + 1
+    check_memory(f"the ZOLZ beam search up to g_max = {g_max} 1/Å", 8 * 6 * float(np.prod(2 * hm_f + 1)), max_memory_gb)
+    hm = hm_f.astype(int)
     grids = np.meshgrid(*[np.arange(-m, m + 1) for m in hm], indexing="ij")
     hkl = np.stack([g.ravel() for g in grids], 1)
     hkl = hkl[hkl @ uvw == 0]
@@ -156,9 +161,9 @@ class BlochSetup:
     def real(self): return self.u_abs is None and np.abs(self.u.imag).max(initial=0) <= 1e-12 * max(np.abs(self.u).max(initial=0), 1e-300)
 
 def _parse_absorption(absorption):
-    if absorption is None or absorption == "none": return None, 0.0
-    if absorption == "bird_king": return "bird_king", 0.0
-    if isinstance(absorption, (tuple, list)) and len(absorption) == 2 and absorption[0] == "proportional":
+    if absorption is None or (isinstance(absorption, str) and absorption == "none"): return None, 0.0
+    if isinstance(absorption, str) and absorption == "bird_king": return "bird_king", 0.0
+    if isinstance(absorption, (tuple, list)) and len(absorption) == 2 and isinstance(absorption[0], str) and absorption[0] == "proportional":
         return "proportional", float(check_positive("absorption fraction", absorption[1], allow_zero=True))
     fail("absorption", absorption, 'None, ("proportional", fraction) or "bird_king"')
 
@@ -173,22 +178,25 @@ def bloch_setup(atoms,                 # crystal structure (ase.Atoms; per-site 
                 b_iso=None, occupancy=None,  # per-site B [Å²] / occupancy overrides
                 beams=None,            # explicit beam list (hkl, (n,3), 000 first) instead of |g| ≤ g_max
                 symmetry=True,         # find the pattern point symmetry (False: identity only)
+                max_memory_gb: float | None = None,  # memory limit [GiB] (None: DIFFNB_MAX_MEMORY_GB, else 80 % of RAM)
                ) -> BlochSetup:
     "Beams, U_{g−h}, absorptive potential and pattern symmetry of a ZOLZ Bloch-wave problem."
     vol = _check_atoms(atoms)
-    check_positive("energy_kev", energy_kev)
+    check_scalar("energy_kev", energy_kev, lo=1e-3); check_scalar("g_max", g_max, lo=1e-6)
     check_choice("parametrization", parametrization, _PARAMETRIZATIONS)
+    check_choice("symmetry", symmetry, (False, True)); check_choice("mean_absorption", mean_absorption, (False, True))
     kind, fraction = _parse_absorption(absorption)
     frame = zone_frame(atoms, zone, x_dir)
     b, o = site_properties(atoms, b_iso, occupancy)
     if beams is None:
-        hkl, g_xy = zolz_beams(atoms, g_max, zone, x_dir, b, o)
+        hkl, g_xy = zolz_beams(atoms, g_max, zone, x_dir, b, o, max_memory_gb)
         if len(hkl) < 2: fail("g_max", g_max, f"large enough to include a beam besides 000 (shortest ZOLZ |g| is larger)")
     else:
         hkl = np.asarray(beams, int).reshape(-1, 3)
         if (hkl[0] != 0).any(): fail("beams", beams, "a list of hkl starting with 000")
         if (hkl @ _int_vector("zone", zone) != 0).any(): fail("beams", beams, f"ZOLZ reflections of zone {tuple(zone)}")
         g_xy = (hkl @ reciprocal_basis(atoms)) @ frame[:2].T
+    check_memory(f"a Bloch-wave problem of {len(hkl)} beams", 8 * 12 * len(hkl) ** 2, max_memory_gb)
     diff = (hkl[:, None, :] - hkl[None, :, :]).reshape(-1, 3)          # g − h
     uniq, inv = np.unique(diff, axis=0, return_inverse=True)
     u_un = potential_coefficients(atoms, uniq, energy_kev, parametrization, b, o)
@@ -363,7 +371,10 @@ def lacbed(atoms,                     # crystal structure (ase.Atoms; B, occupan
     "Bloch-wave LACBED pattern(s) of the selected discs over an N×N field of incident-beam tilts."
     check_device(device)                                          # before any work
     _check_atoms(atoms)
-    check_positive("energy_kev", energy_kev)
+    check_scalar("energy_kev", energy_kev, lo=1e-3); check_scalar("g_max", g_max, lo=1e-6)
+    if alpha is not None: check_scalar("alpha", alpha)
+    if half_angle_mrad is not None: check_scalar("half_angle_mrad", half_angle_mrad)
+    check_choice("symmetry", symmetry, (False, True)); check_choice("mean_absorption", mean_absorption, (False, True))
     check_finite("thickness", thickness)
     t = np.atleast_1d(np.asarray(thickness, float))
     if t.ndim != 1 or not len(t): fail("thickness", thickness, "a positive number or 1-D list of them [Å]")
@@ -388,7 +399,7 @@ def lacbed(atoms,                     # crystal structure (ase.Atoms; B, occupan
     if discs.size == 0 or discs.size % 3 or not np.allclose(discs, np.round(discs)): fail("discs", discs.tolist(), "a list of hkl (three integers each)")
     discs = np.round(discs).astype(int).reshape(-1, 3)
     st = bloch_setup(atoms, energy_kev, zone, x_dir, g_max, parametrization, absorption, mean_absorption,
-                     b_iso, occupancy, symmetry=symmetry)
+                     b_iso, occupancy, symmetry=symmetry, max_memory_gb=max_memory_gb)
     lut = {tuple(h): i for i, h in enumerate(st.hkl.tolist())}
     for h in discs.tolist():
         if tuple(h) not in lut: fail("discs", tuple(h), f"reflections inside the beam set (|g| ≤ g_max = {g_max}, ZOLZ, not centring-extinct)")
@@ -427,7 +438,7 @@ def g_max_for_beams(atoms,           # crystal structure
                     zone=(0, 0, 1), x_dir=(1, 0, 0),
                    ) -> float:       # g_max [1/Å] (just above a shell radius)
     "Shell radius g_max whose ZOLZ beam count is closest to `n_beams` (ties: fewer beams)."
-    n_beams = check_int("n_beams", n_beams, min_value=2)
+    n_beams = check_int("n_beams", n_beams, min_value=2, max_value=100_000)
     _check_atoms(atoms)
     rb = reciprocal_basis(atoms)
     d_min = float(np.linalg.norm(rb, axis=1).min())
@@ -483,7 +494,7 @@ class LacbedSampler:
                  device=None):                    # torch device of the solve
         if device is not None: check_device(device)
         self.pixels = check_int("pixels", pixels, min_value=2)
-        check_positive("energy_kev", energy_kev); check_positive("alpha", alpha); check_positive("field_of_view", field_of_view)
+        for k, v in dict(energy_kev=energy_kev, alpha=alpha, field_of_view=field_of_view).items(): check_scalar(k, v); check_positive(k, v)
         check_finite("thickness", thickness)
         thick = [float(t) for t in np.atleast_1d(np.asarray(thickness, float))]
         if np.ndim(thickness) > 1 or not thick: fail("thickness", thickness, "a thickness [Å] or a non-empty list of them")
@@ -495,7 +506,7 @@ class LacbedSampler:
         check_positive("lattice_parameter", [lo, hi])
         if max(thick) > MAX_THICKNESS: fail("thickness", thickness, f"at most {MAX_THICKNESS:g} Å")
         if hi < lo: fail("lattice_parameter", lattice_parameter, "a (low, high) range with low <= high")
-        check_b_iso("b_iso", b_iso); check_choice("parametrization", parametrization, _PARAMETRIZATIONS)
+        check_scalar("b_iso", b_iso); check_b_iso("b_iso", b_iso); check_choice("parametrization", parametrization, _PARAMETRIZATIONS)
         self.config = dict(pixels=self.pixels, energy_kev=float(energy_kev), thickness=thick[0] if np.ndim(thickness) == 0 else thick, alpha=float(alpha),
                            n_beams=int(n_beams), max_atoms=int(max_atoms), lattice_parameter=[lo, hi],
                            b_iso=float(b_iso), parametrization=parametrization,

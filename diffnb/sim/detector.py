@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core import (DiffnbValueError, as_tensor, check_choice, check_finite, check_int, check_positive,
-                         check_range, check_shape, fail, numpy_rng, torch_rng, check_device, check_memory)
+                         check_range, check_shape, fail, numpy_rng, torch_rng, check_device, check_memory, check_scalar)
 
 # %% auto #0
 __all__ = ['SIN_SUBSTRATE_S', 'SIN_SUBSTRATE_WIDTH', 'SIN_SUBSTRATE_WEIGHT', 'MAX_EXPECTED_COUNTS', 'pixel_grid', 'radius_map',
@@ -35,7 +35,7 @@ def _param(x, img: torch.Tensor, name: str) -> torch.Tensor:
     return t[..., None, None]
 
 def _check_image(name: str, img) -> torch.Tensor:
-    if not isinstance(img, torch.Tensor): img = as_tensor(img, dtype=torch.float32)
+    if not isinstance(img, torch.Tensor): img = as_tensor(img, dtype=torch.float32, name=name)
     check_shape(name, img, min_ndim=2)
     if img.shape[-1] == 0 or img.shape[-2] == 0: fail(name, img, "a non-empty image (H, W > 0)")
     if img.is_complex(): fail(name, img, "real intensities (not complex)")
@@ -66,6 +66,7 @@ def pixel_grid(shape: tuple,  # (H, W) image shape [px]
     "Row and column coordinate grids `(yy, xx)` of shape (H, W) [px]."
     H, W = _check_hw(shape)
     if device is not None: check_device(device)
+    check_choice("dtype", dtype, (torch.float32, torch.float64))
     y = torch.arange(H, device=device, dtype=dtype)
     x = torch.arange(W, device=device, dtype=dtype)
     return y[:, None].expand(H, W), x[None, :].expand(H, W)
@@ -200,6 +201,7 @@ def psf_blur(img: torch.Tensor,  # (..., H, W) intensities
     batch, (H, W) = img.shape[:-2], img.shape[-2:]
     sig = _param(sigma_px, img, "sigma_px").expand(*batch, 1, 1).reshape(-1)
     smax = float(sig.max()) if sig.numel() else 0.0
+    if smax > max(H, W): fail("sigma_px", sigma_px, f"at most the image size {max(H, W)} px (a wider PSF only averages the edge)")
     if smax == 0: return img
     n = sig.numel()
     radius = int(math.ceil(4 * smax))
@@ -213,6 +215,11 @@ def psf_blur(img: torch.Tensor,  # (..., H, W) intensities
         out.append(xi)
     return torch.cat(out).reshape(img.shape)
 
+def _check_generator(name, g):
+    "Fail unless `g` is None or a `torch.Generator`."
+    if g is not None and not isinstance(g, torch.Generator): fail(name, g, "None, a torch.Generator or a list of them (one per image)")
+    return g
+
 def gain_map(shape: tuple,          # (H, W) [px]
              sigma,                 # relative r.m.s. gain variation (e.g. 0.03)
              correlation_px=16.0,   # correlation length of the variation [px]
@@ -221,7 +228,9 @@ def gain_map(shape: tuple,          # (H, W) [px]
             ) -> torch.Tensor:      # (H, W) float32 multiplicative gain, mean ≈ 1
     "A smooth random gain map 1 + σ ξ with unit-variance, spatially correlated ξ."
     if device is not None: check_device(device)
-    check_positive("sigma", sigma, allow_zero=True); check_positive("correlation_px", correlation_px)
+    _check_generator("generator", generator)
+    check_scalar("sigma", sigma); check_scalar("correlation_px", correlation_px)
+    check_positive("sigma", sigma, allow_zero=True); check_range("correlation_px", correlation_px, 0.5, None)
     H, W = _check_hw(shape)
     # white noise on a coarse grid (one node per correlation length), smoothly (bicubic) interpolated
     gh, gw = max(2, int(math.ceil(H / correlation_px)) + 1), max(2, int(math.ceil(W / correlation_px)) + 1)
@@ -275,6 +284,7 @@ def _per_image(img: torch.Tensor, generators, fn):
     "Apply `fn(image_2d, generator)` image by image (random draws need one stream per image)."
     flat = img.reshape(-1, *img.shape[-2:])
     gens = generators if isinstance(generators, (list, tuple)) else [generators] * flat.shape[0]
+    for g in gens: _check_generator("generators", g)
     if len(gens) != flat.shape[0]: fail("generators", f"{len(gens)} generators", f"one per image ({flat.shape[0]})")
     return torch.stack([fn(x, g) for x, g in zip(flat, gens)]).reshape(img.shape)
 

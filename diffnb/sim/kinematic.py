@@ -18,7 +18,7 @@ import torch
 from ase import Atoms
 
 from ..core import (StructureError, as_device, check_choice, check_finite, check_int, check_positive,
-                         check_range, electron_wavelength, fail, check_device, check_memory)
+                         check_range, electron_wavelength, fail, check_device, check_memory, check_scalar)
 from ..scattering import electron_form_factor
 from ..structure import check_structure
 
@@ -32,7 +32,8 @@ def reciprocal_axis(grid: int = 261,  # number of pixels per axis N (>= 8)
                    ) -> np.ndarray:  # pixel-centre coordinates g [1/Å], ascending, g=0 at index N//2
     "1-D reciprocal axis of the N×N detector grid: g_k = k Δs with k = -N//2 … (N-1)//2 and Δs = s_max/(N//2)."
     grid = check_int("grid", grid, min_value=8)
-    check_positive("s_max", s_max)
+    check_scalar("s_max", s_max); check_positive("s_max", s_max)
+    check_memory(f"a {grid}×{grid} reciprocal grid", 16 * float(grid) ** 2)
     ds = s_max / (grid // 2)
     return (np.arange(grid) - grid // 2) * ds
 
@@ -163,6 +164,8 @@ def pattern(atoms,  # structure, or a list of structures (batched output)
     grid = check_int("grid", grid, min_value=8)
     check_positive("s_max", s_max); check_positive("energy_kev", energy_kev); check_positive("eps", eps)
     check_choice("method", method, ["nufft", "dft"])
+    check_choice("ewald", ewald, (False, True)); check_choice("amplitude", amplitude, (False, True))
+    check_scalar("s_max", s_max); check_scalar("energy_kev", energy_kev); check_scalar("eps", eps, hi=0.1)
     check_choice("parametrization", parametrization, ["lobato", "kirkland", "peng"])
     nthreads = check_int("nthreads", nthreads, min_value=1)
     check_choice("dtype", dtype, (torch.float32, torch.float64) + ((torch.complex64, torch.complex128) if amplitude else ()))
@@ -197,10 +200,12 @@ def crystallite(cell: Atoms,  # periodic cell whose a₁, a₂ lie in the x–y 
                ) -> Atoms:  # finite crystallite centred at the origin (x, y) and on its mean z
     "Tile `cell` over an area of `size` Å, cut it to `shape`, centre it and rotate it in-plane by `rotation_deg`."
     _check_atoms(cell, "cell")
-    size = np.broadcast_to(np.asarray(size, np.float64), (2,)).copy()
+    check_finite("size", size)
+    if np.size(size) not in (1, 2): fail("size", size, "one or two lengths [Å]")
+    size = np.broadcast_to(np.asarray(size, np.float64).ravel(), (2,)).copy()
     check_positive("size", size)
     check_choice("shape", shape, ["rectangle", "ellipse"])
-    check_finite("rotation_deg", rotation_deg)
+    check_scalar("rotation_deg", rotation_deg)
     a = np.asarray(cell.cell.array, np.float64)
     if abs(a[0, 2]) > 1e-6 or abs(a[1, 2]) > 1e-6 or abs(np.linalg.det(a[:2, :2])) < 1e-6:
         fail("cell", cell.cell.array.round(4).tolist(), "a cell with a₁, a₂ spanning the x–y plane", StructureError)
@@ -208,6 +213,7 @@ def crystallite(cell: Atoms,  # periodic cell whose a₁, a₂ lie in the x–y 
     corners = np.array([[sx * size[0] / 2, sy * size[1] / 2] for sx in (-1, 1) for sy in (-1, 1)])
     fr = corners @ inv
     lo, hi = np.floor(fr.min(0)) - 1, np.ceil(fr.max(0)) + 1
+    check_memory(f"a crystallite of {size[0]:g}×{size[1]:g} Å", 8 * 12 * len(cell) * float(np.prod(hi - lo + 1)))
     i, j = np.meshgrid(np.arange(lo[0], hi[0] + 1), np.arange(lo[1], hi[1] + 1), indexing="ij")
     shifts = i.reshape(-1, 1) * a[0, :2] + j.reshape(-1, 1) * a[1, :2]  # (T, 2)
     n_t, n_s = len(shifts), len(cell)
@@ -287,8 +293,9 @@ def add_vacancies(atoms: Atoms,  # structure
 def strain_tensor(strain,  # ε: scalar (isotropic), (ε_xx, ε_yy), (ε_xx, ε_yy, ε_xy) or a 2×2 / 3×3 array [1]
                  ) -> np.ndarray:  # symmetric 3×3 in-plane strain tensor [1]
     "In-plane small-strain tensor from a compact description; principal strains must exceed −1 (−100 %)."
+    check_finite("strain", strain)
+    if np.iscomplexobj(np.asarray(strain)): fail("strain", strain, "real numbers")
     e = np.asarray(strain, np.float64)
-    check_finite("strain", e)
     t = np.zeros((3, 3))
     if e.ndim == 0: t[0, 0] = t[1, 1] = e
     elif e.shape == (2,): t[0, 0], t[1, 1] = e

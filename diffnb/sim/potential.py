@@ -58,8 +58,9 @@ def structure_factor(atoms,                      # crystal structure (ase.Atoms)
     "Crystallographic structure factor F(g) = Σ_j o_j f_j(|g|) exp(−B_j g²/4) exp(2πi h·x_j)."
     _check_atoms(atoms)
     check_choice("parametrization", parametrization, _PARAMETRIZATIONS)
+    check_finite("hkl", hkl)
     hkl = np.atleast_2d(np.asarray(hkl, float))
-    if hkl.shape[-1] != 3: fail("hkl", hkl, "an array of Miller indices of shape (n, 3)")
+    if hkl.ndim != 2 or hkl.shape[-1] != 3: fail("hkl", hkl, "an array of Miller indices of shape (n, 3)")
     b, o = site_properties(atoms, b_iso, occupancy)
     s = np.linalg.norm(hkl @ reciprocal_basis(atoms), axis=1)          # |g| = 1/d [1/Å]
     frac = atoms.get_scaled_positions(wrap=False)

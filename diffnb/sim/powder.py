@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..core import (as_device, as_tensor, check_choice, check_finite, check_int, check_positive, check_range,
-                         check_shape, check_device, check_memory, fail, numpy_rng, peak_profile, PEAK_PROFILES, relativistic_gamma, StructureError)
+                         check_shape, check_device, check_memory, check_scalar, fail, numpy_rng, peak_profile, PEAK_PROFILES, relativistic_gamma, StructureError)
 from ..scattering import (PARAMETRIZATIONS, b_from_u, bismuth_b_iso, electron_form_factor, u_from_b)
 from ..structure import MAX_B_ISO, check_structure
 from .detector import LabDomain
@@ -45,20 +45,22 @@ class PowderRings:
                  max_reflections: int = 2_000_000,  # guard against huge enumerations
                 ):
         frac, symbols, occ, b_site = _atoms_arrays(atoms)
-        check_positive("energy_kev", energy_kev); check_positive("s_max", s_max); check_positive("merge_tol", merge_tol)
+        for k, v in dict(energy_kev=energy_kev, s_max=s_max, merge_tol=merge_tol).items(): check_scalar(k, v); check_positive(k, v)
+        max_reflections = check_int("max_reflections", max_reflections, min_value=1)
         check_choice("parametrization", parametrization, PARAMETRIZATIONS)
         self.energy_kev, self.s_max, self.parametrization = float(energy_kev), float(s_max), parametrization
         self.gamma = float(relativistic_gamma(energy_kev))
         cell = np.asarray(atoms.cell, dtype=np.float64)
         rec = np.linalg.inv(cell).T                                     # rows b_i with a_i·b_j = δ_ij (no 2π)
         hmax = np.ceil(s_max * np.linalg.norm(cell, axis=1)).astype(int)
-        if np.prod(2 * hmax + 1) > max_reflections:
+        if np.prod((2 * hmax + 1).astype(float)) > max_reflections:
             fail("s_max", s_max, f"small enough to enumerate <= {max_reflections} reflections for this cell")
         ranges = [np.arange(-n, n + 1) for n in hmax]
         hkl = np.stack(np.meshgrid(*ranges, indexing="ij"), -1).reshape(-1, 3)
         s = np.linalg.norm(hkl @ rec, axis=1)
         keep = (s > 0) & (s <= s_max)
         hkl, s = hkl[keep], s[keep]
+        if not len(s): fail("s_max", s_max, f"large enough to include a reflection (the shortest |g| is {np.linalg.norm(rec, axis=1).min():.4g} 1/Å)")
         # structure factors: one (reflections × atoms) phase matrix, species grouped for the form factors
         species = sorted(set(symbols))
         f = np.atleast_2d(electron_form_factor(species, s, parametrization))     # (n_species, n_refl) [Å]
@@ -123,11 +125,22 @@ class PowderRings:
                 lorentz: bool = True,      # apply the powder 1/s² factor
                 device=None,               # torch device of the result (default: that of `s`, else CPU)
                 dtype=torch.float32,       # dtype of the result
+                max_memory_gb: float | None = None,  # memory limit [GiB] (None: DIFFNB_MAX_MEMORY_GB, else 80 % of RAM)
                ) -> torch.Tensor:          # I(s), shape (n, len(s)) or (len(s),) [Å⁵]
         "Powder intensity I(s) for one or a batch of B values."
         check_positive("fwhm", fwhm); check_choice("profile", profile, PROFILES); check_range("eta", eta, 0, 1)
+        check_choice("dtype", dtype, (torch.float32, torch.float64))
+        if device is not None: check_device(device)
+        check_finite("s", s)
         s_t = as_tensor(s, torch.float64, as_device(device) if device is not None else None)
         check_shape("s", s_t, ndim=1); check_positive("s", s_t, allow_zero=True)
+        if not len(s_t): fail("s", s, "a non-empty 1-D grid of s [1/Å]")
+        bu = b_iso if b_iso is not None else u_iso
+        n_b = 1 if bu is None else int(bu.numel() if isinstance(bu, torch.Tensor) else np.size(bu))
+        if n_b == 0: fail("b_iso" if b_iso is not None else "u_iso", bu, "a number or a non-empty 1-D batch [Å²]")
+        if np.size(fwhm) == 0: fail("fwhm", fwhm, "a number or one width per profile [1/Å]")
+        check_memory(f"powder profile(s) of {len(s_t)} samples × {len(self.s_g)} rings", 8 * 3 * len(s_t) * len(self.s_g) * min(n_b, 8)
+                     + 8 * n_b * len(s_t), max_memory_gb)
         dev = s_t.device
         if float(s_t.max()) > self.s_max: fail("s", s, f"<= s_max = {self.s_max} 1/Å of this PowderRings (rings beyond it are missing)")
         w = self.ring_weights(b_iso, u_iso, lorentz, dev)                           # (n, n_g)
@@ -166,13 +179,15 @@ class PowderRings:
         check_positive("pixels_per_inv_angstrom", pixels_per_inv_angstrom)
         check_int("oversample", oversample, 1)
         check_memory(f"ring image(s) of {H}×{W}", H * W * 52, max_memory_gb)
+        n_s = (math.hypot(H, W) + 5) * oversample                     # profile samples out to the image corner
+        check_memory(f"powder profile of {n_s:.3g} samples × {len(self.s_g)} rings", 24 * n_s * len(self.s_g), max_memory_gb)
         if center is not None: check_finite("center", center)
         r_max = math.hypot(H, W) + 5
         ds = 1 / (pixels_per_inv_angstrom * oversample)
         s_top = min(r_max / pixels_per_inv_angstrom, self.s_max)
         s = torch.arange(0, s_top + ds / 2, ds, dtype=torch.float64, device=dev)
         s = s[s <= self.s_max]
-        prof = self.profile(s, b_iso, u_iso, fwhm, profile, eta, lorentz, dev, torch.float32)
+        prof = self.profile(s, b_iso, u_iso, fwhm, profile, eta, lorentz, dev, torch.float32, max_memory_gb)
         return ring_image(prof, s, shape, pixels_per_inv_angstrom, center, ellipticity, ellipticity_angle_rad, max_memory_gb)
 
 # %% ../../nbs/api/20_sim.powder.ipynb #95c6c661
@@ -258,8 +273,10 @@ def ring_profile(atoms,                    # crystal (ase.Atoms)
                  device=None,
                 ) -> torch.Tensor:         # I(s): (n, len(s)) or (len(s),) float32 [Å⁵]
     "Kinematic electron powder profile I(s) = Σ m|F|² e^{−Bs²/2}/s² ⊗ P (see `PowderRings`)."
+    check_finite("s", s)
     s_t = as_tensor(s, torch.float64)
     check_shape("s", s_t, ndim=1); check_positive("s", s_t, allow_zero=True)
+    if not len(s_t): fail("s", s, "a non-empty 1-D grid of s [1/Å]")
     check_positive("fwhm", fwhm)
     rings = PowderRings(atoms, energy_kev, float(s_t.max()) + 10 * fwhm, parametrization)
     return rings.profile(s_t, b_iso, u_iso, fwhm, profile, eta, lorentz, device)

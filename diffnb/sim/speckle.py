@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from scipy.special import j1 as _scipy_j1
 
-from ..core import (check_device, check_memory, DiffnbValueError, ShapeError, as_device, check_choice, check_finite, check_int,
+from ..core import (check_device, check_memory, check_scalar, DiffnbValueError, ShapeError, as_device, check_choice, check_finite, check_int,
                          check_positive, check_range, check_shape, fail, numpy_rng, torch_rng)
 
 # %% auto #0
@@ -112,6 +112,7 @@ def disk_system(n_disks: int,          # number of disks (>= 1)
                ) -> DiskSystem:
     "n random non-overlapping disks of total area `total_area` fully inside a square box (RSA placement)."
     n_disks = check_int("n_disks", n_disks, min_value=1)
+    for k, v in dict(box=box, total_area=total_area, polydispersity=polydispersity, min_gap=min_gap).items(): check_scalar(k, v)
     check_positive("box", box); check_positive("total_area", total_area)
     check_range("polydispersity", polydispersity, 0, 1)
     check_positive("min_gap", min_gap, allow_zero=True)
@@ -125,7 +126,7 @@ def disk_system(n_disks: int,          # number of disks (>= 1)
     # each disk keeps the area of a disk of radius R + min_gap/2 free of other disks: that is what must not jam
     cover_gap = float(np.sum(np.pi * (radii + min_gap / 2) ** 2)) / box**2
     if cover_gap > RSA_JAMMING:
-        fail("n_disks", n_disks, f"small enough that the disks and their gaps fit: with min_gap {min_gap} px they would "
+        fail("n_disks", n_disks, f"a packing that can be placed: with min_gap {min_gap} px the disks and their gaps would "
              f"cover {cover_gap:.3g} of the box, above the RSA jamming limit {RSA_JAMMING}")
     if 2 * radii.max() > box:
         fail("total_area", total_area, f"small enough that every disk fits in the box (largest diameter "
@@ -161,6 +162,9 @@ def k_axes(n: int = 257,            # pixels per side
           ) -> np.ndarray:          # k values along one axis [rad/px], shape (n,)
     "The k-values of one axis of the speckle grid."
     n = check_int("n", n, min_value=3); check_choice("grid", grid, ("centered", "quadrant"))
+    check_memory(f"a {n}×{n} k-grid", 24 * n * n)
+    if k_step is not None: check_scalar("k_step", k_step)
+    check_scalar("box", box); check_positive("box", box)
     w = math.pi / box if k_step is None else float(check_positive("k_step", k_step))
     return _grid_indices(n, grid)[0] * w
 
@@ -207,7 +211,9 @@ def speckle(disks,                   # DiskSystem, list of DiskSystems, or (cent
     check_memory(f"{r.shape[0]} speckle pattern(s) of {n}×{n} with {r.shape[1]} disks",
                  16 * r.shape[0] * n * n * 3 + 16 * 4 * n * r.shape[1] * max(1, min(r.shape[0], 64)), max_memory_gb)
     L = box if box is not None else (box_d if box_d is not None else STUDY_BOX)
-    check_positive("box", L)
+    check_scalar("box", L); check_positive("box", L)
+    if k_step is not None: check_scalar("k_step", k_step)
+    if k_max is not None: check_scalar("k_max", k_max)
     if k_step is not None: w = float(check_positive("k_step", k_step))
     elif k_max is not None:
         check_positive("k_max", k_max)
@@ -366,6 +372,7 @@ def central_mask(n: int = 257,          # pixels per side
                 ) -> torch.Tensor:      # (n, n) bool, True where blocked
     "Beam-stop mask: the block×block pixels around k = 0."
     n = check_int("n", n, min_value=3); block = check_int("block", block, min_value=0)
+    check_memory(f"a {n}×{n} mask", 10 * n * n)
     check_choice("grid", grid, ("centered", "quadrant"))
     if block and block % 2 == 0: fail("block", block, "odd (a square centred on k = 0)")
     j = torch.as_tensor(_grid_indices(n, grid)[0])
@@ -379,6 +386,7 @@ def preprocess(patterns,              # (..., n, n) intensities
                return_stats: bool = False,  # also return {"mean", "std"} per pattern
               ):
     "The study's preprocessing: block the centre, then standardise each pattern (a recorded transform)."
+    check_finite("patterns", patterns)
     x = torch.as_tensor(patterns)
     check_shape("patterns", x, min_ndim=2)
     if x.shape[-1] != x.shape[-2]: fail("patterns", x, "square (..., n, n)", ShapeError)
@@ -418,8 +426,10 @@ def first_moment(patterns,             # (..., n, n) intensities |A|² (raw, not
                 ) -> torch.Tensor:     # ⟨|k|⟩ per pattern [rad/px], shape (...)
     "First moment ⟨|k|⟩ of speckle patterns in the study's four variants."
     check_choice("variant", variant, MOMENT_VARIANTS)
+    check_finite("patterns", patterns)
     x = torch.as_tensor(patterns).double()
     check_shape("patterns", x, min_ndim=2); check_finite("patterns", x)
+    if x.shape[-1] != x.shape[-2] or x.shape[-1] < 3: fail("patterns", x, "square (..., n, n) patterns with n >= 3", ShapeError)
     n = x.shape[-1]
     w = math.pi / box if k_step is None else float(check_positive("k_step", k_step))
     kv = torch.as_tensor(k_axes(n, w, grid), dtype=torch.float64)
