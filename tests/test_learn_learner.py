@@ -37,6 +37,7 @@ def test_classification_speckle_counts_disks():
     learn.fit_one_cycle(6, 5e-3)
     preds, targs = learn.get_preds()
     acc = float((preds.argmax(1) == targs).float().mean())  # independent of fastai's metric
+    print(f"speckle accuracy {acc:.4f}")
     assert acc >= 0.95, acc
     assert len(targs) == 256
 
@@ -54,6 +55,7 @@ def test_regression_bismuth_u_iso():
     learn.fit_one_cycle(8, 3e-3)
     preds, targs = learn.get_preds()
     r2 = r2_score(targs.numpy().ravel(), preds.numpy().ravel())
+    print(f"bismuth R2 {r2:.4f}")
     assert r2 >= 0.95, r2
     assert 0.005 <= float(preds.mean()) <= 0.06  # predictions come out in Å²
 
@@ -82,6 +84,7 @@ def test_vae_mote2_latent_separates_phases(tmp_path):
     assert mu.shape == (320, 4)
     is_1t = store.param("is_1t").astype(int)
     acc = cross_val_score(LogisticRegression(max_iter=2000), mu, is_1t, cv=5).mean()
+    print(f"vae recon {recon0:.1f} -> {recon1:.1f}, probe accuracy {acc:.3f}")
     assert acc >= 0.85, acc  # chance: 0.6
     img = vae_decode(learn, mu[:3])
     assert img.shape == (3, 1, 32, 32) and 0 <= float(img.min()) and float(img.max()) <= 1
@@ -137,3 +140,78 @@ def test_train_distributed_inputs(tmp_path):
         train_distributed(tmp_path / "t.py", launcher="mpirun")
     with pytest.raises(DiffnbValueError, match="nproc"):
         train_distributed(tmp_path / "t.py", nproc=0)
+
+
+# ---- interpretation ---------------------------------------------------------------------------------------------
+
+from diffnb.learn.interpret import (polyline_distance, saliency_maps, gradcam_maps, interpret_classifier, parity_stats,
+                                    latent_embedding, latent_traversal, plot_confusion, plot_top_losses, plot_parity)
+
+
+def test_polyline_distance_on_and_off_the_path():
+    path = np.array([[0.0, 0.0, 0.0], [2.0, 0.0, 0.0], [2.0, 2.0, 0.0], [2.0, 2.0, 3.0]])
+    t = np.linspace(0, 1, 11)[:, None]
+    on = np.concatenate([a + t * (b - a) for a, b in zip(path[:-1], path[1:])])
+    np.testing.assert_allclose(polyline_distance(on, path), 0.0, atol=1e-12)
+    # analytic distances: perpendicular to a segment, or to the nearest end vertex
+    pts = np.array([[1.0, -3.0, 4.0],   # off segment 1 at x = 1: √(3² + 4²) = 5
+                    [-1.0, 0.0, 0.0],   # before the first vertex: 1
+                    [2.0, 2.0, 5.0],    # past the last vertex along its direction: 2
+                    [3.0, 1.0, 0.0],    # beside segment 2: 1
+                    [2.5, 2.5, 1.5]])   # beside segment 3: √(0.5² + 0.5²)
+    np.testing.assert_allclose(polyline_distance(pts, path), [5.0, 1.0, 2.0, 1.0, np.sqrt(0.5)], rtol=1e-12)
+    d, s = polyline_distance(pts, path, return_position=True)
+    np.testing.assert_allclose(s, [1.0, 0.0, 7.0, 3.0, 5.5], rtol=1e-12)
+    with pytest.raises(ValueError, match="path_codes must be"):
+        polyline_distance(pts, path[:, :2])
+
+
+def test_saliency_and_gradcam_maps_have_the_input_shape():
+    from diffnb.learn import build_model
+    torch.manual_seed(0)
+    model = build_model("conversion_cnn", n_in=2, n_out=3, img_size=16, channels=[4, 8], hidden=[8], p_drop=0.0)
+    x = torch.randn(5, 2, 16, 16)
+    sal = saliency_maps(model, x)
+    cam = gradcam_maps(model, x, target=[0, 1, 2, 0, 1])
+    assert sal.shape == x.shape and cam.shape == (5, 1, 16, 16)
+    assert torch.isfinite(sal).all() and torch.isfinite(cam).all() and (cam >= 0).all()
+    # Saliency = |d output / d input| (autograd, per image and its predicted class)
+    xg = x.clone().requires_grad_(True)
+    out = model.eval()(xg)
+    out.gather(1, out.argmax(1, keepdim=True)).sum().backward()
+    torch.testing.assert_close(sal, xg.grad.abs())
+    assert model.training is False  # left as found (eval above)
+    wrn = build_model("wide_resnet_ued", n_in=1, n_classes=3, width=1)
+    assert gradcam_maps(wrn, torch.randn(2, 1, 32, 32)).shape == (2, 1, 32, 32)
+
+
+def test_interpretation_of_a_classifier_on_float_images():
+    from sklearn.metrics import confusion_matrix
+    from diffnb.data.store import SlitSampler
+    torch.manual_seed(0)
+    dls = dataloaders(SlitSampler(image_size=16, max_slits=3), bs=32, n_train=64, n_valid=48,
+                      batch_tfms=[LogIntensity()], device="cpu")
+    learn = _quiet(classification_learner(dls, "conversion_cnn", {"channels": [8], "hidden": [16], "p_drop": 0.0}))
+    learn.fit(1, 1e-3)
+    interp = interpret_classifier(learn)
+    preds, targs = learn.get_preds()
+    np.testing.assert_array_equal(interp.confusion_matrix(), confusion_matrix(targs, preds.argmax(1), labels=range(3)))
+    losses, idx = interp.top_losses(3)
+    _, p3, t3, _, _ = interp[idx]  # the samples, re-simulated by position
+    torch.testing.assert_close(torch.nn.functional.cross_entropy(p3.log(), t3, reduction="none"), losses, rtol=1e-4, atol=1e-5)
+    import matplotlib.pyplot as plt
+    assert plot_confusion(interp).axes and plot_top_losses(interp, 3).axes
+    plt.close("all")
+
+
+def test_parity_and_latent_helpers():
+    from sklearn.metrics import r2_score
+    g = np.random.default_rng(0)
+    t = g.uniform(0, 1, 100); p = t + g.normal(0, 0.05, 100)
+    s = parity_stats(p, t)
+    assert s["r2"] == pytest.approx(r2_score(t, p)) and s["rmse"] == pytest.approx(np.sqrt(((p - t) ** 2).mean()))
+    assert len(plot_parity(p, t, "u_iso", "Å²").axes) == 2
+    assert latent_embedding(g.normal(size=(40, 4)), "tsne").shape == (40, 2)
+    vae = diffnb.learn.build_model("conv_vae", img_size=16, latent_dim=3, base=4)
+    grid = latent_traversal(vae, steps=4, span=2.0)
+    assert grid.shape == (3, 4, 1, 16, 16) and 0 <= float(grid.min()) and float(grid.max()) <= 1

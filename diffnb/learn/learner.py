@@ -24,15 +24,15 @@ from . import MODELS, register_model, build_model, model_spec
 # %% auto #0
 __all__ = ['TARGET_UNITS', 'PRECISIONS', 'RECON_LOSSES', 'LAUNCHERS', 'model_from_arch', 'TargetScaled', 'target_scaled',
            'scale_targets', 'set_precision', 'StandardizedMSELoss', 'regression_learner', 'classification_learner',
-           'VAELoss', 'vae_metrics', 'VAETarget', 'unwrap_model', 'decoder_logits', 'vae_learner', 'vae_encode',
-           'vae_decode', 'vae_sample', 'rank_device', 'train_distributed']
+           'VAELoss', 'vae_metrics', 'VAETarget', 'unwrap_model', 'VAELearner', 'decoder_logits', 'vae_learner',
+           'vae_encode', 'vae_decode', 'vae_sample', 'rank_device', 'train_distributed']
 
 # %% ../../nbs/api/53_learn.learner.ipynb #fd9af0a6
 from fastcore.basics import patch
 from fastai.learner import Learner
 from fastai.callback.core import Callback
 from fastai.losses import CrossEntropyLossFlat, MSELossFlat
-from fastai.metrics import accuracy, rmse, R2Score, F1Score, AvgMetric
+from fastai.metrics import accuracy, rmse, R2Score, AvgMetric
 from fastai.optimizer import Adam
 from fastai.torch_core import rank_distrib, num_distrib
 import fastai.callback.schedule  # fit_one_cycle, lr_find
@@ -41,6 +41,7 @@ import fastai.vision.learner  # show_results / plot_top_losses grids for images
 import fastai.distributed  # Learner.distrib_ctx
 from fastai.distributed import DistributedDL
 from ..data.loaders import FloatImage
+from .metrics import MacroF1
 
 # %% ../../nbs/api/53_learn.learner.ipynb #dd577141
 _IN_NAMES, _OUT_NAMES, _SIZE_NAMES = ("n_in", "c_in", "in_channels"), ("n_out", "c_out", "n_classes", "num_classes"), \
@@ -162,8 +163,8 @@ def set_precision(learn: Learner,  # a fastai Learner
     return learn
 
 # %% ../../nbs/api/53_learn.learner.ipynb #59aa5d73
-def _learner(dls, model, loss_func, metrics, opt_func, cbs, wd, precision, meta, path, **kwargs) -> Learner:
-    learn = Learner(dls, model, loss_func=loss_func, metrics=metrics, opt_func=opt_func, cbs=cbs, wd=wd,
+def _learner(dls, model, loss_func, metrics, opt_func, cbs, wd, precision, meta, path, cls=Learner, **kwargs) -> Learner:
+    learn = cls(dls, model, loss_func=loss_func, metrics=metrics, opt_func=opt_func, cbs=cbs, wd=wd,
                     path=path if path is not None else ".", **kwargs)
     learn.diffnb_meta = meta
     return set_precision(learn, precision)
@@ -242,7 +243,7 @@ def regression_learner(dls,  # DataLoaders of a regression task (`diffnb.data.lo
     if loss_func is None: loss_func = StandardizedMSELoss(model.std.cpu()) if scale is not False else MSELossFlat()
     return _learner(dls, model, loss_func, metrics, opt_func, cbs, wd, precision, src_meta, path, **kwargs)
 
-# %% ../../nbs/api/53_learn.learner.ipynb #acde3652
+# %% ../../nbs/api/53_learn.learner.ipynb #5074ba35
 def classification_learner(dls,  # DataLoaders of a classification task
                            arch,  # registered model name, `model_spec` dict or built `nn.Module`
                            arch_kwargs: dict | None = None,  # factory arguments (n_in/n_out/image_size filled from `dls`)
@@ -263,10 +264,10 @@ def classification_learner(dls,  # DataLoaders of a classification task
     model = model_from_arch(arch, arch_kwargs, n_in=xb.shape[1], n_out=len(classes), image_size=xb.shape[-1])
     _check_output(model, xb, (2, len(classes)), "(batch, n_classes)")
     meta = _meta(dls, "classification", classes=classes)
-    metrics = [accuracy, F1Score(average="macro")] if metrics is None else metrics
+    metrics = [accuracy, MacroF1(len(classes))] if metrics is None else metrics
     return _learner(dls, model, loss_func or CrossEntropyLossFlat(), metrics, opt_func, cbs, wd, precision, meta, path, **kwargs)
 
-# %% ../../nbs/api/53_learn.learner.ipynb #3c37c221
+# %% ../../nbs/api/53_learn.learner.ipynb #756b9aca
 RECON_LOSSES = ("bce", "mse")
 
 def _vae_parts(pred, target, recon: str, logits: bool = False):
@@ -325,12 +326,29 @@ class VAETarget(Callback):
                      "in [0, 1] for recon='bce' (add PercentileNormalize(0, 100) to the DataLoaders' batch_tfms)")
             self._checked = True
 
-# %% ../../nbs/api/53_learn.learner.ipynb #21678cff
+# %% ../../nbs/api/53_learn.learner.ipynb #545cc142
 def unwrap_model(learn_or_model) -> nn.Module:
     "The bare model of a learner or module (without `DistributedDataParallel`/`DataParallel`)."
     m = learn_or_model.model if isinstance(learn_or_model, Learner) else learn_or_model
     while isinstance(m, (nn.parallel.DistributedDataParallel, nn.DataParallel)): m = m.module
     return m
+
+class VAELearner(Learner):
+    "A fastai `Learner` for VAEs whose `show_results` shows each input next to its reconstruction (decoded from μ)."
+    def show_results(self, ds_idx=1, dl=None, max_n: int = 6, figsize=None, **kwargs):
+        from fastai.vision.data import get_grid
+        dl = self.dls[ds_idx] if dl is None else dl
+        x = dl.one_batch()[0][:max_n]
+        m = unwrap_model(self)
+        was = m.training; m.eval()
+        try:
+            with torch.no_grad(): rec = m(x.as_subclass(torch.Tensor))[0].float()
+        finally: m.train(was)
+        if self.loss_func.logits: rec = torch.sigmoid(rec)
+        ctxs = get_grid(2 * len(x), ncols=2, figsize=figsize, title="Input/Reconstruction")
+        for i in range(len(x)):
+            FloatImage(x[i]).show(ctx=ctxs[2 * i], **kwargs); FloatImage(rec[i]).show(ctx=ctxs[2 * i + 1], **kwargs)
+        return ctxs
 
 def decoder_logits(model: nn.Module) -> bool:
     "Whether `model.decode` returns logits: the model's `logits` attribute, else True for diffnb's `ConvVAE`, else False."
@@ -368,9 +386,9 @@ def vae_learner(dls,  # DataLoaders of images (any task; the images are the targ
     meta["vae"] = {"beta": float(beta), "recon": recon, "latent_dim": int(out[1].shape[1])}
     cbs = [VAETarget(check_range=recon == "bce")] + list(cbs or [])
     return _learner(dls, model, loss, vae_metrics(loss) if metrics is None else metrics, opt_func, cbs, wd,
-                    precision, meta, path, **kwargs)
+                    precision, meta, path, cls=VAELearner, **kwargs)
 
-# %% ../../nbs/api/53_learn.learner.ipynb #2808293f
+# %% ../../nbs/api/53_learn.learner.ipynb #92ace419
 def _model_device(m): return next(m.parameters()).device
 
 def _batches(images, bs):
@@ -435,7 +453,7 @@ def vae_sample(learn_or_model,  # VAE learner or model
     z = torch.randn(n, int(latent_dim), generator=torch.Generator().manual_seed(int(seed)))
     return vae_decode(learn_or_model, z)
 
-# %% ../../nbs/api/53_learn.learner.ipynb #53192737
+# %% ../../nbs/api/53_learn.learner.ipynb #47f6fb58
 @patch
 def _broadcast(self: DistributedDL, t, rank):
     "Broadcast the index list `t` from `rank` (a CUDA tensor for NCCL, a CPU tensor for gloo and other backends)."
