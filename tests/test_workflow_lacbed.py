@@ -82,8 +82,7 @@ def test_lacbed_tiny_run_end_to_end(tmp_path):
     out, stores = tmp_path / "run", tmp_path / "stores"
     src = ROOT / "nbs" / "workflows" / "lacbed.ipynb"
     before = src.read_bytes()
-    args = ["-p", "n_crystals", "24", "-p", "pretrain_epochs", "2", "-p", "epochs", "1", "-p", "n_extrapolate", "3",
-            "-p", "n_speed", "1", "-p", "n_worst", "2", "-p", "train_fractions", "[0.5, 1.0]"]
+    args = []                                                           # the tiny defaults
     r = subprocess.run([sys.executable, "-c", "import sys; from diffnb.cli import main; sys.exit(main())", "run", "lacbed",
                         "--out", str(out), "--store-dir", str(stores), *args],
                        capture_output=True, text=True, timeout=600, cwd=tmp_path)
@@ -97,19 +96,19 @@ def test_lacbed_tiny_run_end_to_end(tmp_path):
             assert np.isfinite(met[f"test.{d}.{k}"]), (d, k)
         assert -1 <= met[f"test.{d}.r.mean"] <= 1
     assert 0 <= met["test.inverse.shift_mse.mean"] <= met["test.inverse.mse.mean"] + 1e-9
-    assert met["test.forward.n_patterns"] == 2 * met["data.n_test"]            # two thicknesses per crystal
+    assert met["test.forward.n_patterns"] == len(m["parameters"]["thicknesses"]) * met["data.n_test"]   # one per thickness
     assert met["data.test_formulas_in_train"] == 0
     assert met["extrapolate.a_min"] > met["extrapolate.a_train_max"]
     for k in ("speed.gan_batch1_s", "speed.bloch_s", "generation.samples_per_s", "generation.cold_start_s",
               "consistency.forward_of_inverse.r.mean", "extrapolate.forward.r.mean"):
         assert met[k] == met[k], k
     assert met["generation.abtem_imported"] is False
-    assert len(m["tables"]["learning_curve"]["n_train"]) == 2
+    assert len(m["tables"]["learning_curve"]["n_train"]) == len(m["parameters"]["train_fractions"])
     for fig in ("pairs", "training", "r_histograms", "worst_cases", "learning_curve"):
         assert (out / f"{fig}.png").stat().st_size > 5000, fig
     # the store: complete, formula-grouped test split saved in it, no formula on both sides
     st = open_store(out / "stores" / "lacbed")
-    assert verify(st.path).ok and st.n == 24 and st.targets.shape[1] == 2
+    assert verify(st.path).ok and st.n == m["parameters"]["n_crystals"] and st.targets.shape[1] == len(m["parameters"]["thicknesses"])
     folds, formulas = st.load_split("formula_test"), st.param("formula")
     assert set(formulas[folds == 0]).isdisjoint(formulas[folds == 1])
     assert (folds == 1).sum() == met["data.n_test"]
