@@ -593,7 +593,7 @@ class SampleStore:
         targets = self.targets[a:b] if self.targets is not None else None
         dts = self.meta["param_dtypes"]
         params = {p: self.array(f"params/{p}")[a:b] for p in self.param_names} if with_params else {}
-        return images, targets, {p: v.astype(str) if dts[p] == "str" else v for p, v in params.items()}
+        return images, targets, {p: np.asarray(v.tolist(), dtype=str) if dts[p] == "str" else v for p, v in params.items()}
 
     def _recorded(self, k) -> int:
         try: return int(self.array("chunks_done")[k])

@@ -24,12 +24,12 @@ from ..core import (as_device, check_choice, check_int, check_positive, electron
 from ..scattering import electron_form_factor
 from ..structure import check_b_iso
 from .potential import (_PARAMETRIZATIONS, _check_atoms, _int_vector, potential_coefficients,
-                                  projected_potential, reciprocal_basis, site_properties, zone_frame)
+                                  projected_potential, reciprocal_basis, site_properties, structure_factor, zone_frame)
 
 # %% auto #0
 __all__ = ['MAX_THICKNESS', 'lacbed_tilts', 'zolz_beams', 'pattern_symmetry', 'absorptive_form_factor', 'BlochSetup',
-           'bloch_setup', 'bloch_amplitudes', 'lacbed', 'lacbed_convergence', 'g_max_for_beams', 'LacbedSampler',
-           'lacbed_widget']
+           'bloch_setup', 'bloch_amplitudes', 'lacbed', 'lacbed_convergence', 'g_max_for_beams', 'potential_field',
+           'LacbedSampler', 'lacbed_widget']
 
 # %% ../../nbs/api/21_sim.bloch.ipynb #57c9a2cd
 def lacbed_tilts(pixels: int,   # N, pixels per side
@@ -452,38 +452,69 @@ def g_max_for_beams(atoms,           # crystal structure
     i = int(np.argmin(np.abs(cum - n_beams) + 1e-9 * cum))
     return float(shells[max(i, 1)]) * (1 + 1e-6)
 
+# %% ../../nbs/api/21_sim.bloch.ipynb #901f9eb8
+def potential_field(atoms,                     # crystal structure (ase.Atoms)
+                    fov: float,                # side of the square field of view [Å]
+                    pixels: int = 64,          # N, pixels per side
+                    zone=(0, 0, 1),            # projection direction [uvw]
+                    x_dir=(1, 0, 0),           # image x direction (hkl) ⊥ zone
+                    g_max: float | None = None,  # |g| cut-off [1/Å]; None: the grid's band limit (N − 1)/(2 fov)
+                    parametrization="kirkland",# scattering-factor parametrization
+                    b_iso=None, occupancy=None,# per-site B [Å²] / occupancy overrides
+                   ) -> np.ndarray:            # ρ [Å⁻²], float64 (pixels, pixels); row i ↦ y = i·fov/N, column j ↦ x = j·fov/N
+    "Projected potential ρ(r) = (1/V) Σ_g F(g) exp(−2πi g·r) over a fixed fov×fov Å field, tiling the cell (absolute, not rescaled)."
+    vol = _check_atoms(atoms)
+    check_positive("fov", fov)
+    n = check_int("pixels", pixels, min_value=2)
+    check_choice("parametrization", parametrization, _PARAMETRIZATIONS)
+    g_cut = (n - 1) / (2 * float(fov)) if g_max is None else float(check_positive("g_max", g_max))
+    hkl, g = zolz_beams(atoms, g_cut, zone, x_dir, b_iso, occupancy)     # g in the image frame [1/Å]
+    F = structure_factor(atoms, hkl, parametrization, b_iso, occupancy)   # [Å]
+    r = np.arange(n) * (float(fov) / n)                                   # pixel positions [Å]
+    ex = np.exp(-2j * np.pi * g[:, 0:1] * r)                              # (n_g, N) along x
+    ey = np.exp(-2j * np.pi * g[:, 1:2] * r)                              # (n_g, N) along y
+    return ((ey * F[:, None]).T @ ex).real / vol                          # ρ[i, j], Eq. 1 sampled off-grid
+
+
 # %% ../../nbs/api/21_sim.bloch.ipynb #c870caad
 class LacbedSampler:
     "Projected potential → bright-field LACBED pattern of random cubic crystals (sampler protocol, image2image)."
-    name, version, task, classes = "bloch.lacbed", "2", "image2image", None
+    name, version, task, classes = "bloch.lacbed", "3", "image2image", None
 
     def __init__(self, pixels: int = 64,          # image side N [px]
                  energy_kev: float = 200.0,       # electron energy [keV]
-                 thickness: float = 1000.0,       # crystal thickness [Å]
+                 thickness=1000.0,                # crystal thickness [Å], or a list (one target channel each)
                  alpha: float = 0.6,              # reciprocal half-width of the field [1/Å]
                  n_beams: int = 70,               # beams per pattern (g_max from the nearest shell)
                  max_atoms: int = 40,             # most atoms per primitive cell (conventional: ×1 P, ×2 I, ×4 F)
                  lattice_parameter=(3.5, 7.0),    # range of the cubic lattice parameter a [Å]
                  b_iso: float = 0.5,              # Debye–Waller B of every site [Å²]
                  parametrization: str = "kirkland",  # scattering factors
+                 field_of_view: float = 14.0,     # side of the input potential's field [Å] (default: 2 × the largest a)
                  device=None):                    # torch device of the solve
         if device is not None: check_device(device)
         self.pixels = check_int("pixels", pixels, min_value=2)
-        for k, v in dict(energy_kev=energy_kev, thickness=thickness, alpha=alpha).items(): check_scalar(k, v); check_positive(k, v)
+        for k, v in dict(energy_kev=energy_kev, alpha=alpha, field_of_view=field_of_view).items(): check_scalar(k, v); check_positive(k, v)
+        check_finite("thickness", thickness)
+        thick = [float(t) for t in np.atleast_1d(np.asarray(thickness, float))]
+        if np.ndim(thickness) > 1 or not thick: fail("thickness", thickness, "a thickness [Å] or a non-empty list of them")
+        check_positive("thickness", thick)
         check_int("n_beams", n_beams, min_value=2); check_int("max_atoms", max_atoms, min_value=1)
         check_finite("lattice_parameter", lattice_parameter)
         if np.shape(lattice_parameter) != (2,): fail("lattice_parameter", lattice_parameter, "a (low, high) range [Å]")
         lo, hi = (float(x) for x in lattice_parameter)
         check_positive("lattice_parameter", [lo, hi])
-        if thickness > MAX_THICKNESS: fail("thickness", thickness, f"at most {MAX_THICKNESS:g} Å")
+        if max(thick) > MAX_THICKNESS: fail("thickness", thickness, f"at most {MAX_THICKNESS:g} Å")
         if hi < lo: fail("lattice_parameter", lattice_parameter, "a (low, high) range with low <= high")
         check_scalar("b_iso", b_iso); check_b_iso("b_iso", b_iso); check_choice("parametrization", parametrization, _PARAMETRIZATIONS)
-        self.config = dict(pixels=self.pixels, energy_kev=float(energy_kev), thickness=float(thickness), alpha=float(alpha),
+        self.config = dict(pixels=self.pixels, energy_kev=float(energy_kev), thickness=thick[0] if np.ndim(thickness) == 0 else thick, alpha=float(alpha),
                            n_beams=int(n_beams), max_atoms=int(max_atoms), lattice_parameter=[lo, hi],
-                           b_iso=float(b_iso), parametrization=parametrization)
+                           b_iso=float(b_iso), parametrization=parametrization,
+                           field_of_view=float(field_of_view))
         self.device = device
         self.image_shape = (1, self.pixels, self.pixels)
-        self.target_shape = (1, self.pixels, self.pixels)
+        self.thicknesses = thick
+        self.target_shape = (len(thick), self.pixels, self.pixels)
 
     max_draws = 64   # redraws of (space group, a, crystal seed) before giving up
 
@@ -505,18 +536,24 @@ class LacbedSampler:
         raise StructureError(f"LacbedSampler: no crystal for seed={seed}, index={index} in {self.max_draws} draws "
                              f"(max_atoms={self.config['max_atoms']}, lattice_parameter={self.config['lattice_parameter']})")
 
+    def input_image(self, atoms) -> np.ndarray:  # (pixels, pixels) projected potential over the field of view [Å⁻²]
+        "The model input for a crystal: its projected potential over the fixed field of view (absolute, tiling the cell)."
+        c = self.config
+        return potential_field(atoms, c["field_of_view"], c["pixels"], parametrization=c["parametrization"])
+
     def sample(self, seed: int, indices):
         c = self.config
-        images, targets, cols = [], [], {"space_group": [], "lattice_parameter": [], "n_atoms": [], "g_max": []}
+        images, targets, cols = [], [], {"space_group": [], "lattice_parameter": [], "n_atoms": [], "g_max": [], "n_beams": [], "formula": []}
         for i in indices:
             atoms, sg, a = self.crystal(seed, i)
             gm = g_max_for_beams(atoms, c["n_beams"])
-            images.append(projected_potential(atoms, pixels=c["pixels"], parametrization=c["parametrization"]))
-            targets.append(lacbed(atoms, c["energy_kev"], c["thickness"], pixels=c["pixels"], alpha=c["alpha"], g_max=gm,
-                                  parametrization=c["parametrization"], device=self.device)[0, 0].cpu().numpy())
-            for k, v in zip(cols, (sg, a, len(atoms), gm)): cols[k].append(v)
+            images.append(self.input_image(atoms))
+            targets.append(lacbed(atoms, c["energy_kev"], self.thicknesses, pixels=c["pixels"], alpha=c["alpha"], g_max=gm,
+                                  parametrization=c["parametrization"], device=self.device)[:, 0].cpu().numpy())
+            for k, v in zip(cols, (sg, a, len(atoms), gm, len(zolz_beams(atoms, gm)[0]), atoms.get_chemical_formula())):
+                cols[k].append(v)
         x = torch.as_tensor(np.stack(images)[:, None], dtype=torch.float32)
-        y = torch.as_tensor(np.stack(targets)[:, None], dtype=torch.float32)
+        y = torch.as_tensor(np.stack(targets), dtype=torch.float32)
         return x, y, {k: np.asarray(v) for k, v in cols.items()}
 
 # %% ../../nbs/api/21_sim.bloch.ipynb #6823d206
