@@ -98,22 +98,21 @@ def test_generate_into_an_empty_directory_and_cli_words(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------- 2. one writer at a time
-FORK = multiprocessing.get_context("fork")  # lock-only helpers: no torch in the child, so forking is safe and fast
-SPAWN = multiprocessing.get_context("spawn")  # a child that runs torch: forking a process whose OpenMP pool is live can hang
+SPAWN = multiprocessing.get_context("spawn")  # fresh interpreters: a fork of a multi-threaded parent (torch) can hang
 
 
 def _hold(path, ready, release):
     with StoreLock(path, action="test"):
-        ready.set(); release.wait(60)
+        ready.set(); release.wait(240)
 
 
 def test_second_writer_is_refused_while_the_first_holds_the_lock(tmp_path, capsys):
     a = small(tmp_path / "a.zarr", seed=1)
     before = snapshot(a.path)
-    ready, release = FORK.Event(), FORK.Event()
-    holder = FORK.Process(target=_hold, args=(a.path, ready, release)); holder.start()
+    ready, release = SPAWN.Event(), SPAWN.Event()
+    holder = SPAWN.Process(target=_hold, args=(a.path, ready, release)); holder.start()
     try:
-        assert ready.wait(30)
+        assert ready.wait(180)
         lock = json.loads((Path(a.path) / LOCK_NAME).read_text())
         assert lock["pid"] == holder.pid and lock["host"] == socket.gethostname() and lock["time"]
         assert generate_cli(["toy.slits", "--n", "32", "--out", a.path, "--seed", "9", "--overwrite", *CLI]) == EXIT_LOCKED
@@ -133,15 +132,15 @@ def _race(path, barrier, results, done):
     barrier.wait()
     try:
         lock = StoreLock(path).acquire()
-        results.put("won"); done.wait(60); lock.release()  # held until every contender has answered
+        results.put("won"); done.wait(240); lock.release()  # held until every contender has answered
     except StoreLockedError: results.put("refused")
 
 
 def test_exactly_one_of_simultaneous_writers_gets_the_lock(tmp_path):
-    barrier, results, done = FORK.Barrier(6), FORK.Queue(), FORK.Event()
-    procs = [FORK.Process(target=_race, args=(str(tmp_path / "s.zarr"), barrier, results, done)) for _ in range(6)]
+    barrier, results, done = SPAWN.Barrier(6), SPAWN.Queue(), SPAWN.Event()
+    procs = [SPAWN.Process(target=_race, args=(str(tmp_path / "s.zarr"), barrier, results, done)) for _ in range(6)]
     for p in procs: p.start()
-    got = sorted(results.get(timeout=60) for _ in procs)
+    got = sorted(results.get(timeout=180) for _ in procs)
     done.set()
     for p in procs: p.join(30)
     assert got == ["refused"] * 5 + ["won"]
