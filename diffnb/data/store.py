@@ -1407,7 +1407,7 @@ def generate_cli(argv: list[str] | None = None) -> int:
         _emit(str(st))
     return EXIT_OK
 
-def _repair_and_report(cmd, path, a) -> int:
+def _repair_and_report(path, a) -> int:
     fixed = repair(path, scheduler=getattr(a, "scheduler", "synchronous"), n_workers=getattr(a, "workers", None),
                    progress=not a.no_progress, break_lock=a.break_lock)
     if fixed: _emit(f"recomputed {len(fixed)} chunk(s): {fixed}")
@@ -1428,10 +1428,8 @@ def verify_cli(argv: list[str] | None = None) -> int:
     with _cli_warnings("verify"):
         try:
             rep = verify(a.path)
-            if not (a.repair and rep.status == "damaged"):
-                _emit(str(rep)); return rep.exit_code
             _emit(str(rep))
-            return _repair_and_report("verify", a.path, a)
+            return _repair_and_report(a.path, a) if a.repair and rep.status == "damaged" else rep.exit_code
         except DiffnbError as e: return _fail_cli("verify", e)
 
 def repair_cli(argv: list[str] | None = None) -> int:
@@ -1446,5 +1444,5 @@ def repair_cli(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     a = p.parse_args(argv)
     with _cli_warnings("repair"):
-        try: return _repair_and_report("repair", a.path, a)
+        try: return _repair_and_report(a.path, a)
         except DiffnbError as e: return _fail_cli("repair", e)
