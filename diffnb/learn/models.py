@@ -19,7 +19,8 @@ from . import register_model
 
 # %% auto #0
 __all__ = ['ConversionCNN', 'conversion_cnn', 'ccnn_opt_func', 'ExponentialDecay', 'WideBlock', 'WideResNet', 'wide_resnet',
-           'wide_resnet_ued', 'resnet', 'load_weights', 'ConvVAE', 'conv_vae']
+           'wide_resnet_ued', 'resnet', 'AzimuthalAverage', 'RadialProfileNet', 'radial_mlp', 'load_weights', 'ConvVAE',
+           'conv_vae']
 
 # %% ../../nbs/api/51_learn.models.ipynb #8e5ca1be
 from fastai.callback.core import Callback
@@ -199,6 +200,74 @@ def resnet(n_layers: int = 18,            # 18, 34, 50, 101 or 152
                             y_range=None if y_range is None else tuple(y_range))
     m.register_forward_pre_hook(partial(_check_input_hook, n_in, 1))
     return m
+
+# %% ../../nbs/api/51_learn.models.ipynb #c126b8c6
+class AzimuthalAverage(nn.Module):
+    "Mean of each channel over rings of integer radius about pixel (h // 2, w // 2): (b, c, h, w) → (b, c, n_rings)."
+    def __init__(self, img_size):
+        super().__init__()
+        h, w = _size2("img_size", img_size)
+        cy, cx = h // 2, w // 2
+        n_rings = min(cy, cx, h - 1 - cy, w - 1 - cx) + 1        # complete rings only
+        if n_rings < 2: fail("img_size", img_size, "at least 3×3 pixels (two complete rings)")
+        yy, xx = torch.meshgrid(torch.arange(h) - cy, torch.arange(w) - cx, indexing="ij")
+        ring = torch.sqrt((yy**2 + xx**2).double()).round().long().flatten()
+        keep = ring < n_rings
+        self.img_size, self.n_rings = (h, w), n_rings
+        self.register_buffer("pixels", torch.nonzero(keep).flatten(), persistent=False)
+        self.register_buffer("ring", ring[keep], persistent=False)
+        self.register_buffer("counts", torch.bincount(ring[keep], minlength=n_rings).double(), persistent=False)
+
+    def forward(self, x):
+        b, c = x.shape[:2]
+        v = x.flatten(2)[..., self.pixels]
+        out = v.new_zeros(b, c, self.n_rings).index_add_(2, self.ring, v)
+        return out / self.counts.to(out.dtype)
+
+class RadialProfileNet(nn.Module):
+    "Azimuthal average → drop the beam-stop rings → (affine-invariant log) profile → batch norm → MLP."
+    def __init__(self, n_in, n_out, img_size, skip, tail, hidden, p_drop, affine_invariant):
+        super().__init__()
+        self.n_in, self.img_size, self.skip, self.tail, self.affine_invariant = n_in, tuple(img_size), skip, tail, affine_invariant
+        self.average = AzimuthalAverage(img_size)
+        f = n_in * (self.average.n_rings - skip)
+        layers = [nn.BatchNorm1d(f)]
+        for nh in hidden: layers += [nn.Linear(f, nh), nn.GELU(), nn.Dropout(p_drop)]; f = nh
+        self.head = nn.Sequential(*layers, nn.Linear(f, n_out))
+
+    def features(self, x):
+        "The profile features the MLP reads: (b, n_in · (n_rings − skip))."
+        p = self.average(_check_images(x, self.n_in, self.img_size))[..., self.skip:]
+        if self.affine_invariant:
+            tail = p[..., -self.tail:].mean(-1, keepdim=True)
+            p = torch.log(((p - tail) / (p[..., :1] - tail).clamp_min(1e-12)).clamp(1e-6, 1e6))
+        return p.flatten(1)
+
+    def forward(self, x): return self.head(self.features(x))
+
+@register_model("radial_mlp")
+def radial_mlp(n_in: int = 1,                 # image channels
+               n_out: int = 1,                # outputs (classes or regressed quantities)
+               img_size=(257, 257),           # (height, width) [px] the model is built for (or one integer)
+               skip: int = 2,                 # innermost rings left out (the beam stop) [rings]
+               tail: int = 8,                 # outermost rings that set the zero of the affine-invariant profile
+               hidden=(512, 512),             # widths of the MLP's hidden layers
+               p_drop: float = 0.1,           # dropout after each hidden layer
+               affine_invariant: bool = True,  # log of the profile referenced to its tail and first ring (else the raw profile)
+              ) -> nn.Module:                 # maps (b, n_in, h, w) images to (b, n_out)
+    "Exact azimuthal average of a centred pattern, then an MLP on the radial profile (for isotropic patterns)."
+    n_in, n_out = check_int("n_in", n_in, 1), check_int("n_out", n_out, 1)
+    h, w = _size2("img_size", img_size)
+    n_rings = AzimuthalAverage((h, w)).n_rings
+    skip = check_int("skip", skip, 0)
+    tail = check_int("tail", tail, 1)
+    if n_rings - skip < tail + 2: fail("img_size", img_size, f"more than skip + tail + 1 = {skip + tail + 1} complete rings (it has {n_rings})")
+    if not isinstance(hidden, (list, tuple)): fail("hidden", hidden, "a list of hidden-layer widths")
+    hidden = [check_int("hidden", c, 1) for c in hidden]
+    check_range("p_drop", p_drop, 0, 1, hi_inclusive=False)
+    if not isinstance(affine_invariant, bool): fail("affine_invariant", affine_invariant, "True or False")
+    return RadialProfileNet(n_in, n_out, (h, w), skip, tail, hidden, float(p_drop), affine_invariant)
+
 
 # %% ../../nbs/api/51_learn.models.ipynb #0b40adb3
 _PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt", ".tar", ".npy", ".npz"}

@@ -154,6 +154,7 @@ def pattern(atoms,  # structure, or a list of structures (batched output)
             dtype=torch.float32,  # output dtype (float32/float64; complex64/128 with `amplitude`)
             nthreads: int = 1,  # CPU threads for finufft
             max_memory_gb: float | None = None,  # memory limit [GiB] (None: DIFFNB_MAX_MEMORY_GB, else 80 % of RAM)
+            oversample: int = 1,  # m: intensity averaged over m×m samples inside each pixel (the detector integrates)
            ) -> torch.Tensor:  # I(g) (N, N) or (B, N, N) [Å²] (kinematic, per incident electron × cross-section units)
     "Kinematic diffraction intensity I(g) = |Σ_j o_j f_j(s) exp(−B_j s²/4) exp(−2πi q·r_j)|² on an N×N reciprocal grid."
     if device is not None: check_device(device)
@@ -168,6 +169,12 @@ def pattern(atoms,  # structure, or a list of structures (batched output)
     check_scalar("s_max", s_max); check_scalar("energy_kev", energy_kev); check_scalar("eps", eps, hi=0.1)
     check_choice("parametrization", parametrization, ["lobato", "kirkland", "peng"])
     nthreads = check_int("nthreads", nthreads, min_value=1)
+    oversample = check_int("oversample", oversample, min_value=1)
+    if oversample % 2 == 0: fail("oversample", oversample, "an odd number (the pixel centre is one of the samples)")
+    if oversample > 1:
+        if amplitude: fail("oversample", oversample, "1 with amplitude=True (intensities are averaged over a pixel, amplitudes are not)")
+        return _pixel_integrated(structures if batched else structures[0], energy_kev, grid, s_max, ewald, tilt_mrad, method,
+                                 parametrization, eps, device, dtype, nthreads, max_memory_gb, oversample)
     check_choice("dtype", dtype, (torch.float32, torch.float64) + ((torch.complex64, torch.complex128) if amplitude else ()))
     check_memory(f"kinematic pattern(s) on a {grid}×{grid} grid", 16 * grid**2 * (8 + len(structures)), max_memory_gb)
     qz = excitation_qz(grid, s_max, energy_kev, tilt_mrad) if ewald else None
@@ -191,6 +198,18 @@ def pattern(atoms,  # structure, or a list of structures (batched output)
     else: t = torch.as_tensor(res.real**2 + res.imag**2).to(dtype)
     t = t.to(dev) if device is not None else t
     return t if batched else t[0]
+
+def _pixel_integrated(atoms, energy_kev, grid, s_max, ewald, tilt_mrad, method, parametrization, eps, device, dtype,
+                      nthreads, max_memory_gb, m):
+    "Mean of I over the m×m sub-pixel samples centred in each pixel (m odd): a fine centred grid, cropped and binned."
+    ds = s_max / (grid // 2)
+    half = (grid // 2) * m + (m - 1) // 2               # the first pixel's first sub-sample is at -half·ds/m
+    fine = 2 * half + 1                                 # centred fine grid [-half, half]·ds/m (one row more for even N)
+    i = pattern(atoms, energy_kev, fine, ds / m * half, ewald, tilt_mrad, method, parametrization, False, eps,
+                device, torch.float64, nthreads, max_memory_gb, 1)
+    i = i[..., :grid * m, :grid * m]
+    return i.reshape(*i.shape[:-2], grid, m, grid, m).mean((-3, -1)).to(dtype)
+
 
 # %% ../../nbs/api/22_sim.kinematic.ipynb #7e88bbaf
 def crystallite(cell: Atoms,  # periodic cell whose a₁, a₂ lie in the x–y plane

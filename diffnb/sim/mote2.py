@@ -299,6 +299,7 @@ class _MoTe2Base:
                  phonon_temperature_k=None,  # None: the study's snapshots; a temperature: CHGNet/phonopy fields at it [K]
                  energy_kev: float = 3000.0,  # electron energy (MeV UED), used with `ewald` [keV]
                  ewald: bool = False,  # Ewald-sphere curvature
+                 oversample: int = 1,  # odd m: each pixel integrates m×m sub-samples (spots narrower than a pixel)
                 ):
         grid = check_int("grid", grid, min_value=8); check_positive("s_max", s_max)
         size = _pair("size", size, 1e-6); check_range("size_spread", size_spread, 0, 0.9)
@@ -309,11 +310,13 @@ class _MoTe2Base:
         check_range("strain", strain, 0, 0.9); phonon_strength = _pair("phonon_strength", phonon_strength)
         check_positive("stop_radius_px", stop_radius_px, allow_zero=True); check_positive("psf_sigma_px", psf_sigma_px, allow_zero=True)
         check_positive("energy_kev", energy_kev)
+        oversample = check_int("oversample", oversample, min_value=1)
+        if oversample % 2 == 0: fail("oversample", oversample, "an odd number (the pixel centre is one of the samples)")
         if phonon_temperature_k is not None: check_positive("phonon_temperature_k", phonon_temperature_k)
         self.config = json.loads(json.dumps(dict(grid=grid, s_max=float(s_max), size=size, size_spread=float(size_spread),
             shape=shape, rotation_deg=rotation_deg, dose_e_per_px=dose_e_per_px, stop_radius_px=float(stop_radius_px),
             psf_sigma_px=float(psf_sigma_px), u_iso=u_iso, vacancy=vacancy, strain=float(strain),
-            phonon_strength=phonon_strength, energy_kev=float(energy_kev), ewald=bool(ewald),
+            phonon_strength=phonon_strength, energy_kev=float(energy_kev), ewald=bool(ewald), oversample=oversample,
             phonon_temperature_k=None if phonon_temperature_k is None else float(phonon_temperature_k))))
 
     def _structure(self, k: int, rng: np.random.Generator):
@@ -358,7 +361,8 @@ class _MoTe2Base:
 
     def _observe(self, structures, dose, gens, noise=True):
         c = self.config
-        ints = pattern(structures, c["energy_kev"], c["grid"], c["s_max"], ewald=c["ewald"], dtype=torch.float64)
+        ints = pattern(structures, c["energy_kev"], c["grid"], c["s_max"], ewald=c["ewald"], dtype=torch.float64,
+                       oversample=c.get("oversample", 1))
         return observe(ints, dose, gens, c["stop_radius_px"], c["psf_sigma_px"], noise=noise)
 
     def _check(self, seed, indices):
