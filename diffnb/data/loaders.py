@@ -20,8 +20,8 @@ from ..core import DiffnbValueError, ShapeError, fail, check_int, check_range, c
 from .store import SAMPLERS, SampleStore, StoreWarning, DamagedStoreError, make_split, fold_indices, _resolve_sampler
 
 # %% auto #0
-__all__ = ['FloatImage', 'FloatTarget', 'LogIntensity', 'SqrtIntensity', 'PercentileNormalize', 'ZarrDataset', 'ZarrDL',
-           'SimulatedDL', 'dataloaders']
+__all__ = ['FloatImage', 'FloatTarget', 'LogIntensity', 'SqrtIntensity', 'PercentileNormalize', 'DihedralAugment', 'ZarrDataset',
+           'ZarrDL', 'SimulatedDL', 'dataloaders']
 
 # %% ../../nbs/api/43_data.loaders.ipynb #4af00891
 from fastai.torch_core import TensorBase, TensorImage, TensorCategory, show_title
@@ -106,6 +106,19 @@ class PercentileNormalize(Transform):
         shp = (-1,) + (1,) * (x.ndim - 1)
         return (x - q[:, 0].view(shp)) / (q[:, 1] - q[:, 0]).clamp_min(1e-12).view(shp)
     def record(self): return {"transform": "percentile", "lo": self.lo, "hi": self.hi}
+
+class DihedralAugment(Transform):
+    """Training-only augmentation: each image of a batch turned by a random element of the square's symmetry group
+    (rotations by multiples of 90°, with or without a flip), exact on the pixel grid — no interpolation, so a
+    one-pixel Bragg spot stays one pixel. For patterns with no preferred in-plane orientation."""
+    order, split_idx = 30, 0
+    def __init__(self, seed: int | None = None):  # seed of the draws (None: torch's global generator)
+        super().__init__()
+        self.gen = None if seed is None else torch.Generator().manual_seed(check_int("seed", seed, min_value=0))
+    def encodes(self, x: FloatImage):
+        if x.shape[-1] != x.shape[-2]: fail("x", x, "square images (a 90° turn of a non-square image changes its shape)")
+        k = torch.randint(0, 8, (x.shape[0],), generator=self.gen).tolist()
+        return torch.stack([torch.rot90(xi.flip(-1) if j >= 4 else xi, j % 4, (-2, -1)) for xi, j in zip(x, k)])
 
 # %% ../../nbs/api/43_data.loaders.ipynb #c30b820b
 def _wrap(images, targets, task):
