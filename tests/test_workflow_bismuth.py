@@ -99,3 +99,18 @@ def test_images_parameter_reads_the_users_tiffs(run):
     # Eq. 1 of the reference frame against itself: exactly the reference temperature
     assert u.analytic_k[0] == pytest.approx(m["parameters"]["t0_k"], rel=1e-6)
     assert "user_images" in m["tables"]
+
+
+def test_radial_domain_randomised_regressor(tmp_path):
+    "dr_arch 'radial': the ensemble members are azimuthal-average models, saved, reloaded and scored on the experiment."
+    from diffnb.learn.io import load_model
+    out = tmp_path / "run"
+    r = diffnb("run", "bismuth", "--out", str(out), "--store-dir", str(tmp_path / "stores"), "-p", "dr_arch", "radial", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["parameters"]["dr_arch"] == "radial"
+    members = sorted((out / "models").glob("domain_randomised_*"))
+    assert len(members) == m["parameters"]["n_ensemble"]
+    for folder in members:
+        assert type(load_model(folder, device="cpu").model).__name__ == "RadialProfileNet"
+    assert 0 <= m["metrics"]["cv.domain_randomised.mean_rel_error"] < 10

@@ -101,6 +101,7 @@ def test_unseen_instrument_differs_from_training_instrument(run):
     lab = m["stores"]["unseen_instrument"]["config"]
     assert m["stores"]["unseen_instrument"]["sampler"] == "mote2.unseen_instrument"
     assert {k: v for k, v in lab["mote2"].items()} == train              # the same structures and diffraction
+    assert train["oversample"] == m["parameters"]["oversample"] > 1       # pixel-integrated patterns in both
     dom = LabDomain(**{k: tuple(v) if isinstance(v, list) else v for k, v in lab["domain"].items()}).config
     assert train["psf_sigma_px"] == 0 and dom["psf_sigma_px"][0] > 0                 # PSF
     assert dom["stop_radius_px"][0] > train["stop_radius_px"]                         # larger beam stop (+ arm)

@@ -119,6 +119,25 @@ def test_speckle_tiny_run_end_to_end(tmp_path):
     assert "study_comparison" in m["tables"]
 
 
+def test_speckle_radial_model_run(tmp_path):
+    "arch 'radial': the azimuthal-average model trains, is saved and reloaded, and reproduces its reported test accuracy."
+    from diffnb.learn.io import load_model, predict
+    from diffnb.data import open_store
+    out = tmp_path / "run"
+    r = diffnb("run", "speckle", "--out", str(out), "--store-dir", str(tmp_path / "stores"), "-p", "arch", "radial",
+               "-p", "image_size", "33", "-p", "epochs", "2", cwd=tmp_path, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    m = json.loads((out / "metrics.json").read_text())
+    for kind in ("mono", "poly"):
+        model = load_model(out / "models" / kind, device="cpu")
+        assert type(model.model).__name__ == "RadialProfileNet"
+        st = open_store(out / "stores" / kind)
+        test_idx = np.flatnonzero(st.load_split("train_valid_test") == 2)
+        p = predict(model, st.images[:][test_idx], progress=False).probabilities.argmax(1)
+        assert np.isclose(np.mean(p == st.targets[:][test_idx]), m["metrics"][f"test.{kind}.cnn.accuracy"])
+    assert (out / "saliency_gradcam.png").stat().st_size > 5000
+
+
 def test_parameters_tag_survives_nbdev_clean(tmp_path):
     src = ROOT / "nbs" / "workflows" / "speckle.ipynb"
     nb = json.loads(src.read_text())
