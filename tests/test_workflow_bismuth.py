@@ -112,5 +112,6 @@ def test_radial_domain_randomised_regressor(tmp_path):
     members = sorted((out / "models").glob("domain_randomised_*"))
     assert len(members) == m["parameters"]["n_ensemble"]
     for folder in members:
-        assert type(load_model(folder, device="cpu").model).__name__ == "RadialProfileNet"
+        net = load_model(folder, device="cpu").model                    # TargetScaled(network): U_iso in Å²
+        assert type(net).__name__ == "TargetScaled" and type(net.model).__name__ == "RadialProfileNet"
     assert 0 <= m["metrics"]["cv.domain_randomised.mean_rel_error"] < 10
