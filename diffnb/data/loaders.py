@@ -117,8 +117,12 @@ class DihedralAugment(Transform):
         self.gen = None if seed is None else torch.Generator().manual_seed(check_int("seed", seed, min_value=0))
     def encodes(self, x: FloatImage):
         if x.shape[-1] != x.shape[-2]: fail("x", x, "square images (a 90° turn of a non-square image changes its shape)")
-        k = torch.randint(0, 8, (x.shape[0],), generator=self.gen).tolist()
-        return torch.stack([torch.rot90(xi.flip(-1) if j >= 4 else xi, j % 4, (-2, -1)) for xi, j in zip(x, k)])
+        k = torch.randint(0, 8, (x.shape[0],), generator=self.gen).to(x.device)
+        out = x.clone()
+        for j in range(8):                                   # one batched turn per group element
+            sel = k == j
+            if sel.any(): out[sel] = torch.rot90(x[sel].flip(-1) if j >= 4 else x[sel], j % 4, (-2, -1))
+        return out
 
 # %% ../../nbs/api/43_data.loaders.ipynb #c30b820b
 def _wrap(images, targets, task):
