@@ -36,8 +36,9 @@ check-sync: $(STAMP)
 nbtest: $(STAMP)
 	$(BIN)/nbdev-test --n-workers 2 --timing
 
+# one worker per core, each test module on one worker (module fixtures run once)
 pytest: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile
 
 export: $(STAMP)
 	$(BIN)/nbdev-export && $(BIN)/nbdev-clean && $(PY) tools/sync_workflows.py

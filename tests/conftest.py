@@ -7,6 +7,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# under pytest-xdist each worker gets one core: one BLAS/OpenMP thread each (set before torch is imported)
+if "PYTEST_XDIST_WORKER" in os.environ: os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")

@@ -46,7 +46,8 @@ def test_outputs_metrics_figures_models(run):
     for meth in methods:
         assert 0 <= met[f"cv.{meth}.mean_rel_error"] < 10, meth
         for split in ("low_fluence", "uiso_band"): assert f"split.{split}.{meth}.mean_rel_error" in met
-    for k in ("ccnn.ideal_valid.mean_rel_error", "ccnn.lab.mean_rel_error", "dr.lab.coverage_1sigma", "analytic.fraction_failed"):
+    for k in ("ccnn.ideal_valid.mean_rel_error", "ccnn.lab.mean_rel_error", "dr.lab.coverage_1sigma", "analytic.fraction_failed",
+              "dr.valid.mean_rel_error"):
         assert k in met, k
     assert set(m["tables"]["error_table"]["method"]) == set(methods)
     for fig in ("temperature_model", "experiment_images", "temperature_curves", "gan_translations", "user_temperatures"):
@@ -56,6 +57,8 @@ def test_outputs_metrics_figures_models(run):
     assert ccnn.task == "regression" and ccnn.targets == ["u_iso"]
     # the reloaded domain-randomised ensemble reproduces the run's coverage metric on its own inputs: finite U_iso in Å²
     ens = [load_model(out / m["models"][f"domain_randomised_{k}"], device="cpu") for k in range(m["parameters"]["n_ensemble"])]
+    assert m["parameters"]["dr_loss"] == "relative"          # the default: trained on the relative error it is judged by
+    assert json.loads((out / m["models"]["domain_randomised_0"] / "model.json").read_text())["provenance"]["loss"] == "relative"
     x = np.abs(np.random.default_rng(0).normal(100, 10, (3, 1, 32, 32))).astype(np.float32)
     p = predict(ens, x, progress=False)
     assert p.values.shape == (3, 1) and np.isfinite(p.values).all() and p.std is not None
@@ -105,13 +108,15 @@ def test_radial_domain_randomised_regressor(tmp_path):
     "dr_arch 'radial': the ensemble members are azimuthal-average models, saved, reloaded and scored on the experiment."
     from diffnb.learn.io import load_model
     out = tmp_path / "run"
-    r = diffnb("run", "bismuth", "--out", str(out), "--store-dir", str(tmp_path / "stores"), "-p", "dr_arch", "radial", cwd=tmp_path)
+    r = diffnb("run", "bismuth", "--out", str(out), "--store-dir", str(tmp_path / "stores"), "-p", "dr_arch", "radial",
+               "-p", "dr_loss", "mse", cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     m = json.loads((out / "metrics.json").read_text())
-    assert m["parameters"]["dr_arch"] == "radial"
+    assert m["parameters"]["dr_arch"] == "radial" and m["parameters"]["dr_loss"] == "mse"
     members = sorted((out / "models").glob("domain_randomised_*"))
     assert len(members) == m["parameters"]["n_ensemble"]
     for folder in members:
         net = load_model(folder, device="cpu").model                    # TargetScaled(network): U_iso in Å²
         assert type(net).__name__ == "TargetScaled" and type(net.model).__name__ == "RadialProfileNet"
+        assert json.loads((folder / "model.json").read_text())["provenance"]["loss"] == "mse"
     assert 0 <= m["metrics"]["cv.domain_randomised.mean_rel_error"] < 10

@@ -316,7 +316,8 @@ def main(argv=None) -> int:
         ok = (ROOT / "README.md").exists() and (ROOT / "README.md").read_text() == text
         if not ok: print("README.md is out of date with nbs/index.ipynb: run `make docs`", file=sys.stderr)
         return 0 if ok else 1
-    (ROOT / "README.md").write_text(text)
+    readme = ROOT / "README.md"
+    if not readme.exists() or readme.read_text() != text: readme.write_text(text)   # unchanged: never rewritten (readers may be checking it)
     if a.readme_only: return 0
     out = build()
     print(f"offline docs written to {out}/index.html ({sum(1 for _ in out.rglob('*.html'))} pages)")

@@ -23,9 +23,10 @@ from . import MODELS, register_model, build_model, model_spec
 
 # %% auto #0
 __all__ = ['TARGET_UNITS', 'PRECISIONS', 'RECON_LOSSES', 'LAUNCHERS', 'model_from_arch', 'TargetScaled', 'target_scaled',
-           'scale_targets', 'set_precision', 'StandardizedMSELoss', 'regression_learner', 'classification_learner',
-           'VAELoss', 'vae_metrics', 'VAETarget', 'unwrap_model', 'VAELearner', 'decoder_logits', 'vae_learner',
-           'vae_encode', 'vae_decode', 'vae_sample', 'rank_device', 'train_distributed']
+           'scale_targets', 'set_precision', 'StandardizedMSELoss', 'regression_learner', 'RelativeL1Loss',
+           'classification_learner', 'VAELoss', 'vae_metrics', 'VAETarget', 'unwrap_model', 'VAELearner',
+           'decoder_logits', 'vae_learner', 'vae_encode', 'vae_decode', 'vae_sample', 'rank_device',
+           'train_distributed']
 
 # %% ../../nbs/api/53_learn.learner.ipynb #fd9af0a6
 from fastcore.basics import patch
@@ -252,6 +253,20 @@ def regression_learner(dls,  # DataLoaders of a regression task (`diffnb.data.lo
     metrics = [rmse, R2Score()] if metrics is None else metrics
     if loss_func is None: loss_func = StandardizedMSELoss(model.std.cpu()) if scale is not False else MSELossFlat()
     return _learner(dls, model, loss_func, metrics, opt_func, cbs, wd, precision, src_meta, path, **kwargs)
+
+# %% ../../nbs/api/53_learn.learner.ipynb #269ce54e
+class RelativeL1Loss:
+    "Mean relative absolute error, mean(|ŷ − y| / |y|) over targets and samples: the loss of a quantity judged by its relative error."
+    def __init__(self, reduction: str = "mean"):  # "mean", "sum" or "none" (per sample)
+        self.reduction = check_choice("reduction", reduction, ("mean", "sum", "none"))
+    def __call__(self, pred, targ):
+        pred = pred.float().as_subclass(torch.Tensor); targ = targ.float().as_subclass(torch.Tensor)
+        pred = pred.reshape(len(pred), -1); targ = targ.reshape(pred.shape)
+        if bool((targ == 0).any()): raise DiffnbValueError("RelativeL1Loss: a target is 0; a relative error needs non-zero targets")
+        re = ((pred - targ).abs() / targ.abs()).mean(1)
+        return re.mean() if self.reduction == "mean" else re.sum() if self.reduction == "sum" else re
+    def __repr__(self): return f"RelativeL1Loss(reduction={self.reduction!r})"
+
 
 # %% ../../nbs/api/53_learn.learner.ipynb #5074ba35
 def classification_learner(dls,  # DataLoaders of a classification task
