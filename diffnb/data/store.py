@@ -714,21 +714,32 @@ class SampleStore:
             fail("name", name, "a split name of letters, digits, '_', '.', '-' (no path separators)")
         folds = np.asarray(folds)
         if folds.shape != (self.n,): fail("folds", folds, f"a 1-d array of length n = {self.n}", ShapeError)
+        folds = folds.astype(np.int16)
+        info = {**info, "checksum": _split_digest(folds)}   # checked by `load_split`
         with StoreLock(self.path, self.storage_options, action="save_split"):
             g = zarr.open_group(store=_zstore(self.path, self.storage_options), mode="r+")
             a = g.create_array(f"splits/{name}", shape=(self.n,), dtype="int16", chunks=(max(1, min(self.n, 1 << 20)),),
                                dimension_names=("sample",), attributes={"diffnb_split": info}, overwrite=True)
-            a[:] = folds.astype(np.int16)
+            a[:] = folds
         self.group = zarr.open_group(store=_zstore(self.path, self.storage_options, read_only=True), mode="r")
 
     def load_split(self, name: str) -> np.ndarray:
         "Fold of every sample for the saved split `name`."
         check_choice("split", name, self.splits)
-        return self.group[f"splits/{name}"][:]
+        a = self.group[f"splits/{name}"]
+        try: folds = a[:]
+        except Exception as e: raise DamagedStoreError(f"store {self.path!r}: split {name!r} is unreadable ({e})") from None
+        want = dict(a.attrs).get("diffnb_split", {}).get("checksum")
+        if want is not None and (folds.shape != (self.n,) or _split_digest(folds) != want):
+            raise DamagedStoreError(f"store {self.path!r}: split {name!r} fails its checksum (changed or corrupted after "
+                                    "it was saved); save it again with `make_split(..., save=name)`")
+        return folds
 
     def split_info(self, name: str) -> dict:
         check_choice("split", name, self.splits)
-        return dict(self.group[f"splits/{name}"].attrs).get("diffnb_split", {})
+        info = dict(dict(self.group[f"splits/{name}"].attrs).get("diffnb_split", {}))
+        info.pop("checksum", None)
+        return info
 
 def open_store(path,  # local directory or fsspec URL of a store made by `generate`
                storage_options: dict | None = None,  # fsspec options (credentials...) for URLs
@@ -745,6 +756,10 @@ def _to_numpy(x):
 def _param_bytes(v: np.ndarray) -> bytes:
     if v.dtype.kind in "iufb": return np.ascontiguousarray(v).tobytes()
     return "\x1f".join(str(e) for e in v.tolist()).encode()
+
+def _split_digest(folds: np.ndarray) -> str:
+    "BLAKE2b checksum (hex) of a split's folds, stored with the split and checked when it is loaded."
+    return hashlib.blake2b(np.ascontiguousarray(folds, dtype="<i2").tobytes(), digest_size=8).hexdigest()
 
 def _digest(images: np.ndarray, targets, params: dict) -> int:
     "64-bit BLAKE2b checksum of one chunk's images, targets and parameter columns (never 0)."
