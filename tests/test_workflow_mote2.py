@@ -18,7 +18,8 @@ def run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("mote2")
     out = tmp / "run"
     r = subprocess.run([sys.executable, "-c", "import sys; from diffnb.cli import main; sys.exit(main())",
-                        "run", "mote2", "--out", str(out), "--store-dir", str(tmp / "stores"), "-p", "seed", "1"],
+                        "run", "mote2", "--out", str(out), "--store-dir", str(tmp / "stores"), "-p", "seed", "1",
+                        "-p", "epochs", "3"],
                        capture_output=True, text=True, timeout=600, cwd=tmp)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     return out, json.loads((out / "metrics.json").read_text())
@@ -37,6 +38,11 @@ def test_mote2_tiny_run_outputs(run):
               "vae.steering.test_false_alarm_rate", "vae.steering.test_detection_rate"):
         assert 0 <= met[k] <= 1, k
     assert met["transfer.fine_tuned.lr"] == pytest.approx(0.1 * m["parameters"]["lr"])   # the study's 10x lower rate
+    # keep_best: the saved WRN is the epoch with the best validation accuracy, not the last one
+    accs = m["tables"]["train.wrn.valid_accuracy_by_epoch"]
+    assert m["parameters"]["keep_best"] is True and len(accs) == 3
+    assert met["train.wrn.kept_epoch"] == int(np.argmax(accs))
+    assert met["train.wrn.valid_accuracy"] == pytest.approx(max(accs), abs=1e-6)
     assert met["transfer.n_train"] + met["transfer.n_valid"] == 77
     for fig in ("patterns", "training", "confusion", "saliency", "instruments", "latent", "traversal"):
         assert (out / f"{fig}.png").stat().st_size > 5000, fig
