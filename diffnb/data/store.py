@@ -372,9 +372,11 @@ class StoreLock:
         data = json.dumps(me).encode()
         fs, f = self._lockfile()
         if fs is None:
-            p = Path(self.path).absolute()
-            while not p.exists(): self.made.append(p); p = p.parent
-            for d in reversed(self.made): d.mkdir()
+            p, todo = Path(self.path).absolute(), []
+            while not p.exists(): todo.append(p); p = p.parent
+            for d in reversed(todo):  # a concurrent writer may make the same directories: only ours are recorded
+                try: d.mkdir(); self.made.insert(0, d)
+                except FileExistsError: pass
         for _ in range(5):
             if fs is None:
                 try:
