@@ -35,7 +35,8 @@ def test_mote2_tiny_run_outputs(run):
     met = m["metrics"]
     for k in ("test.wrn.accuracy", "test.resnet18.accuracy", "test.wrn.worst_class_recall", "transfer.unadapted.accuracy",
               "transfer.fine_tuned.accuracy", "transfer.scratch.accuracy", "vae.steering.test_auc",
-              "vae.steering.test_false_alarm_rate", "vae.steering.test_detection_rate"):
+              "vae.steering.test_false_alarm_rate", "vae.steering.test_detection_rate", "randomised.test_accuracy",
+              "transfer.randomised_unadapted.accuracy", "transfer.randomised_fine_tuned.accuracy"):
         assert 0 <= met[k] <= 1, k
     assert met["transfer.fine_tuned.lr"] == pytest.approx(0.1 * m["parameters"]["lr"])   # the study's 10x lower rate
     # keep_best: the saved WRN is the epoch with the best validation accuracy, not the last one
@@ -48,7 +49,8 @@ def test_mote2_tiny_run_outputs(run):
         assert (out / f"{fig}.png").stat().st_size > 5000, fig
     assert "study_comparison" in m["tables"]
     # every model reloads from safetensors + JSON; the WRN reproduces the reported test accuracy on the stored test fold
-    for name in ("wrn", "resnet18", "transfer_fine_tuned", "transfer_scratch", "vae"):
+    for name in ("wrn", "resnet18", "wrn_randomised", "transfer_fine_tuned", "transfer_randomised_fine_tuned",
+                 "transfer_scratch", "vae"):
         assert load_model(out / m["models"][name], device="cpu").meta["task"] in ("classification", "vae"), name
     wrn = load_model(out / "models" / "wrn", device="cpu")
     assert wrn.classes == CLASSES
@@ -127,3 +129,32 @@ def test_unseen_instrument_differs_from_training_instrument(run):
     cl = neighbour_correlation(open_store(out / "stores" / "unseen_instrument").images[:])
     assert abs(cs) < 0.01 and cl > 0.03, (cs, cl)
     MoTe2Sampler(**train)                                                             # the recorded config is valid
+
+
+def test_randomised_instruments_cover_both_instruments_and_change_per_pattern(run):
+    "The domain-randomised base model's instruments: ranges containing the training and the unseen instrument."
+    from diffnb.data import open_store
+    out, m = run
+    st = m["stores"]["randomised_instruments"]
+    assert st["sampler"] == "mote2.randomised_instruments"
+    train, dr = m["stores"]["synthetic"]["config"], st["config"]
+    unseen = m["stores"]["unseen_instrument"]["config"]["domain"]
+    assert dr["mote2"] == train and dr["ref_dose_factor"] == m["parameters"]["ref_dose_factor"]
+    dom = dr["domain"]
+    for k, v in unseen.items():                       # every unseen-instrument range lies inside the randomised one
+        if isinstance(v, list): assert dom[k][0] <= v[0] and v[1] <= dom[k][1], k
+    # the training instrument of section 1 is inside too: no PSF, no background, its stop and its doses
+    for k in ("psf_sigma_px", "background", "halo", "substrate", "gain_sigma", "readout_e", "center_shift_px"):
+        assert dom[k][0] == 0, k
+    assert dom["stop_radius_px"][0] <= train["stop_radius_px"] <= dom["stop_radius_px"][1]
+    assert dom["dose_e_per_px"][0] <= train["dose_e_per_px"][0] and train["dose_e_per_px"][1] <= dom["dose_e_per_px"][1]
+    # one instrument per pattern: the recorded draws spread over the ranges
+    s = open_store(out / "stores" / "randomised_instruments")
+    psf = s.param("psf_sigma_px")
+    assert len(psf) == m["parameters"]["n_randomised"] and len(np.unique(psf)) == len(psf)
+    assert psf.min() < 0.25 * dom["psf_sigma_px"][1] and psf.max() > 0.75 * dom["psf_sigma_px"][1]
+    # a separate store and split: its test fold is disjoint from its training fold, every class held out
+    folds = s.load_split("train_valid_test")
+    assert set(s.targets[:][folds == 2]) == set(range(7)) and m["metrics"]["randomised.n_test"] == int((folds == 2).sum())
+    meta = json.loads((out / m["models"]["transfer_randomised_fine_tuned"] / "model.json").read_text())
+    assert meta["provenance"]["init"] == "models/wrn_randomised"
