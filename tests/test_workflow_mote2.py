@@ -153,7 +153,7 @@ def test_randomised_instruments_cover_both_instruments_and_change_per_pattern(ru
     psf = s.param("psf_sigma_px")
     assert len(psf) == m["parameters"]["n_randomised"] and len(np.unique(psf)) == len(psf)
     assert psf.min() < 0.25 * dom["psf_sigma_px"][1] and psf.max() > 0.75 * dom["psf_sigma_px"][1]
-    # a separate store and split: its test fold is disjoint from its training fold, every class held out
+    # a split of its own, stratified: every class is in its held-out test fold
     folds = s.load_split("train_valid_test")
     assert set(s.targets[:][folds == 2]) == set(range(7)) and m["metrics"]["randomised.n_test"] == int((folds == 2).sum())
     meta = json.loads((out / m["models"]["transfer_randomised_fine_tuned"] / "model.json").read_text())
