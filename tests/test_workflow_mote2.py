@@ -17,12 +17,15 @@ def run(tmp_path_factory):
     "One tiny run shared by the tests of this file: (run folder, metrics.json)."
     tmp = tmp_path_factory.mktemp("mote2")
     out = tmp / "run"
-    r = subprocess.run([sys.executable, "-c", "import sys; from diffnb.cli import main; sys.exit(main())",
-                        "run", "mote2", "--out", str(out), "--store-dir", str(tmp / "stores"), "-p", "seed", "1",
-                        "-p", "epochs", "3"],
-                       capture_output=True, text=True, timeout=600, cwd=tmp)
+    r = _diffnb_run(tmp, out, "-p", "seed", "1", "-p", "epochs", "3")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     return out, json.loads((out / "metrics.json").read_text())
+
+
+def _diffnb_run(tmp, out, *args):
+    return subprocess.run([sys.executable, "-c", "import sys; from diffnb.cli import main; sys.exit(main())",
+                           "run", "mote2", "--out", str(out), "--store-dir", str(tmp / "stores"), *args],
+                          capture_output=True, text=True, timeout=600, cwd=tmp)
 
 
 def test_mote2_tiny_run_outputs(run):
@@ -36,7 +39,9 @@ def test_mote2_tiny_run_outputs(run):
     for k in ("test.wrn.accuracy", "test.resnet18.accuracy", "test.wrn.worst_class_recall", "transfer.unadapted.accuracy",
               "transfer.fine_tuned.accuracy", "transfer.scratch.accuracy", "vae.steering.test_auc",
               "vae.steering.test_false_alarm_rate", "vae.steering.test_detection_rate", "randomised.test_accuracy",
-              "transfer.randomised_unadapted.accuracy", "transfer.randomised_fine_tuned.accuracy"):
+              "transfer.randomised_unadapted.accuracy", "transfer.randomised_fine_tuned.accuracy",
+              "transfer.head_tuned.accuracy", "transfer.randomised_head_tuned.accuracy", "valid.wrn.accuracy",
+              "valid.wrn.accuracy_tta", "transfer.fine_tuned.base_valid_accuracy", "transfer.randomised_head_tuned.base_valid_accuracy"):
         assert 0 <= met[k] <= 1, k
     assert met["transfer.fine_tuned.lr"] == pytest.approx(0.1 * m["parameters"]["lr"])   # the study's 10x lower rate
     # keep_best: the saved WRN is the epoch with the best validation accuracy, not the last one
@@ -50,7 +55,7 @@ def test_mote2_tiny_run_outputs(run):
     assert "study_comparison" in m["tables"]
     # every model reloads from safetensors + JSON; the WRN reproduces the reported test accuracy on the stored test fold
     for name in ("wrn", "resnet18", "wrn_randomised", "transfer_fine_tuned", "transfer_randomised_fine_tuned",
-                 "transfer_scratch", "vae"):
+                 "transfer_scratch", "transfer_head_tuned", "transfer_randomised_head_tuned", "vae"):
         assert load_model(out / m["models"][name], device="cpu").meta["task"] in ("classification", "vae"), name
     wrn = load_model(out / "models" / "wrn", device="cpu")
     assert wrn.classes == CLASSES
@@ -58,7 +63,8 @@ def test_mote2_tiny_run_outputs(run):
     folds = st.load_split("train_valid_test")
     assert set(st.targets[:][folds == 2]) == set(range(7))              # stratified: every class in the test set
     test = np.flatnonzero(folds == 2)
-    p = predict(wrn, st.images[:][test], progress=False).probabilities.argmax(1)
+    assert m["parameters"]["tta"] is True                               # test patterns classified over their 8 turns/flips
+    p = predict(wrn, st.images[:][test], progress=False, tta=True).probabilities.argmax(1)
     assert np.isclose(np.mean(np.asarray(p) == st.targets[:][test]), met["test.wrn.accuracy"])
     cm = np.array(m["tables"]["test.wrn.confusion"])
     assert cm.shape == (7, 7) and cm.sum() == met["test.n"] == len(test)
@@ -158,3 +164,44 @@ def test_randomised_instruments_cover_both_instruments_and_change_per_pattern(ru
     assert set(s.targets[:][folds == 2]) == set(range(7)) and m["metrics"]["randomised.n_test"] == int((folds == 2).sum())
     meta = json.loads((out / m["models"]["transfer_randomised_fine_tuned"] / "model.json").read_text())
     assert meta["provenance"]["init"] == "models/wrn_randomised"
+
+
+def test_reused_classifiers_reproduce_the_run_and_refuse_other_settings(run):
+    "`reuse_models`: the classifiers of a run are loaded, not trained, and everything downstream comes out the same."
+    from safetensors.torch import load_file
+    from diffnb.learn.io import read_model_meta
+    out, m = run
+    tmp = out.parent
+    again = tmp / "reused"
+    r = _diffnb_run(tmp, again, "-p", "seed", "1", "-p", "epochs", "3", "-p", "reuse_models", str(out))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    m2 = json.loads((again / "metrics.json").read_text())
+    met, met2 = m["metrics"], m2["metrics"]
+    for name in ("wrn", "resnet18", "wrn_randomised"):
+        assert met2[f"train.{name}.reused_from"] == str(out / "models" / name)
+        w, w2 = (load_file(d / "models" / name / "model.safetensors") for d in (out, again))
+        assert w.keys() == w2.keys() and all(torch.equal(w[k], w2[k]) for k in w), name      # the same weights
+        assert read_model_meta(again / "models" / name)["provenance"]["reused_from"] == str(out / "models" / name)
+    assert "train.wrn.wall_s" in met2 and m2["tables"]["train.wrn.valid_accuracy_by_epoch"] == m["tables"]["train.wrn.valid_accuracy_by_epoch"]
+    for k, v in met.items():       # the test, the transfer runs (same seeds, same shuffles) and the VAE: the same numbers
+        if k.startswith(("test.", "valid.", "transfer.", "randomised.", "vae.steering.")) and not k.endswith("_s"):
+            assert met2[k] == pytest.approx(v, abs=1e-9), k
+    # a run with other training settings is refused before anything is trained
+    bad = _diffnb_run(tmp, tmp / "refused", "-p", "seed", "1", "-p", "epochs", "2", "-p", "reuse_models", str(out))
+    assert bad.returncode != 0 and "trained with other settings" in bad.stdout + bad.stderr and "epochs" in bad.stdout + bad.stderr
+
+
+def test_head_only_fine_tuning_changes_only_the_last_layer(run):
+    "The head-only transfer run: the body's weights and BatchNorm statistics are exactly the base model's."
+    from safetensors.torch import load_file
+    out, m = run
+    for base, tuned in (("wrn", "transfer_head_tuned"), ("wrn_randomised", "transfer_randomised_head_tuned")):
+        a, b = load_file(out / "models" / base / "model.safetensors"), load_file(out / m["models"][tuned] / "model.safetensors")
+        assert a.keys() == b.keys()
+        changed = {k for k in a if not torch.equal(a[k], b[k])}
+        # only the final linear layer (7 outputs): its weight matrix and its bias
+        assert len(changed) == 2 and {a[k].ndim for k in changed} == {1, 2} and all(a[k].shape[0] == 7 for k in changed), changed
+        assert any("running_mean" in k for k in a)                                  # the model has BatchNorm statistics
+        meta = json.loads((out / m["models"][tuned] / "model.json").read_text())["provenance"]
+        assert meta["head_only"] is True and meta["init"] == f"models/{base}"
+    assert m["metrics"]["transfer.head_tuned.lr"] == pytest.approx(m["parameters"]["lr"])

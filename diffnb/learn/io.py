@@ -502,6 +502,11 @@ def _main_output(out, task):
     return out.float()
 
 # %% ../../nbs/api/55_learn.io.ipynb #16fffac0
+def _views(hw) -> list:
+    "The (quarter turns, flip) pairs of the symmetry group of an H × W image: 8 for a square, 4 otherwise."
+    turns = (0, 1, 2, 3) if hw[0] == hw[1] else (0, 2)
+    return [(k, f) for k in turns for f in (False, True)]
+
 def predict(model,              # `LoadedModel`, model directory, or a list of them (deep ensemble)
             images,             # (N, C, H, W) / (N, H, W) / (H, W) array or tensor, file paths/glob, or `read_images`'s result
             bs: int = 64,       # batch size
@@ -509,10 +514,12 @@ def predict(model,              # `LoadedModel`, model directory, or a list of t
             progress: bool = True,  # tqdm progress bar over batches
             device=None,        # device for models given as paths (default: `default_device()`)
             seed: int = 0,      # seed of the dropout masks (MC dropout)
+            tta: bool = False,  # also average over the exact 90° turns and flips of each image (8 views; 4 if not square)
            ) -> Prediction:
     "Predict classes/values with uncertainty (ensemble or MC-dropout spread) for a batch of images."
     bs = check_int("bs", bs, min_value=1); mc_dropout = check_int("mc_dropout", mc_dropout, min_value=0)
     members = _as_members(model, device)
+    if not isinstance(tta, (bool, np.bool_)): fail("tta", tta, "True or False")
     sources = None
     if isinstance(images, tuple) and len(images) == 2 and isinstance(images[1], list) and all(isinstance(m, dict) for m in images[1]):
         images, sources = images  # the (images, metadata) pair of `read_images`
@@ -527,7 +534,11 @@ def predict(model,              # `LoadedModel`, model directory, or a list of t
                                f"save_model(..., task=...) (one of {TASKS}); the bare network is LoadedModel.model")
     if mc_dropout and sum(_dropout_on(m.model) for m in members) == 0:
         raise DiffnbValueError("mc_dropout > 0 needs dropout layers in the model, but it has none")
+    if tta and task not in ("classification", "regression"):
+        raise DiffnbValueError(f"tta averages outputs that do not change when the image turns (classification, regression); "
+                               f"a {task} model's outputs turn with the image")
     passes = max(mc_dropout, 1)
+    views = _views(x.shape[-2:]) if tta else [(0, False)]
     means, stds = [], []
     from tqdm.auto import tqdm
     cuda = sorted({m.device.index or 0 for m in members if m.device.type == "cuda"})
@@ -539,8 +550,10 @@ def predict(model,              # `LoadedModel`, model directory, or a list of t
                 for m in members:
                     xb = apply_preprocessing(m.steps, x[a:a + bs].to(m.device))
                     for _ in range(passes):
-                        out = _main_output(m.model(xb), task)
-                        samples.append(torch.softmax(out, 1) if task == "classification" else out)
+                        for k, flip in views:
+                            xv = torch.rot90(xb, k, (-2, -1)) if k else xb
+                            out = _main_output(m.model(xv.flip(-1) if flip else xv), task)
+                            samples.append(torch.softmax(out, 1) if task == "classification" else out)
                 s = torch.stack(samples).cpu()                         # (S, b, ...)
                 means.append(s.mean(0)); stds.append(s.std(0, unbiased=False) if len(samples) > 1 else None)
     finally:
@@ -550,7 +563,7 @@ def predict(model,              # `LoadedModel`, model directory, or a list of t
     if task != "image_to_image":
         mean = mean.reshape(len(mean), -1)
         if std is not None: std = std.reshape(len(std), -1)
-    n_samples = len(members) * passes
+    n_samples = len(members) * passes * len(views)
     if task == "classification":
         classes = list(ref.classes)
         if mean.shape[1] != len(classes):
@@ -682,6 +695,8 @@ def predict_cli(argv: list[str] | None = None) -> int:
     p.add_argument("--ensemble", action="append", default=[], metavar="MODEL_DIR",
                    help="another model of the same task, averaged with MODEL (deep ensemble; repeatable)")
     p.add_argument("--mc-dropout", type=int, default=0, metavar="K", help="Monte-Carlo dropout passes per model (default 0)")
+    p.add_argument("--tta", action="store_true",
+                   help="also average over the 90° turns and flips of each image (patterns with no preferred orientation)")
     p.add_argument("--bs", type=int, default=64, help="batch size (default 64)")
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cuda when available)")
     p.add_argument("--stack", choices=["images", "channels"], default=None,
@@ -700,7 +715,7 @@ def predict_cli(argv: list[str] | None = None) -> int:
             raise DiffnbValueError("an image_to_image model predicts images, which a CSV cannot hold: use diffnb.learn.io.predict")
         stack = a.stack or ("channels" if (members[0].channels or 1) > 1 else "images")
         images, sources = read_images(a.images, stack=stack)
-        pred = predict(members, images, bs=a.bs, mc_dropout=a.mc_dropout, progress=not a.no_progress)
+        pred = predict(members, images, bs=a.bs, mc_dropout=a.mc_dropout, tta=a.tta, progress=not a.no_progress)
         pred.sources = sources
         df = pred.to_frame()
         out = Path(a.out)
