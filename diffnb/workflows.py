@@ -26,8 +26,9 @@ import diffnb
 from .core import DiffnbError, DiffnbValueError, DiffnbFileNotFoundError, check_int, default_device, fail
 
 # %% auto #0
-__all__ = ['workflow_dirs', 'list_workflows', 'workflow_path', 'WorkflowParameter', 'workflow_parameters', 'check_parameters',
-           'RunRecord', 'store_path', 'cached_store', 'run_workflow', 'workflow_help', 'run_cli']
+__all__ = ['LAUNCH_DIR_ENV', 'workflow_dirs', 'list_workflows', 'workflow_path', 'WorkflowParameter', 'workflow_parameters',
+           'check_parameters', 'RunRecord', 'store_path', 'cached_store', 'user_path', 'run_workflow', 'workflow_help',
+           'run_cli']
 
 # %% ../nbs/api/80_workflows.ipynb #a7c1540c
 def workflow_dirs() -> list[Path]:
@@ -248,6 +249,14 @@ def _new_run_dir(runs_dir: Path, name: str) -> Path:
     while out.exists(): out, k = runs_dir / name / f"{stamp}-{k}", k + 1
     return out
 
+LAUNCH_DIR_ENV = "DIFFNB_LAUNCH_DIR"   # the folder `run_workflow` was called in, for the workflow's kernel
+
+def user_path(path) -> str | None:
+    "A file, folder or glob a user gave a workflow as a parameter, absolute: relative ones are taken from the folder the run was started in."
+    if path is None: return None
+    p = Path(os.path.expanduser(str(path)))
+    return str(p if p.is_absolute() else Path(os.environ.get(LAUNCH_DIR_ENV) or os.getcwd()) / p)
+
 def run_workflow(name: str,                 # workflow name (see `list_workflows`)
                  parameters: dict | None = None,  # parameter name → value; the others keep their tiny defaults
                  out=None,                  # run folder (default: <runs_dir>/<name>/<UTC timestamp>); new or empty
@@ -274,12 +283,15 @@ def run_workflow(name: str,                 # workflow name (see `list_workflows
         inject["store_dir"] = str(Path(store_dir if store_dir is not None else runs_dir / "stores").resolve())
     out.mkdir(parents=True, exist_ok=True)
     t0, started = time.perf_counter(), _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    ok = False
+    ok, launched_from = False, os.environ.get(LAUNCH_DIR_ENV)
     try:
+        os.environ[LAUNCH_DIR_ENV] = os.getcwd()          # inherited by the kernel: see `user_path`
         pm.execute_notebook(str(src), str(out / f"{name}.ipynb"), parameters=inject, cwd=str(out),
                             kernel_name=kernel_name, log_output=log_output, progress_bar=progress)
         ok = True
     finally:
+        if launched_from is None: os.environ.pop(LAUNCH_DIR_ENV, None)
+        else: os.environ[LAUNCH_DIR_ENV] = launched_from
         mpath = out / "metrics.json"
         m = json.loads(mpath.read_text()) if mpath.exists() else {"workflow": name}
         m["run"] = {"notebook": f"{name}.ipynb", "source": str(src), "parameters_given": _jsonable(params),

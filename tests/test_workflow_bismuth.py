@@ -30,8 +30,8 @@ def run(tmp_path_factory):
     x, _, _ = BismuthRingSampler((32, 32), mode="lab", pixels_per_inv_angstrom=16.0, fwhm_range=(0.05, 0.08), lab=lab).sample(7, range(4))
     frames = tmp / "frames"; frames.mkdir()
     for i, img in enumerate(x[:, 0].numpy()): tifffile.imwrite(frames / f"frame_{i:02d}.tif", img.astype(np.float32))
-    out = tmp / "run"
-    r = diffnb("run", "bismuth", "--out", str(out), "--store-dir", str(tmp / "stores"), "-p", "images", str(frames / "*.tif"),
+    out = tmp / "run"          # the glob is relative to the folder the command runs in, not to the run folder
+    r = diffnb("run", "bismuth", "--out", str(out), "--store-dir", str(tmp / "stores"), "-p", "images", "frames/*.tif",
                "-p", "images_delays_ps", str(DELAYS), cwd=tmp)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     return out, json.loads((out / "metrics.json").read_text())

@@ -173,7 +173,7 @@ def test_reused_classifiers_reproduce_the_run_and_refuse_other_settings(run):
     out, m = run
     tmp = out.parent
     again = tmp / "reused"
-    r = _diffnb_run(tmp, again, "-p", "seed", "1", "-p", "epochs", "3", "-p", "reuse_models", str(out))
+    r = _diffnb_run(tmp, again, "-p", "seed", "1", "-p", "epochs", "3", "-p", "reuse_models", out.name)   # relative to cwd
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     m2 = json.loads((again / "metrics.json").read_text())
     met, met2 = m["metrics"], m2["metrics"]
