@@ -68,6 +68,22 @@ def test_mote2_tiny_run_outputs(run):
     assert np.isclose(np.mean(np.asarray(p) == st.targets[:][test]), met["test.wrn.accuracy"])
     cm = np.array(m["tables"]["test.wrn.confusion"])
     assert cm.shape == (7, 7) and cm.sum() == met["test.n"] == len(test)
+    # refit_head: the saved WRN's read-out is the candidate best on validation, and its body is the kept epoch's
+    cands = {k.split(".valid_accuracy.")[1]: v for k, v in met.items() if k.startswith("readout.wrn.valid_accuracy.")}
+    assert set(cands) == {"trained", "C=0.01", "C=0.1", "C=1", "C=10"}
+    choice = met["readout.wrn.choice"]
+    assert cands[choice] == max(cands.values())
+    assert cands["trained"] == pytest.approx(met["train.wrn.valid_accuracy"], abs=1e-6)   # features @ W + b == fastai's validate
+    valid = np.flatnonzero(folds == 1)
+    pv = predict(wrn, st.images[:][valid], progress=False, tta=False).probabilities.argmax(1)
+    assert np.mean(np.asarray(pv) == st.targets[:][valid]) == pytest.approx(cands[choice], abs=1e-6)
+    best = torch.load(out / "checkpoints" / "models" / "best_wrn.pth", map_location="cpu", weights_only=True)
+    saved = wrn.model.state_dict()
+    for k, v in best.items():
+        same = torch.equal(saved[k].cpu(), v)
+        assert same if not k.startswith("head.") or choice == "trained" else True, k
+    assert (not torch.equal(saved["head.2.weight"].cpu(), best["head.2.weight"])) == (choice != "trained")
+    assert wrn.meta["provenance"]["readout"] == choice
 
 
 def _brute_force_distance(points, vertices, n=20001):

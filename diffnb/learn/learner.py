@@ -25,8 +25,8 @@ from . import MODELS, register_model, build_model, model_spec
 __all__ = ['TARGET_UNITS', 'PRECISIONS', 'RECON_LOSSES', 'LAUNCHERS', 'model_from_arch', 'TargetScaled', 'target_scaled',
            'scale_targets', 'set_precision', 'StandardizedMSELoss', 'regression_learner', 'RelativeL1Loss',
            'classification_learner', 'VAELoss', 'vae_metrics', 'VAETarget', 'unwrap_model', 'VAELearner',
-           'decoder_logits', 'vae_learner', 'vae_encode', 'vae_decode', 'vae_sample', 'rank_device',
-           'train_distributed']
+           'decoder_logits', 'vae_learner', 'vae_encode', 'vae_decode', 'vae_sample', 'readout_layer',
+           'readout_features', 'refit_readout', 'rank_device', 'train_distributed']
 
 # %% ../../nbs/api/53_learn.learner.ipynb #fd9af0a6
 from fastcore.basics import patch
@@ -477,6 +477,71 @@ def vae_sample(learn_or_model,  # VAE learner or model
     if latent_dim is None: fail("latent_dim", latent_dim, "given for a model without a `latent_dim` attribute")
     z = torch.randn(n, int(latent_dim), generator=torch.Generator().manual_seed(int(seed)))
     return vae_decode(learn_or_model, z)
+
+# %% ../../nbs/api/53_learn.learner.ipynb #3d5cd43d
+def readout_layer(learn_or_model) -> nn.Linear:
+    "The last `nn.Linear` of a classifier, after checking that it is a read-out that can be refitted."
+    m = unwrap_model(learn_or_model)
+    lin = [mod for mod in m.modules() if isinstance(mod, nn.Linear)]
+    if not lin: fail("model", type(m).__name__, "a classifier whose last layer is an nn.Linear read-out")
+    return lin[-1]
+
+def readout_features(learn_or_model,  # classifier (learner or module) whose output is its last `nn.Linear`
+                     images,  # `(n, c, h, w)` images (already transformed like the training inputs) or a DataLoader
+                     bs: int = 256,  # batch size
+                    ) -> np.ndarray:  # `(n, in_features)` float64 inputs of the read-out, in evaluation mode
+    "Evaluation-mode inputs of the classifier's last linear layer (checking that this layer's output is the model's)."
+    m = unwrap_model(learn_or_model)
+    lin = readout_layer(m)
+    bs = check_int("bs", bs, min_value=1)
+    seen = []
+    hook = lin.register_forward_hook(lambda mod, inp, out: seen.append((inp[0].detach(), out.detach())))
+    was, feats = m.training, []
+    m.eval()
+    try:
+        with torch.no_grad():
+            for xb in _batches(images, bs):
+                seen.clear()
+                out = m(xb.as_subclass(torch.Tensor).float().to(_model_device(m)))
+                if len(seen) != 1 or not isinstance(out, torch.Tensor) or out.shape != seen[0][1].shape \
+                        or not torch.equal(out, seen[0][1]):
+                    fail("model", type(m).__name__, "a classifier whose output is that of its last nn.Linear (called once per batch)")
+                feats.append(seen[0][0].double().cpu())
+    finally:
+        hook.remove(); m.train(was)
+    if not feats: fail("images", "no images", "at least one image")
+    return torch.cat(feats).numpy()
+
+def refit_readout(learn_or_model,  # classifier (learner or module) whose output is its last `nn.Linear`
+                  features,  # `(n, in_features)` from `readout_features` (evaluation mode)
+                  targets,  # `(n,)` class indices; every class 0 … n_out − 1 must occur
+                  C: float = 1.0,  # inverse L2 strength of the logistic regression (on standardised features)
+                  max_iter: int = 5000,  # iterations of the L-BFGS solver
+                 ) -> dict:  # {"C", "n", "train_accuracy"}
+    "Refit the last linear layer as a multinomial logistic regression on `features`; the rest of the model is unchanged."
+    # a layer without a bias (fastai's heads put a BatchNorm before it) is refitted without an intercept
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+    lin = readout_layer(learn_or_model)
+    C, max_iter = check_positive("C", C), check_int("max_iter", max_iter, min_value=1)
+    X = np.asarray(features, dtype=np.float64)
+    if X.ndim != 2 or X.shape[1] != lin.in_features:
+        fail("features", X, f"an (n, {lin.in_features}) array: the inputs of the read-out", ShapeError)
+    check_finite("features", X)
+    y = np.asarray(targets)
+    if y.shape != (len(X),): fail("targets", y, f"({len(X)},) class indices, one per row of features", ShapeError)
+    if not np.issubdtype(y.dtype, np.integer): fail("targets", y.dtype, "integer class indices")
+    missing = sorted(set(range(lin.out_features)) - set(y.tolist()))
+    if missing or y.min() < 0 or y.max() >= lin.out_features:
+        fail("targets", f"classes {sorted(set(y.tolist()))}", f"every class 0 … {lin.out_features - 1} and no other")
+    bias = lin.bias is not None
+    scaler = StandardScaler(with_mean=bias).fit(X)
+    clf = LogisticRegression(C=C, max_iter=max_iter, fit_intercept=bias).fit(scaler.transform(X), y)
+    w = clf.coef_ / scaler.scale_                       # logits = w·x + b on the unscaled features
+    with torch.no_grad():
+        lin.weight.copy_(torch.as_tensor(w, dtype=lin.weight.dtype))
+        if bias: lin.bias.copy_(torch.as_tensor(clf.intercept_ - w @ scaler.mean_, dtype=lin.bias.dtype))
+    return {"C": C, "n": len(X), "train_accuracy": float(np.mean(clf.predict(scaler.transform(X)) == y))}
 
 # %% ../../nbs/api/53_learn.learner.ipynb #112cb066
 @patch
