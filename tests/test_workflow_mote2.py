@@ -41,7 +41,9 @@ def test_mote2_tiny_run_outputs(run):
               "vae.steering.test_false_alarm_rate", "vae.steering.test_detection_rate", "randomised.test_accuracy",
               "transfer.randomised_unadapted.accuracy", "transfer.randomised_fine_tuned.accuracy",
               "transfer.head_tuned.accuracy", "transfer.randomised_head_tuned.accuracy", "valid.wrn.accuracy",
-              "valid.wrn.accuracy_tta", "transfer.fine_tuned.base_valid_accuracy", "transfer.randomised_head_tuned.base_valid_accuracy"):
+              "valid.wrn.accuracy_tta", "transfer.fine_tuned.base_valid_accuracy", "transfer.randomised_head_tuned.base_valid_accuracy",
+              "transfer.head_refit.accuracy", "transfer.randomised_head_refit.accuracy", "transfer.fine_tuned_refit.accuracy",
+              "transfer.randomised_fine_tuned_refit.base_valid_accuracy"):
         assert 0 <= met[k] <= 1, k
     assert met["transfer.fine_tuned.lr"] == pytest.approx(0.1 * m["parameters"]["lr"])   # the study's 10x lower rate
     # keep_best: the saved WRN is the epoch with the best validation accuracy, not the last one
@@ -55,7 +57,8 @@ def test_mote2_tiny_run_outputs(run):
     assert "study_comparison" in m["tables"]
     # every model reloads from safetensors + JSON; the WRN reproduces the reported test accuracy on the stored test fold
     for name in ("wrn", "resnet18", "wrn_randomised", "transfer_fine_tuned", "transfer_randomised_fine_tuned",
-                 "transfer_scratch", "transfer_head_tuned", "transfer_randomised_head_tuned", "vae"):
+                 "transfer_scratch", "transfer_head_tuned", "transfer_randomised_head_tuned", "transfer_head_refit",
+                 "transfer_randomised_fine_tuned_refit", "vae"):
         assert load_model(out / m["models"][name], device="cpu").meta["task"] in ("classification", "vae"), name
     wrn = load_model(out / "models" / "wrn", device="cpu")
     assert wrn.classes == CLASSES
@@ -208,10 +211,11 @@ def test_reused_classifiers_reproduce_the_run_and_refuse_other_settings(run):
 
 
 def test_head_only_fine_tuning_changes_only_the_last_layer(run):
-    "The head-only transfer run: the body's weights and BatchNorm statistics are exactly the base model's."
+    "The head-only transfer runs (trained or refitted read-out): the body's weights and BatchNorm statistics are exactly the base model's."
     from safetensors.torch import load_file
     out, m = run
-    for base, tuned in (("wrn", "transfer_head_tuned"), ("wrn_randomised", "transfer_randomised_head_tuned")):
+    for base, tuned in (("wrn", "transfer_head_tuned"), ("wrn_randomised", "transfer_randomised_head_tuned"),
+                        ("wrn", "transfer_head_refit"), ("wrn_randomised", "transfer_randomised_head_refit")):
         a, b = load_file(out / "models" / base / "model.safetensors"), load_file(out / m["models"][tuned] / "model.safetensors")
         assert a.keys() == b.keys()
         changed = {k for k in a if not torch.equal(a[k], b[k])}
@@ -221,3 +225,5 @@ def test_head_only_fine_tuning_changes_only_the_last_layer(run):
         meta = json.loads((out / m["models"][tuned] / "model.json").read_text())["provenance"]
         assert meta["head_only"] is True and meta["init"] == f"models/{base}"
     assert m["metrics"]["transfer.head_tuned.lr"] == pytest.approx(m["parameters"]["lr"])
+    meta = json.loads((out / m["models"]["transfer_randomised_head_refit"] / "model.json").read_text())["provenance"]
+    assert meta["readout_refit"] is True and meta["rehearsal_weight"] == m["parameters"]["ft_rehearsal_weight"]

@@ -517,6 +517,7 @@ def refit_readout(learn_or_model,  # classifier (learner or module) whose output
                   targets,  # `(n,)` class indices; every class 0 … n_out − 1 must occur
                   C: float = 1.0,  # inverse L2 strength of the logistic regression (on standardised features)
                   max_iter: int = 5000,  # iterations of the L-BFGS solver
+                  sample_weight=None,  # `(n,)` non-negative weight of each row (default: 1)
                  ) -> dict:  # {"C", "n", "train_accuracy"}
     "Refit the last linear layer as a multinomial logistic regression on `features`; the rest of the model is unchanged."
     # a layer without a bias (fastai's heads put a BatchNorm before it) is refitted without an intercept
@@ -534,9 +535,14 @@ def refit_readout(learn_or_model,  # classifier (learner or module) whose output
     missing = sorted(set(range(lin.out_features)) - set(y.tolist()))
     if missing or y.min() < 0 or y.max() >= lin.out_features:
         fail("targets", f"classes {sorted(set(y.tolist()))}", f"every class 0 … {lin.out_features - 1} and no other")
+    if sample_weight is not None:
+        sample_weight = np.asarray(sample_weight, dtype=np.float64)
+        if sample_weight.shape != (len(X),): fail("sample_weight", sample_weight, f"({len(X)},) weights, one per row of features", ShapeError)
+        if not np.all(np.isfinite(sample_weight)) or sample_weight.min() < 0 or sample_weight.max() <= 0:
+            fail("sample_weight", sample_weight, "finite non-negative weights, not all zero")
     bias = lin.bias is not None
-    scaler = StandardScaler(with_mean=bias).fit(X)
-    clf = LogisticRegression(C=C, max_iter=max_iter, fit_intercept=bias).fit(scaler.transform(X), y)
+    scaler = StandardScaler(with_mean=bias).fit(X, sample_weight=sample_weight)
+    clf = LogisticRegression(C=C, max_iter=max_iter, fit_intercept=bias).fit(scaler.transform(X), y, sample_weight=sample_weight)
     w = clf.coef_ / scaler.scale_                       # logits = w·x + b on the unscaled features
     with torch.no_grad():
         lin.weight.copy_(torch.as_tensor(w, dtype=lin.weight.dtype))
