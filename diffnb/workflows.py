@@ -27,8 +27,8 @@ from .core import DiffnbError, DiffnbValueError, DiffnbFileNotFoundError, check_
 
 # %% auto #0
 __all__ = ['LAUNCH_DIR_ENV', 'workflow_dirs', 'list_workflows', 'workflow_path', 'WorkflowParameter', 'workflow_parameters',
-           'check_parameters', 'RunRecord', 'store_path', 'cached_store', 'user_path', 'run_workflow', 'workflow_help',
-           'run_cli']
+           'notebook_literal', 'check_parameters', 'RunRecord', 'store_path', 'cached_store', 'user_path',
+           'run_workflow', 'workflow_help', 'run_cli']
 
 # %% ../nbs/api/80_workflows.ipynb #a7c1540c
 def workflow_dirs() -> list[Path]:
@@ -68,6 +68,7 @@ class WorkflowParameter:
     source: str              # the default as written in the notebook
     full_scale: str | None   # the full-scale value as documented (None when not documented)
     help: str                # what the parameter is
+    type: str | None = None  # declared type of a parameter whose default is None (`store_dir: str = None`)
 
 _FULL_SCALE = re.compile(r"^\s*full scale:\s*(?P<full>.*?)(?:\s+[—–]\s+(?P<help>.*))?\s*$")
 
@@ -83,7 +84,9 @@ def workflow_parameters(name: str,  # workflow name
     for k, p in pm.inspect_notebook(str(workflow_path(name))).items():
         m = _FULL_SCALE.match(p.get("help") or "")
         full, hlp = (m["full"], m["help"] or "") if m else (None, p.get("help") or "")
-        out[k] = WorkflowParameter(k, _literal(p["default"]), p["default"], full, hlp)
+        declared = p.get("inferred_type_name")
+        out[k] = WorkflowParameter(k, _literal(p["default"]), p["default"], full, hlp,
+                                   None if declared in (None, "None", "NoneType") else declared)
     return out
 
 # %% ../nbs/api/80_workflows.ipynb #1b8b54b6
@@ -91,9 +94,12 @@ def _type_name(v) -> str:
     return {bool: "a boolean (True/False)", int: "an integer", float: "a number", str: "a string",
             list: "a list", tuple: "a list", dict: "a dict"}.get(type(v), type(v).__name__)
 
+_DECLARED = {"str": str, "int": int, "float": float, "bool": bool, "list": list, "dict": dict}
+
 def _parse_cli(text: str, p: WorkflowParameter):
     "A command-line string as the Python value the parameter expects."
     if isinstance(p.default, str): return text
+    if p.default is None and p.type == "str": return None if text == "None" else text   # never evaluated
     if isinstance(p.default, bool) and text.lower() in ("true", "false", "yes", "no", "1", "0"):
         return text.lower() in ("true", "yes", "1")
     try: return ast.literal_eval(text)
@@ -102,7 +108,11 @@ def _parse_cli(text: str, p: WorkflowParameter):
 def _conform(p: WorkflowParameter, v):
     "`v` converted to the type of `p`'s default, or a clear error."
     d = p.default
-    if d is None: return v
+    if d is None:
+        if v is None: return v
+        if p.type not in _DECLARED:
+            fail(f"parameter {p.name}", v, "None: the workflow declares no type for other values of this parameter")
+        d = _DECLARED[p.type]()
     def bad(): fail(f"parameter {p.name}", v, f"{_type_name(d)} like its default {p.source}")
     if isinstance(d, bool): return v if isinstance(v, bool) else bad()
     if isinstance(v, bool): bad()
@@ -115,7 +125,28 @@ def _conform(p: WorkflowParameter, v):
         if d and all(isinstance(e, (int, float)) and not isinstance(e, bool) for e in d):
             if not all(isinstance(e, (int, float)) and not isinstance(e, bool) for e in v): bad()
         return type(d)(v)
+    if isinstance(d, dict): return v if isinstance(v, dict) and all(isinstance(k, str) for k in v) else bad()
     return v if isinstance(v, type(d)) else bad()
+
+def _plain(v, name: str, depth: int = 0):
+    "`v` if it holds only str, int, float, bool, None, lists and str-keyed dicts (what reaches a notebook), else an error."
+    ok = (v is None or isinstance(v, (str, bool, int)) or (isinstance(v, float) and math.isfinite(v))) and depth <= 8
+    if isinstance(v, (list, tuple)) and depth < 8: return [_plain(e, name, depth + 1) for e in v]
+    if isinstance(v, dict) and depth < 8 and all(isinstance(k, str) for k in v):
+        return {k: _plain(e, name, depth + 1) for k, e in v.items()}
+    if not ok: fail(f"parameter {name}", v, "a string, number, boolean, None, or a list or dict of them")
+    return v
+
+def notebook_literal(v, name: str) -> str:
+    "The Python source papermill writes for parameter value `v`, checked to read back as exactly `v` (no code)."
+    from papermill.translators import PythonTranslator
+    v = _plain(v, name)
+    src = PythonTranslator.translate(v)
+    try: back = ast.literal_eval(src)
+    except (ValueError, SyntaxError, MemoryError, RecursionError): back = object()
+    if back != v or type(back) is not type(v):
+        fail(f"parameter {name}", v, "a value that reads back as itself in the notebook")
+    return src
 
 def check_parameters(name: str,           # workflow name
                      parameters: dict,    # parameter name → value (or string, with `strings=True`)
@@ -127,8 +158,10 @@ def check_parameters(name: str,           # workflow name
     if unknown:
         raise DiffnbValueError(f"parameter {unknown[0]!r} is not a parameter of workflow {name!r}; "
                                f"its parameters are: {', '.join(spec)}")
-    return {k: _conform(spec[k], _parse_cli(v, spec[k]) if strings and isinstance(v, str) else v)
-            for k, v in parameters.items()}
+    out = {k: _conform(spec[k], _parse_cli(v, spec[k]) if strings and isinstance(v, str) else v)
+           for k, v in parameters.items()}
+    for k, v in out.items(): notebook_literal(v, k)
+    return out
 
 # %% ../nbs/api/80_workflows.ipynb #6eeadeab
 def _jsonable(v):
@@ -281,6 +314,7 @@ def run_workflow(name: str,                 # workflow name (see `list_workflows
     if "out_dir" in spec: inject["out_dir"] = str(out.resolve())
     if "store_dir" in spec and "store_dir" not in params:
         inject["store_dir"] = str(Path(store_dir if store_dir is not None else runs_dir / "stores").resolve())
+    for k, v in inject.items(): notebook_literal(v, k)    # only plain literals reach papermill
     out.mkdir(parents=True, exist_ok=True)
     t0, started = time.perf_counter(), _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     ok, launched_from = False, os.environ.get(LAUNCH_DIR_ENV)

@@ -6,7 +6,7 @@ Docs: https://diffnb.github.io/diffnb/api/learn.io.html.md"""
 
 # %% ../../nbs/api/55_learn.io.ipynb #30a362dc
 from __future__ import annotations
-import dataclasses, glob as _glob, hashlib, importlib, json, math, os, shutil, struct, sys, uuid
+import dataclasses, glob as _glob, hashlib, importlib, json, math, os, shutil, struct, sys, uuid, warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -19,11 +19,11 @@ from ..core import DiffnbError, DiffnbValueError, DiffnbFileNotFoundError, Shape
 from . import MODELS, build_model, model_spec
 
 # %% auto #0
-__all__ = ['PREPROCESSING', 'FORMAT', 'FORMAT_VERSION', 'WEIGHTS_FILE', 'META_FILE', 'TASKS', 'ARCHITECTURE_MODULES', 'READERS',
-           'FloatImageStep', 'LogIntensityStep', 'SqrtIntensityStep', 'PercentileNormalizeStep', 'NormalizeStep',
-           'preprocessing_from_json', 'preprocessing_to_json', 'apply_preprocessing', 'preprocessing_from_dls',
-           'save_model', 'read_model_meta', 'LoadedModel', 'load_model', 'Prediction', 'predict', 'read_images',
-           'predict_cli']
+__all__ = ['PREPROCESSING', 'FORMAT', 'FORMAT_VERSION', 'WEIGHTS_FILE', 'META_FILE', 'TASKS', 'MODEL_LAYOUT',
+           'ARCHITECTURE_MODULES', 'READERS', 'FloatImageStep', 'LogIntensityStep', 'SqrtIntensityStep',
+           'PercentileNormalizeStep', 'NormalizeStep', 'preprocessing_from_json', 'preprocessing_to_json',
+           'apply_preprocessing', 'preprocessing_from_dls', 'save_model', 'read_model_meta', 'LoadedModel',
+           'load_model', 'Prediction', 'predict', 'read_images', 'predict_cli']
 
 # %% ../../nbs/api/55_learn.io.ipynb #88831c9c
 PREPROCESSING: dict[str, type] = {}  # JSON name -> preprocessing step class
@@ -185,6 +185,38 @@ def _first_in_channels(model):
         if isinstance(m, (nn.Conv2d, nn.Conv1d, nn.Conv3d)): return int(m.in_channels)
     return None
 
+MODEL_LAYOUT = (WEIGHTS_FILE, META_FILE)   # the only files save_model writes into a model directory
+_MAX_META_BYTES = 16 << 20                  # a model.json larger than this is not one diffnb wrote
+
+def _check_replaceable(path: Path):
+    "Fail, changing nothing, unless `path` is a diffnb model directory that holds nothing but the model layout."
+    refuse = f"refusing to overwrite {str(path)!r}"
+    if path.is_symlink() or not path.is_dir():
+        raise DiffnbValueError(f"{refuse}: it is not a directory written by save_model (a file or a link); nothing was changed")
+    meta = path / META_FILE
+    doc = None
+    try:
+        if meta.is_file() and not meta.is_symlink() and meta.stat().st_size <= _MAX_META_BYTES:
+            doc = json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError): doc = None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise DiffnbValueError(f"{refuse}: it is not a diffnb model directory (no {META_FILE} with format {FORMAT!r}); "
+                               f"nothing was changed")
+    foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir()
+                     if p.name not in MODEL_LAYOUT or p.is_symlink() or not p.is_file())
+    if foreign:
+        raise DiffnbValueError(f"{refuse}: besides the model ({', '.join(MODEL_LAYOUT)}) it holds {foreign}, which "
+                               f"save_model did not write; move them elsewhere or save to a new directory; nothing was changed")
+
+def _remove_model_dir(path: Path):
+    "Delete a replaced model directory: only the files of the model layout, then the empty folder."
+    for name in MODEL_LAYOUT:
+        f = path / name
+        if f.is_file() and not f.is_symlink(): f.unlink()
+    try: path.rmdir()
+    except OSError:   # something appeared in it after the check: keep it, and say where
+        warnings.warn(f"the replaced model directory was kept at {str(path)!r}: it holds files save_model did not write")
+
 # %% ../../nbs/api/55_learn.io.ipynb #4d2281ac
 _META_KEYS = ("task", "classes", "targets", "target_units", "preprocessing", "input_shape", "provenance")
 
@@ -242,10 +274,9 @@ def save_model(learn_or_model,        # a fastai Learner (uses `learn.model`, it
         if len(shape) != 3 or min(shape) < 1: fail("input_shape", shape, "(C, H, W) with positive sizes")
     channels = shape[0] if shape else _first_in_channels(model)
     path = Path(path)
-    if path.exists() and not overwrite:
+    if (path.exists() or path.is_symlink()) and not overwrite:
         raise DiffnbValueError(f"path must not exist (pass overwrite=True to replace it), got existing {str(path)!r}")
-    if path.exists() and not (path / META_FILE).is_file():
-        fail("path", str(path), "a new directory, or an existing diffnb model directory to overwrite")
+    if path.exists() or path.is_symlink(): _check_replaceable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
@@ -267,8 +298,9 @@ def save_model(learn_or_model,        # a fastai Learner (uses `learn.model`, it
         }
         (tmp / META_FILE).write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         if path.exists():
+            _check_replaceable(path)                         # again, just before the swap
             old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(path, old); os.replace(tmp, path); shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old); os.replace(tmp, path); _remove_model_dir(old)
         else: os.replace(tmp, path)
     finally:
         if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
