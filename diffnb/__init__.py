@@ -5,8 +5,12 @@ Modules:
 - `diffnb.analysis`: Classical measurements on diffraction images: masked, batched azimuthal averages; ring intensities; the Debye–Waller ΔB and the lattice temperature of bismuth from a time series of ring images.
 - `diffnb.cli`: The `diffnb` command: `diffnb --help`, `diffnb --version`, and subcommands that dispatch to the library.
 - `diffnb.core`: Units, CODATA constants, relativistic electron optics, input validation and the error hierarchy, device and RNG helpers.
+- `diffnb.data.generation`: Generation of a sampler's samples into a Zarr store with Dask (local or distributed), resumable after a crash and bitwise reproducible, and `verify`/`repair` of a store.
 - `diffnb.data.loaders`: fastai DataLoaders on float intensities from a Zarr store (multi-worker) or simulated on the fly from a sampler, with recorded intensity transforms and `show_batch`/`show_results` for float images.
-- `diffnb.data.store`: The sampler protocol and registry, Zarr v3 stores, Dask-distributed generation that resumes after a crash, one writer at a time, verification and repair, leak-free splits and the `generate`/`verify`/`repair` commands.
+- `diffnb.data.sampler`: The sampler protocol every simulator implements, a tiny exact N-slit sampler, and the registry that builds samplers by name.
+- `diffnb.data.split`: Reproducible, leak-free splits of a dataset: random, stratified or grouped, two-way or k-fold, saved with the store.
+- `diffnb.data.store`: Zarr v3 stores of labelled samples: the format and its provenance checksum, what belongs to a store, the writer lock, and `SampleStore`, a lazy reader that checks every chunk it reads.
+- `diffnb.data.store_cli`: The `diffnb generate`, `diffnb verify` and `diffnb repair` commands.
 - `diffnb.explore`: Interactive views of every simulator: move a control, see the pattern change, in Jupyter or as a local web app (`diffnb explore`)
 - `diffnb.explore_models`: Explorers of trained models: move a simulation parameter and see the model's prediction next to the truth, or walk through a VAE's latent space (`diffnb explore model|latent --model DIR`)
 - `diffnb.scattering`: Electron and X-ray atomic scattering factors, Debye–Waller factors, and the temperature dependence of B for bismuth.

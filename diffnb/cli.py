@@ -1,6 +1,6 @@
 """The `diffnb` command: `diffnb --help`, `diffnb --version`, and subcommands that dispatch to the library.
 
-`main` dispatches `diffnb COMMAND ...` to the library: `generate` and `verify` (datasets, `diffnb.data.store`) and `explore` (interactive explorers, `diffnb.explore`); `diffnb --version` prints the version and `diffnb COMMAND --help` documents each command.
+`main` dispatches `diffnb COMMAND ...` to the library: `generate`, `verify` and `repair` (datasets, `diffnb.data.store_cli`) and `explore` (interactive explorers, `diffnb.explore`); `diffnb --version` prints the version and `diffnb COMMAND --help` documents each command.
 
 Docs: https://diffnb.github.io/diffnb/api/cli.html.md"""
 
@@ -22,9 +22,9 @@ __all__ = ['SUBCOMMANDS', 'diffnb_root', 'main']
 
 # %% ../nbs/api/90_cli.ipynb #d93d995a
 SUBCOMMANDS = {
-    "generate": ("diffnb.data", "generate_cli", "simulate a labelled dataset into a Zarr store (resumable, Dask)"),
-    "verify":   ("diffnb.data", "verify_cli", "check a dataset store: provenance, shapes, completeness, checksums"),
-    "repair":   ("diffnb.data", "repair_cli", "recompute the damaged chunks of a dataset store from (seed, index)"),
+    "generate": ("diffnb.data.store_cli", "generate_cli", "simulate a labelled dataset into a Zarr store (resumable, Dask)"),
+    "verify":   ("diffnb.data.store_cli", "verify_cli", "check a dataset store: provenance, shapes, completeness, checksums"),
+    "repair":   ("diffnb.data.store_cli", "repair_cli", "recompute the damaged chunks of a dataset store from (seed, index)"),
     "run":      ("diffnb.workflows", "run_cli", "execute a workflow notebook (papermill) into runs/WORKFLOW/TIMESTAMP"),
     "predict":  ("diffnb.learn.io", "predict_cli", "predict with a saved model on image files (TIFF, DM, MRC, EMD, npy) into a CSV"),
     "explore":  ("diffnb.explore", "explore_cli", "serve an interactive explorer of a simulator as a local web app (Voila)"),

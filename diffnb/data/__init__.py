@@ -8,14 +8,18 @@ Docs: https://diffnb.github.io/diffnb/api/data.html.md"""
 __all__ = []
 
 # %% ../../nbs/api/40_data.ipynb #1b0c741b
+from .sampler import *
 from .store import *
-from .store import __all__ as _store_all
+from .generation import *
+from .split import *
+from .store_cli import *
+from . import sampler as _sm, store as _st, generation as _ge, split as _sp, store_cli as _cl
 import importlib as _importlib
 
 _LOADERS = ("FloatImage", "FloatTarget", "LogIntensity", "SqrtIntensity", "PercentileNormalize", "ZarrDataset",
             "ZarrDL", "SimulatedDL", "dataloaders")
 
-__all__ = [*_store_all, *_LOADERS]  # `from diffnb.data import *` gets both modules
+__all__ = [*dict.fromkeys([*_sm.__all__, *_st.__all__, *_ge.__all__, *_sp.__all__, *_cl.__all__]), *_LOADERS]  # `from diffnb.data import *` gets every module
 
 def __getattr__(name):
     "Import the fastai loaders lazily (PEP 562)."

@@ -1,6 +1,6 @@
-"""The sampler protocol and registry, Zarr v3 stores, Dask-distributed generation that resumes after a crash, one writer at a time, verification and repair, leak-free splits and the `generate`/`verify`/`repair` commands.
+"""Zarr v3 stores of labelled samples: the format and its provenance checksum, what belongs to a store, the writer lock, and `SampleStore`, a lazy reader that checks every chunk it reads.
 
-A sampler (see `Sampler`, `register_sampler`) makes labelled samples from `(seed, index)`; `generate` writes them into a Zarr store chunk by chunk with Dask (local or distributed) and resumes after a crash, `verify` and `repair` check and complete a store, and `make_split`/`fold_indices` give leak-free train/valid/test splits. `diffnb generate` and `diffnb verify` are the same functions on the command line.
+`open_store` opens a dataset written by `generate` (`diffnb.data.generation`) as a `SampleStore`: images, targets, the parameter table, provenance and saved splits, read lazily and checked against their checksums. `StoreLock` keeps one writer per store.
 
 Docs: https://diffnb.github.io/diffnb/api/data.store.html.md"""
 
@@ -9,192 +9,30 @@ Docs: https://diffnb.github.io/diffnb/api/data.store.html.md"""
 # %% ../../nbs/api/41_data.store.ipynb #2975e9a0
 from __future__ import annotations
 
-import argparse
-import contextlib
 import datetime as _dt
 import hashlib
 import importlib
-import inspect
 import json
-import logging
-import math
 import os
 import re
-import shutil
 import socket
-import sys
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import torch
 import zarr
 
-import diffnb
-from ..core import (DiffnbError, DiffnbValueError, DiffnbFileNotFoundError, ShapeError, fail,
-                         check_int, check_choice, check_range, check_positive, numpy_rng)
+from ..core import (check_choice, check_int, DiffnbError, DiffnbFileNotFoundError, DiffnbValueError, fail,
+                         ShapeError)
+from .sampler import TASKS
 
 # %% auto #0
-__all__ = ['TASKS', 'SAMPLERS', 'FORMAT_VERSION', 'EXIT_OK', 'EXIT_DAMAGED', 'EXIT_USAGE', 'EXIT_MALFORMED', 'EXIT_LOCKED',
-           'LOCK_NAME', 'MAX_CHUNKS', 'SPLIT_METHODS', 'Sampler', 'check_sampler', 'SlitSampler', 'register_sampler',
-           'get_sampler', 'available_samplers', 'MalformedStoreError', 'DamagedStoreError', 'StoreLockedError',
-           'StoreWarning', 'StoreLock', 'SampleStore', 'open_store', 'generate', 'VerifyReport', 'verify', 'repair',
-           'make_split', 'fold_indices', 'generate_cli', 'verify_cli', 'repair_cli']
-
-# %% ../../nbs/api/41_data.store.ipynb #457b7997
-TASKS = ("classification", "regression", "image2image", "unlabelled")
-
-@runtime_checkable
-class Sampler(Protocol):
-    """A named, versioned, deterministic source of labelled diffraction images.
-
-    - `name`: registry name, e.g. "speckle.mono"; `version`: bump when outputs for the same (seed, index) change
-    - `config`: JSON-serialisable constructor arguments (recorded as provenance; `type(s)(**s.config)` rebuilds it)
-    - `image_shape`: `(c, h, w)` of one image; `task`: one of `TASKS`
-    - `classes`: class names (classification) else None; `target_shape`: per-sample target shape (`()` for a class index)
-    - `sample(seed, indices) -> (images, targets, params)`: float32 CPU tensor `(n, c, h, w)`; targets
-      `(n, *target_shape)` (int64 class index / float32 value / float32 image) or None when unlabelled;
-      params `dict[str, 1-d numpy array of length n]`, one column per parameter.
-    """
-    name: str
-    version: str
-    config: dict
-    image_shape: tuple
-    task: str
-    classes: list | None
-    target_shape: tuple
-
-    def sample(self, seed: int, indices: Sequence[int]): ...
-
-# %% ../../nbs/api/41_data.store.ipynb #8361b306
-def check_sampler(sampler) -> Any:
-    "Fail with a clear message unless `sampler` has every attribute of the `Sampler` protocol with a sensible value."
-    for attr in ("name", "version", "config", "image_shape", "task", "classes", "target_shape", "sample"):
-        if not hasattr(sampler, attr): fail("sampler", sampler, f"an object with a `{attr}` attribute (Sampler protocol)")
-    if not callable(sampler.sample): fail("sampler.sample", sampler.sample, "a method sample(seed, indices)")
-    check_choice("sampler.task", sampler.task, TASKS)
-    shp = tuple(sampler.image_shape)
-    if len(shp) != 3 or not all(isinstance(s, (int, np.integer)) and s > 0 for s in shp):
-        fail("sampler.image_shape", sampler.image_shape, "a (c, h, w) tuple of positive integers")
-    if sampler.task == "classification" and not sampler.classes:
-        fail("sampler.classes", sampler.classes, "a non-empty list of class names for a classification sampler")
-    try: json.dumps(sampler.config)
-    except (TypeError, ValueError): fail("sampler.config", sampler.config, "a JSON-serialisable dict")
-    return sampler
-
-# %% ../../nbs/api/41_data.store.ipynb #49479ec0
-def _dirichlet(n, x, m):
-    "sin(π n x / m) / sin(π x / m), with its limit n (±) at the zeros of the denominator; `n` broadcasts."
-    num, den = torch.sin(torch.pi * n * x / m), torch.sin(torch.pi * x / m)
-    k = torch.round(x / m)  # at x = k·m the limit is n·(-1)^{k(n-1)}
-    lim = n * torch.where(torch.remainder(k * (n - 1), 2) == 0, 1.0, -1.0).to(num.dtype)
-    safe = den.abs() > 1e-9
-    return torch.where(safe, num / torch.where(safe, den, torch.ones_like(den)), lim)
-
-class SlitSampler:
-    "Sampler of N-slit Fraunhofer patterns (tiny, exact; used to test the data layer)."
-    name = "toy.slits"
-    version = "1"
-
-    def __init__(self,
-                 image_size: int = 32,  # detector side M [pixels] (= aperture side)
-                 max_slits: int = 4,  # number of slits is drawn from 1..max_slits
-                 task: str = "classification",  # what the target is: see `TASKS`
-                 dose: float = 1e4,  # mean total counts per image [counts]
-                 noise: bool = True,  # Poisson noise on the input image
-                ):
-        self.image_size = check_int("image_size", image_size, min_value=8)
-        self.max_slits = check_int("max_slits", max_slits, min_value=1, max_value=16)
-        self.task = check_choice("task", task, TASKS)
-        self.dose = float(check_positive("dose", dose))
-        self.noise = bool(noise)
-        self.config = dict(image_size=self.image_size, max_slits=self.max_slits, task=self.task,
-                           dose=self.dose, noise=self.noise)
-        self.image_shape = (1, self.image_size, self.image_size)
-        self.classes = [str(i) for i in range(1, self.max_slits + 1)] if task == "classification" else None
-        self.target_shape = {"classification": (), "regression": (1,), "image2image": self.image_shape,
-                             "unlabelled": ()}[task]
-
-    def draw(self, seed: int, index: int) -> dict:
-        "The random parameters of sample `index` (from its own stream)."
-        rng = numpy_rng(seed, index)
-        a = int(rng.integers(1, 4))  # slit width [px]
-        return dict(n_slits=int(rng.integers(1, self.max_slits + 1)), width_px=a,
-                    pitch_px=int(rng.integers(a + 1, a + 6)), height_px=int(rng.integers(2, 7)),
-                    noise_seed=int(rng.integers(0, 2**31 - 1)))
-
-    def intensity(self, n_slits, width_px, pitch_px, height_px):
-        "Noise-free patterns `(n, 1, M, M)` [counts] for 1-d parameter tensors; zero frequency at the centre."
-        m = self.image_size
-        k = torch.arange(m, dtype=torch.float64) - m // 2  # centred DFT frequency index
-        col = lambda t: torch.as_tensor(t, dtype=torch.float64)[:, None]
-        ix = _dirichlet(col(width_px), k, m) ** 2 * _dirichlet(col(n_slits), col(pitch_px) * k, m) ** 2
-        iy = _dirichlet(col(height_px), k, m) ** 2
-        img = iy[:, :, None] * ix[:, None, :]  # rows = k_y, columns = k_x
-        img = img / img.sum(dim=(1, 2), keepdim=True) * self.dose
-        return img[:, None].to(torch.float32)
-
-    def sample(self, seed: int, indices: Sequence[int]):
-        p = [self.draw(seed, int(i)) for i in indices]
-        params = {k: np.array([q[k] for q in p]) for k in ("n_slits", "width_px", "pitch_px", "height_px")}
-        ideal = self.intensity(**params)
-        images = ideal
-        if self.noise:
-            images = torch.stack([torch.as_tensor(np.random.default_rng(q["noise_seed"]).poisson(im.numpy()),
-                                                  dtype=torch.float32) for q, im in zip(p, ideal)])
-        targets = {"classification": torch.as_tensor(params["n_slits"] - 1, dtype=torch.int64),
-                   "regression": torch.as_tensor(params["pitch_px"], dtype=torch.float32)[:, None],
-                   "image2image": ideal, "unlabelled": None}[self.task]
-        params["dose"] = np.full(len(p), self.dose)
-        return images, targets, params
-
-# %% ../../nbs/api/41_data.store.ipynb #07a36e97
-SAMPLERS: dict[str, Any] = {
-    "toy.slits": "diffnb.data.store:SlitSampler",
-    "speckle.mono": ("diffnb.sim.speckle:SpeckleSampler", {}),
-    "speckle.poly": ("diffnb.sim.speckle:SpeckleSampler", {"polydispersity": 1 / 3}),  # the study's σ/mean
-    "powder.bismuth": ("diffnb.sim.powder:BismuthRingSampler", {}),
-    "kinematic.mote2": ("diffnb.sim.mote2:MoTe2Sampler", {}),
-    "kinematic.mote2_vae": ("diffnb.sim.mote2:MoTe2VAESampler", {}),
-    "bloch.lacbed": ("diffnb.sim.bloch:LacbedSampler", {}),
-}
-
-def register_sampler(name: str,  # registry name, e.g. "powder.bismuth"
-                     factory,  # callable returning a sampler, or a "module:attribute" string
-                     defaults: dict | None = None,  # keyword arguments always passed to the factory
-                    ):
-    "Register (or replace) a sampler factory under `name`."
-    if not isinstance(name, str) or not name: fail("name", name, "a non-empty string")
-    if not (callable(factory) or (isinstance(factory, str) and ":" in factory)):
-        fail("factory", factory, "a callable or a 'module:attribute' string")
-    SAMPLERS[name] = (factory, dict(defaults or {}))
-
-def _resolve_factory(entry):
-    factory, defaults = entry if isinstance(entry, tuple) else (entry, {})
-    if isinstance(factory, str):
-        mod, attr = factory.split(":")
-        factory = getattr(importlib.import_module(mod), attr)
-    return factory, defaults
-
-def get_sampler(name: str,  # registry name (see `SAMPLERS`)
-                **config,  # keyword arguments for the sampler's constructor
-               ):
-    "Build the sampler registered as `name` with `config`; clear error for unknown or unavailable names."
-    if name not in SAMPLERS: fail("sampler", name, f"one of the registered samplers {sorted(SAMPLERS)}")
-    try: factory, defaults = _resolve_factory(SAMPLERS[name])
-    except (ImportError, AttributeError) as e:
-        raise DiffnbValueError(f"sampler {name!r} is registered but not available: {e}") from e
-    return check_sampler(factory(**{**defaults, **config}))
-
-def available_samplers() -> list[str]:
-    "Registered names whose simulator module can be imported here."
-    out = []
-    for k, v in SAMPLERS.items():
-        try: _resolve_factory(v); out.append(k)
-        except (ImportError, AttributeError): pass
-    return out
+__all__ = ['FORMAT_VERSION', 'EXIT_OK', 'EXIT_DAMAGED', 'EXIT_USAGE', 'EXIT_MALFORMED', 'EXIT_LOCKED', 'LOCK_NAME', 'MAX_CHUNKS',
+           'MalformedStoreError', 'DamagedStoreError', 'StoreLockedError', 'StoreWarning', 'StoreLock', 'SampleStore',
+           'open_store', 'available_samplers', 'check_sampler', 'get_sampler', 'register_sampler', 'Sampler',
+           'SAMPLERS', 'SlitSampler', 'TASKS', 'fold_indices', 'generate', 'generate_cli', 'make_split', 'repair',
+           'repair_cli', 'SPLIT_METHODS', 'verify', 'verify_cli', 'VerifyReport']
 
 # %% ../../nbs/api/41_data.store.ipynb #bc54e6a5
 FORMAT_VERSION = 2  # 2: the provenance carries an identity checksum (`identity_hash`)
@@ -214,6 +52,7 @@ class StoreWarning(UserWarning):
 # exit status of the `diffnb generate / verify / repair` commands
 EXIT_OK, EXIT_DAMAGED, EXIT_USAGE, EXIT_MALFORMED, EXIT_LOCKED = 0, 1, 2, 3, 4
 
+# %% ../../nbs/api/41_data.store.ipynb #bc8994b1
 def _is_url(path) -> bool: return isinstance(path, str) and "://" in path
 
 def _zstore(path, storage_options=None, read_only=False):
@@ -233,6 +72,7 @@ def _exists(path, storage_options=None) -> bool:
         return fs.exists(p)
     return Path(path).exists()
 
+# %% ../../nbs/api/41_data.store.ipynb #73d494a3
 def _check_writable(path):
     "Fail unless the local `path` can be created (nearest existing ancestor writable) and is not a file."
     if _is_url(path): return
@@ -243,6 +83,7 @@ def _check_writable(path):
     if not q.is_dir() or not os.access(q, os.W_OK | os.X_OK):
         fail("path", str(path), f"a writable location ({q} is not writable)")
 
+# %% ../../nbs/api/41_data.store.ipynb #1f730d26
 def _fmt_bytes(b: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
         if abs(b) < 1024 or unit == "PiB": return f"{b:.0f} {unit}" if unit == "B" else f"{b:.1f} {unit}"
@@ -266,10 +107,12 @@ def _list_files(path, storage_options=None) -> list[str]:
     if not p.is_dir(): return []
     return sorted(str(Path(r, f).relative_to(p)).replace(os.sep, "/") for r, _, fs_ in os.walk(p) for f in fs_)
 
+# %% ../../nbs/api/41_data.store.ipynb #4f4c7350
 def _foreign_files(path, storage_options=None) -> list[str]:
     "Files under `path` that are not part of a diffnb store's known layout."
     return [f for f in _list_files(path, storage_options) if not _LAYOUT.match(f)]
 
+# %% ../../nbs/api/41_data.store.ipynb #91f8995c
 def _read_root_meta(path, storage_options=None):
     "The `diffnb` attributes of the root zarr.json (None when there is none or it has none); raises on bad JSON."
     key = "zarr.json"
@@ -285,6 +128,7 @@ def _read_root_meta(path, storage_options=None):
     doc = json.loads(raw)
     return doc.get("attributes", {}).get("diffnb") if isinstance(doc, dict) else None
 
+# %% ../../nbs/api/41_data.store.ipynb #7257dec9
 def _remove_members(path, storage_options=None):
     "Delete the members diffnb writes in a store (never foreign files, never the lock); refuse if foreign files exist."
     foreign = _foreign_files(path, storage_options)
@@ -302,11 +146,13 @@ def _remove_members(path, storage_options=None):
         rel = d.relative_to(root).parts
         if rel and rel[0] in _MEMBERS and not any(d.iterdir()): d.rmdir()  # only the folders of our arrays
 
+# %% ../../nbs/api/41_data.store.ipynb #74deb2b6
 def _foreign_message(path, foreign, what) -> str:
     shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
     return (f"path {str(path)!r} {what}: {shown}; diffnb only ever replaces or deletes its own stores and the files "
             "it wrote in them — choose a new or empty path, or move those files away")
 
+# %% ../../nbs/api/41_data.store.ipynb #a3b29ab6
 def _has_member(path, storage_options, key) -> bool:
     "Whether the store at `path` has the file `key` (e.g. 'chunks_done/zarr.json')."
     if _is_url(path):
@@ -320,6 +166,7 @@ def _proc_start(pid: int):
     try: return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
     except (OSError, ValueError, IndexError): return None
 
+# %% ../../nbs/api/41_data.store.ipynb #8beb7451
 def _pid_alive(pid: int, start=None) -> bool:
     if os.name == "nt":  # os.kill(pid, 0) would send CTRL_C_EVENT there
         import psutil
@@ -332,6 +179,7 @@ def _pid_alive(pid: int, start=None) -> bool:
     now = _proc_start(pid)
     return not (start is not None and now is not None and now != start)  # a reused pid started later
 
+# %% ../../nbs/api/41_data.store.ipynb #7e767131
 class StoreLock:
     "Exclusive writer lock of the store at `path`: `.diffnb.lock` created with O_CREAT|O_EXCL; a context manager that creates the directory if needed."
     def __init__(self, path, storage_options: dict | None = None, break_lock: bool = False, action: str = "write"):
@@ -446,9 +294,11 @@ def _identity_hash(meta: dict) -> str:
     ident = json.dumps({k: meta.get(k) for k in _IDENTITY_KEYS}, sort_keys=True, separators=(",", ":"))
     return hashlib.blake2b(ident.encode(), digest_size=16).hexdigest()
 
+# %% ../../nbs/api/41_data.store.ipynb #4bd2c271
 def _is_int(v, lo=None) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and (lo is None or v >= lo)
 
+# %% ../../nbs/api/41_data.store.ipynb #60f79684
 def _check_meta(meta, path) -> dict:
     "Return `meta` if it is well-formed provenance with consistent counts, else raise `MalformedStoreError`."
     def bad(what): raise MalformedStoreError(f"store {str(path)!r} has malformed provenance: {what}")
@@ -490,6 +340,33 @@ def _check_meta(meta, path) -> dict:
         bad("missing 'identity_hash' (the checksum of the store's identity)")
     return meta
 
+# %% ../../nbs/api/41_data.store.ipynb #70676822
+def _param_bytes(v: np.ndarray) -> bytes:
+    if v.dtype.kind in "iufb": return np.ascontiguousarray(v).tobytes()
+    return "\x1f".join(str(e) for e in v.tolist()).encode()
+
+# %% ../../nbs/api/41_data.store.ipynb #09729ae0
+def _split_digest(folds: np.ndarray) -> str:
+    "BLAKE2b checksum (hex) of a split's folds, stored with the split and checked when it is loaded."
+    return hashlib.blake2b(np.ascontiguousarray(folds, dtype="<i2").tobytes(), digest_size=8).hexdigest()
+
+# %% ../../nbs/api/41_data.store.ipynb #c1b946e0
+def _digest(images: np.ndarray, targets, params: dict) -> int:
+    "64-bit BLAKE2b checksum of one chunk's images, targets and parameter columns (never 0)."
+    h = hashlib.blake2b(digest_size=8)
+    h.update(np.ascontiguousarray(images, dtype="<f4").tobytes())
+    if targets is not None: h.update(np.ascontiguousarray(targets).tobytes())
+    for k in sorted(params): h.update(k.encode()); h.update(_param_bytes(np.asarray(params[k])))
+    return int.from_bytes(h.digest(), "little") or 1
+
+# %% ../../nbs/api/41_data.store.ipynb #0f89436a
+def _available_memory():
+    try:
+        import psutil
+        return int(psutil.virtual_memory().available)
+    except Exception: return None
+
+# %% ../../nbs/api/41_data.store.ipynb #49d02246
 class SampleStore:
     """Lazy view of a diffnb Zarr dataset: images, targets, parameter table, provenance and splits.
     Indexing (`store[i]`, `read_chunk`) checks each chunk it touches against its checksum (once per chunk)."""
@@ -743,723 +620,32 @@ class SampleStore:
         info.pop("checksum", None)
         return info
 
+# %% ../../nbs/api/41_data.store.ipynb #e1e11ec0
 def open_store(path,  # local directory or fsspec URL of a store made by `generate`
                storage_options: dict | None = None,  # fsspec options (credentials...) for URLs
               ) -> SampleStore:
     "Open a diffnb dataset lazily (nothing is read until sliced)."
     return SampleStore(path, storage_options)
 
-# %% ../../nbs/api/41_data.store.ipynb #03a6a4c5
-def _to_numpy(x):
-    if x is None: return None
-    if isinstance(x, torch.Tensor): return x.detach().cpu().numpy()
-    return np.asarray(x)
+# %% ../../nbs/api/41_data.store.ipynb #cbb6fcf2
+from .sampler import (available_samplers, check_sampler, get_sampler, register_sampler, Sampler, SAMPLERS,
+                                 SlitSampler, TASKS, _resolve_factory, _resolve_sampler)
 
-def _param_bytes(v: np.ndarray) -> bytes:
-    if v.dtype.kind in "iufb": return np.ascontiguousarray(v).tobytes()
-    return "\x1f".join(str(e) for e in v.tolist()).encode()
+_ELSEWHERE = {
+    **dict.fromkeys(["VerifyReport", "_LISTED", "_check_disk", "_check_identity", "_check_memory", "_conform",
+                     "_connect", "_create_store", "_delete_key", "_describe_mismatch", "_dtype_name",
+                     "_fingerprint", "_free_disk", "_inspect", "_nothing_done", "_run_chunks", "_sample_bytes",
+                     "_start_client", "_to_numpy", "_write_chunk", "generate", "repair", "verify"], "generation"),
+    **dict.fromkeys(["SPLIT_METHODS", "fold_indices", "make_split"], "split"),
+    **dict.fromkeys(["_CLI_WORDS", "_EXIT_HELP", "_cli_warnings", "_config_spec", "_count", "_emit", "_exit_code",
+                     "_fail_cli", "_is_num", "_parse_params", "_parse_value", "_repair_and_report", "_speak_cli",
+                     "generate_cli", "repair_cli", "verify_cli"], "store_cli"),
+}
+_all_ = ["available_samplers", "check_sampler", "get_sampler", "register_sampler", "Sampler", "SAMPLERS",
+         "SlitSampler", "TASKS", "fold_indices", "generate", "generate_cli", "make_split", "repair", "repair_cli",
+         "SPLIT_METHODS", "verify", "verify_cli", "VerifyReport"]
 
-def _split_digest(folds: np.ndarray) -> str:
-    "BLAKE2b checksum (hex) of a split's folds, stored with the split and checked when it is loaded."
-    return hashlib.blake2b(np.ascontiguousarray(folds, dtype="<i2").tobytes(), digest_size=8).hexdigest()
-
-def _digest(images: np.ndarray, targets, params: dict) -> int:
-    "64-bit BLAKE2b checksum of one chunk's images, targets and parameter columns (never 0)."
-    h = hashlib.blake2b(digest_size=8)
-    h.update(np.ascontiguousarray(images, dtype="<f4").tobytes())
-    if targets is not None: h.update(np.ascontiguousarray(targets).tobytes())
-    for k in sorted(params): h.update(k.encode()); h.update(_param_bytes(np.asarray(params[k])))
-    return int.from_bytes(h.digest(), "little") or 1
-
-def _conform(sampler, seed, indices, meta=None):
-    "Run `sampler.sample` and check/convert its output to numpy with the dtypes recorded in `meta`."
-    images, targets, params = sampler.sample(seed, list(indices))
-    n = len(indices)
-    images = _to_numpy(images)
-    if images.shape != (n, *sampler.image_shape):
-        fail("sampler images", images, f"of shape {(n, *sampler.image_shape)}", ShapeError)
-    images = images.astype(np.float32, copy=False)
-    if sampler.task == "unlabelled": targets = None
-    else:
-        targets = _to_numpy(targets)
-        if targets is None or targets.shape != (n, *sampler.target_shape):
-            fail("sampler targets", targets, f"of shape {(n, *sampler.target_shape)}", ShapeError)
-        targets = targets.astype(np.int64 if sampler.task == "classification" else np.float32, copy=False)
-    if not isinstance(params, dict): fail("sampler params", params, "a dict of 1-d arrays")
-    out = {}
-    for k, v in params.items():
-        v = np.asarray(v)
-        if v.shape != (n,): fail(f"sampler params[{k!r}]", v, f"a 1-d array of length {n}", ShapeError)
-        if meta is not None:
-            dt = meta["param_dtypes"].get(k)
-            if dt is None: fail("sampler params", sorted(params), f"the columns {meta['param_names']}")
-            v = v.astype(str) if dt == "str" else v.astype(dt)
-        out[k] = v
-    if meta is not None and sorted(out) != sorted(meta["param_names"]):
-        fail("sampler params", sorted(out), f"the columns {meta['param_names']}")
-    return images, targets, out
-
-def _dtype_name(v: np.ndarray) -> str:
-    if v.dtype.kind in "USOT": return "str"
-    if v.dtype.kind == "b": return "bool"
-    return {"i": "int64", "u": "int64", "f": "float64"}[v.dtype.kind] if v.dtype.kind in "iuf" else "str"
-
-# %% ../../nbs/api/41_data.store.ipynb #8747393c
-def _fingerprint(meta: dict) -> dict:
-    "The part of the provenance that must match for a store to be resumed."
-    return {k: meta.get(k) for k in ("format", "sampler", "seed", "n", "chunk_size", "param_names", "param_dtypes")}
-
-def _describe_mismatch(old: dict, new: dict) -> str:
-    diffs = []
-    for k in new:
-        if k == "sampler":
-            for kk in new[k]:
-                o = old.get(k, {}).get(kk) if isinstance(old.get(k), dict) else None
-                if o != new[k][kk]: diffs.append(f"sampler.{kk}: {o!r} ≠ {new[k][kk]!r}")
-        elif old.get(k) != new[k]: diffs.append(f"{k}: {old.get(k)!r} ≠ {new[k]!r}")
-    return "; ".join(diffs)
-
-def _create_store(path, storage_options, meta, target_dtype):
-    "Create the arrays of an empty store (the directory may already hold the writer lock, nothing else of ours)."
-    s = meta["sampler"]
-    n, cs, ishape, tshape = meta["n"], meta["chunk_size"], tuple(s["image_shape"]), tuple(s["target_shape"])
-    g = zarr.create_group(store=_zstore(path, storage_options), attributes={"diffnb": meta})
-    dims = ("sample", "channel", "y", "x")
-    g.create_array("images", shape=(n, *ishape), dtype="float32", chunks=(cs, *ishape), dimension_names=dims, fill_value=0.0)
-    if s["task"] != "unlabelled":
-        tdims = ("sample",) + tuple(f"target_{i}" for i in range(len(tshape)))
-        if s["task"] == "image2image": tdims = ("sample", "target_channel", "target_y", "target_x")
-        g.create_array("targets", shape=(n, *tshape), dtype=target_dtype, chunks=(cs, *tshape), dimension_names=tdims,
-                       fill_value=0)
-    for k in meta["param_names"]:
-        dt = meta["param_dtypes"][k]
-        g.create_array(f"params/{k}", shape=(n,), dtype=str if dt == "str" else dt, chunks=(cs,),
-                       dimension_names=("sample",))
-    block = min(n, 1 << 20)
-    smp = g.create_array("sample", shape=(n,), dtype="int64", chunks=(block,), dimension_names=("sample",))
-    for a in range(0, n, block): smp[a:a + block] = np.arange(a, min(n, a + block))  # bounded memory for any n
-    g.create_array("chunks_done", shape=(meta["n_chunks"],), dtype="uint64", chunks=(1,), fill_value=0,
-                   dimension_names=("chunk",))
-    return g
-
-def _delete_key(zs, key):
-    from zarr.core.sync import sync
-    try: sync(zs.delete(key))
-    except (FileNotFoundError, KeyError): pass
-
-def _check_identity(path, storage_options, meta, k):
-    "Stop a writer whose store was replaced (other sampler/config/seed/size) since it started."
-    try: cur = _read_root_meta(path, storage_options)
-    except (OSError, ValueError): cur = None
-    if not isinstance(cur, dict) or _fingerprint(cur) != _fingerprint(meta) or cur.get("identity_hash") != meta.get("identity_hash"):
-        raise StoreLockedError(f"store {str(path)!r} was replaced or changed by another writer while this one was running "
-                               f"(chunk {k} not recorded); run the command again once the other writer is done")
-
-def _write_chunk(sampler, path, storage_options, meta, k, torch_threads=None, recorded=0) -> tuple[int, str]:
-    """Make chunk `k` sound: keep it if its recorded checksum still matches (`recorded` ≠ 0), else generate it,
-    write its data, then (only then) its checksum. Returns (number of samples, "kept" | "written" | "recomputed")."""
-    import zarr  # local import (see `_zstore`)
-    if torch_threads: torch.set_num_threads(torch_threads)
-    n, cs, seed = meta["n"], meta["chunk_size"], meta["seed"]
-    start, stop = k * cs, min(n, (k + 1) * cs)
-    status = "written"
-    if recorded:  # resuming: a chunk marked done is trusted only if it still matches its checksum
-        _check_identity(path, storage_options, meta, k)
-        if not SampleStore(path, storage_options).chunk_problem(k, recorded): return stop - start, "kept"
-        status = "recomputed"
-    images, targets, params = _conform(sampler, seed, range(start, stop), meta)
-    for name, a in [("images", images), ("targets", targets)]:
-        if a is not None and a.dtype.kind == "f" and not np.isfinite(a).all():
-            raise DiffnbError(f"sampler {sampler.name} produced NaN/Inf {name} in chunk {k} (samples {start}-{stop - 1})")
-    _check_identity(path, storage_options, meta, k)
-    zs = _zstore(path, storage_options)
-    g = zarr.open_group(store=zs, mode="r+")
-    if recorded: g["chunks_done"][k] = np.uint64(0)  # not done until rewritten
-    # a leftover chunk of an interrupted write must not be read back and merged by zarr: remove it first
-    for name, a in [("images", images), ("targets", targets)]:
-        if a is not None: _delete_key(zs, f"{name}/c/{k}" + "/0" * (a.ndim - 1))
-    g["images"][start:stop] = images
-    if targets is not None: g["targets"][start:stop] = targets
-    for key, v in params.items(): g[f"params/{key}"][start:stop] = v
-    _check_identity(path, storage_options, meta, k)
-    g["chunks_done"][k] = np.uint64(_digest(images, targets, params))  # the completion record, written last
-    return stop - start, status
-
-# %% ../../nbs/api/41_data.store.ipynb #ba6e5bf9
-def _resolve_sampler(sampler):
-    if isinstance(sampler, str): return get_sampler(sampler)
-    return check_sampler(sampler)
-
-def _connect(scheduler):
-    from dask.distributed import Client
-    from urllib.parse import urlsplit
-    u = urlsplit(scheduler)
-    if u.scheme == "tcp" and u.hostname and u.port:  # a refused connection fails at once, not after the timeout
-        try: socket.create_connection((u.hostname, u.port), timeout=10).close()
-        except OSError as e:
-            raise DiffnbValueError(f"scheduler must be a reachable Dask scheduler address, got {scheduler!r} ({e})") from e
-    try: return Client(scheduler, timeout="10s")
-    except (OSError, TimeoutError) as e:
-        raise DiffnbValueError(f"scheduler must be a reachable Dask scheduler address, got {scheduler!r} ({e})") from e
-
-def _start_client(scheduler, n_workers):
-    from dask.distributed import Client, LocalCluster
-    if isinstance(scheduler, str) and "://" in scheduler: return _connect(scheduler), None
-    processes = scheduler in (None, "processes")
-    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=processes,
-                           dashboard_address=None, silence_logs=logging.ERROR)
-    return Client(cluster), cluster
-
-def _sample_bytes(sampler) -> int:
-    "Uncompressed bytes of one sample as stored (image + target), from the sampler's declared shapes."
-    img = 4 * int(np.prod(sampler.image_shape))
-    if sampler.task == "unlabelled": return img
-    return img + (8 if sampler.task == "classification" else 4) * int(np.prod(sampler.target_shape or (1,)))
-
-def _available_memory():
-    try:
-        import psutil
-        return int(psutil.virtual_memory().available)
-    except Exception: return None
-
-def _free_disk(path, storage_options=None):
-    if _is_url(path): return None
-    q = Path(path).absolute()
-    while not q.exists(): q = q.parent
-    return shutil.disk_usage(q).free
-
-def _check_memory(sampler, chunk_size, n_workers, allow_large):
-    "Refuse a chunk (or a single sample) that cannot fit in memory, before the sampler runs."
-    if allow_large: return
-    avail, per = _available_memory(), _sample_bytes(sampler)
-    if avail is None: return
-    if 2 * per > avail:
-        raise DiffnbValueError(f"one sample of {sampler.name} (image shape {tuple(sampler.image_shape)}) needs about "
-                               f"{_fmt_bytes(2 * per)} of memory, only {_fmt_bytes(avail)} available; choose a smaller "
-                               "image size in the sampler config (or allow_large=True to try anyway)")
-    need = 2 * per * chunk_size * (n_workers or 1)
-    if need > avail:
-        raise DiffnbValueError(f"a chunk of {chunk_size} samples of {_fmt_bytes(per)} needs about {_fmt_bytes(need)} of "
-                               f"memory{f' on {n_workers} workers' if n_workers else ''}, only {_fmt_bytes(avail)} "
-                               "available; use a smaller chunk_size (or allow_large=True to try anyway)")
-
-def _check_disk(path, storage_options, n_samples, per, max_bytes, allow_large):
-    "Refuse a store larger (uncompressed) than `max_bytes` (default: the free space where it goes)."
-    if allow_large or n_samples == 0: return
-    need = n_samples * per
-    if max_bytes is not None: limit, where = max_bytes, f"max_bytes = {_fmt_bytes(max_bytes)}"
-    else:
-        limit = _free_disk(path, storage_options)
-        where = f"the {_fmt_bytes(limit or 0)} free where it goes"
-    if limit is not None and need > limit:
-        raise DiffnbValueError(f"the store needs about {_fmt_bytes(need)} uncompressed ({n_samples} samples × "
-                               f"{_fmt_bytes(per)}), more than {where}; lower n, or pass max_bytes=... or "
-                               "allow_large=True if compression will make it fit")
-
-def _inspect(path, storage_options):
-    "What is at `path`: ('absent'|'empty'|'store'|'malformed'|'foreign', provenance or error)."
-    if not _exists(path, storage_options): return "absent", None
-    files = [f for f in _list_files(path, storage_options) if f != LOCK_NAME]
-    if not files: return "empty", None
-    try: meta = _read_root_meta(path, storage_options)
-    except (OSError, ValueError, UnicodeDecodeError): meta = None
-    if meta is None: return "foreign", [f for f in files if not _LAYOUT.match(f)] or files
-    try: return "store", SampleStore(path, storage_options).meta
-    except DiffnbError as e: return "malformed", e
-
-def _nothing_done(path, storage_options) -> bool:
-    "Whether a store we just began has no finished chunk (or is not even complete as a skeleton)."
-    try: return SampleStore(path, storage_options).n_complete == 0
-    except Exception: return True
-
-def generate(sampler,  # a Sampler, or a registered sampler name (see `SAMPLERS`)
-             n: int,  # number of samples
-             path,  # output store: local directory or fsspec URL
-             seed: int = 0,  # base seed; sample i is a function of (seed, i) only
-             chunk_size: int = 64,  # samples per task, per Zarr chunk and per completion record
-             client=None,  # an existing `dask.distributed.Client` (overrides `scheduler`)
-             scheduler: str | None = None,  # None/"processes", "threads", "synchronous" or a scheduler address
-             n_workers: int | None = None,  # workers of the LocalCluster (default: sized to the machine)
-             overwrite: bool = False,  # replace an existing diffnb store made with other parameters
-             progress: bool = True,  # show a tqdm bar (samples/s)
-             storage_options: dict | None = None,  # fsspec options for URLs
-             max_bytes: int | None = None,  # refuse a store larger than this, uncompressed [bytes] (default: free disk space)
-             allow_large: bool = False,  # skip the store-size and memory checks
-             break_lock: bool = False,  # take over a writer lock held by another host (after making sure it is gone)
-            ) -> SampleStore:
-    "Generate (or finish) a dataset of `n` samples of `sampler` into a Zarr store; resumable and reproducible."
-    n = check_int("n", n, min_value=1)
-    chunk_size = check_int("chunk_size", chunk_size, min_value=1)
-    seed = check_int("seed", seed, min_value=0)
-    if n_workers is not None: n_workers = check_int("n_workers", n_workers, min_value=1)
-    if max_bytes is not None: max_bytes = check_int("max_bytes", max_bytes, min_value=1)
-    if client is None and not (scheduler in (None, "processes", "threads", "synchronous") or
-                               (isinstance(scheduler, str) and "://" in scheduler)):
-        fail("scheduler", scheduler, "None, 'processes', 'threads', 'synchronous' or an address like 'tcp://host:8786'")
-    sampler = _resolve_sampler(sampler)
-    _check_writable(path)
-    _check_memory(sampler, chunk_size, n_workers if scheduler in (None, "processes") else None, allow_large)
-    try: resumable = _read_root_meta(path, storage_options) is not None
-    except Exception: resumable = False
-    if not resumable: _check_disk(path, storage_options, n, _sample_bytes(sampler), max_bytes, allow_large)
-    if -(-n // chunk_size) > MAX_CHUNKS:
-        fail("n", n, f"at most {MAX_CHUNKS} chunks of chunk_size = {chunk_size} (use a larger chunk_size)")
-    # probe one sample: validates the sampler's output and fixes the dtypes of every column before writing anything
-    try: _, t0, p0 = _conform(sampler, seed, [0])
-    except MemoryError as e:
-        raise DiffnbValueError(f"sampler {sampler.name} ran out of memory drawing one sample of shape "
-                               f"{tuple(sampler.image_shape)}; choose a smaller image size") from e
-    meta = dict(format=FORMAT_VERSION,
-                sampler=dict(name=sampler.name, version=str(sampler.version), config=sampler.config,
-                             image_shape=list(sampler.image_shape), task=sampler.task,
-                             classes=list(sampler.classes) if sampler.classes else None,
-                             target_shape=list(sampler.target_shape)),
-                seed=seed, n=n, chunk_size=chunk_size, n_chunks=-(-n // chunk_size),
-                param_names=sorted(p0), param_dtypes={k: _dtype_name(v) for k, v in p0.items()})
-    meta = json.loads(json.dumps(meta))  # canonical JSON types (tuples → lists)
-    meta["identity_hash"] = _identity_hash(meta)
-    bad_names = [k for k in meta["param_names"] if not _PARAM_NAME.match(k)]
-    if bad_names: fail("sampler params", bad_names, "column names of letters, digits, '_', '.', '-' (no path separators)")
-    per = _sample_bytes(sampler) + sum(8 if v.dtype.kind in "iufb" else 16 + 4 * max(len(str(x)) for x in v)
-                                       for v in p0.values())
-    own_client = cluster = None
-    if client is None and isinstance(scheduler, str) and "://" in scheduler:
-        client = own_client = _connect(scheduler)  # an unreachable scheduler fails before anything is created
-    try:
-        with StoreLock(path, storage_options, break_lock=break_lock, action="generate"):
-            kind, old = _inspect(path, storage_options)
-            if kind == "foreign":
-                raise DiffnbValueError(_foreign_message(path, old, "exists and is not one of diffnb's stores; it holds"))
-            if kind == "malformed" and not overwrite:
-                raise MalformedStoreError(f"path {str(path)!r} holds a diffnb store that cannot be resumed ({old}); "
-                                          "use another path or overwrite=True to replace it")
-            if kind == "store" and _fingerprint(old) != _fingerprint(meta) and not overwrite:
-                raise DiffnbValueError(f"path {str(path)!r} holds a store made with other parameters "
-                                       f"({_describe_mismatch(_fingerprint(old), _fingerprint(meta))}); "
-                                       "use another path or overwrite=True")
-            # resume a store of the same identity, unless its creation was interrupted (no completion record yet)
-            fresh = not (kind == "store" and _fingerprint(old) == _fingerprint(meta)
-                         and _has_member(path, storage_options, "chunks_done/zarr.json"))
-            if not fresh:
-                st = SampleStore(path, storage_options)
-                try:
-                    for key in st.expected_arrays(): st.array(key)  # every array readable, of the recorded shape
-                    recorded = st.done
-                except MalformedStoreError as e:
-                    if not overwrite: raise MalformedStoreError(f"{e}; use another path or overwrite=True to replace it") from e
-                    fresh = True
-            if fresh:
-                _check_disk(path, storage_options, n, per, max_bytes, allow_large)
-                if kind != "empty" and kind != "absent": _remove_members(path, storage_options)  # only files diffnb wrote
-                meta = {**meta, "diffnb_version": diffnb.__version__,
-                        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-                recorded = np.zeros(meta["n_chunks"], np.uint64)
-            else:
-                meta = old
-                todo_n = sum(min(n, (k + 1) * chunk_size) - k * chunk_size for k in np.flatnonzero(recorded == 0).tolist())
-                _check_disk(path, storage_options, todo_n, per, max_bytes, allow_large)
-            if client is None and scheduler != "synchronous":
-                own_client, cluster = _start_client(scheduler, n_workers); client = own_client
-            try:
-                if fresh: _create_store(path, storage_options, meta, "int64" if sampler.task == "classification" else "float32")
-                out = _run_chunks(sampler, path, storage_options, meta, list(range(meta["n_chunks"])), recorded,
-                                  client, progress)
-            except BaseException:
-                if fresh and _nothing_done(path, storage_options):  # never leave a skeleton behind
-                    with contextlib.suppress(DiffnbError): _remove_members(path, storage_options)
-                raise
-    finally:
-        if own_client is not None: own_client.close()
-        if cluster is not None: cluster.close()
-    if out["recomputed"]:
-        warnings.warn(f"store {str(path)!r}: {len(out['recomputed'])} chunk(s) marked done failed their checksum and "
-                      f"were recomputed: {sorted(out['recomputed'])}", StoreWarning, stacklevel=2)
-    return SampleStore(path, storage_options)
-
-def _run_chunks(sampler, path, storage_options, meta, todo, recorded, client, progress) -> dict:
-    "Make every chunk in `todo` sound (keep, write or recompute); returns {status: [chunks]}."
-    from tqdm.auto import tqdm
-    cs, n = meta["chunk_size"], meta["n"]
-    total = sum(min(n, (k + 1) * cs) - k * cs for k in todo)
-    bar = tqdm(total=total, unit="sample", unit_scale=True, desc=f"generate {sampler.name}", disable=not progress)
-    out = {"kept": [], "written": [], "recomputed": []}
-    try:
-        if client is None:
-            for k in todo:
-                m, status = _write_chunk(sampler, path, storage_options, meta, k, None, int(recorded[k]))
-                out[status].append(k); bar.update(m)
-        else:
-            from dask.distributed import as_completed
-            token = hashlib.sha1(json.dumps(_fingerprint(meta), sort_keys=True).encode() + str(path).encode()).hexdigest()[:10]
-            futs = {client.submit(_write_chunk, sampler, path, storage_options, meta, k, 1, int(recorded[k]),
-                                  key=f"diffnb-chunk-{token}-{k}-{os.urandom(3).hex()}", pure=False): k for k in todo}
-            try:
-                for f in as_completed(futs):
-                    m, status = f.result()
-                    out[status].append(futs[f]); bar.update(m)
-            except BaseException:
-                client.cancel(list(futs)); raise
-    finally: bar.close()
-    return out
-
-# %% ../../nbs/api/41_data.store.ipynb #83fc9137
-_LISTED = 50  # chunk problems listed one by one in a report (the count covers all)
-
-@dataclass
-class VerifyReport:
-    "Outcome of `verify`. `status`: 'ok', 'damaged' (chunks to recompute: `bad_chunks`) or 'malformed' (metadata/structure)."
-    path: str
-    n_chunks: int = 0
-    n_complete: int = 0  # chunks that are complete and match their checksum
-    n_recorded: int = 0  # chunks with a completion record (whether or not the data still match it)
-    problems: list = field(default_factory=list)
-    bad_chunks: list = field(default_factory=list)
-    malformed: bool = False
-    writer: str = ""  # who holds the writer lock while the store was checked ('' = nobody)
-    ok = property(lambda self: not self.problems)
-    status = property(lambda self: "ok" if self.ok else "malformed" if self.malformed else "damaged")
-    exit_code = property(lambda self: {"ok": EXIT_OK, "damaged": EXIT_DAMAGED, "malformed": EXIT_MALFORMED}[self.status])
-    def __str__(self):
-        if self.malformed: head = f"{self.path}: MALFORMED store"
-        else:
-            head = f"{self.path}: {self.n_complete}/{self.n_chunks} chunks complete"
-            if self.n_recorded > self.n_complete:
-                head += f" ({self.n_recorded - self.n_complete} marked done but failing their checksum)"
-        note = f"\n  (being written: the writer lock is held by {self.writer})" if self.writer else ""
-        return head + (" — OK" if self.ok else "\n" + "\n".join(f"  - {p}" for p in self.problems)) + note
-
-def verify(path,  # store to check (local directory or URL)
-           storage_options: dict | None = None,  # fsspec options for URLs
-          ) -> VerifyReport:
-    "Check a store's provenance (and its checksum), array shapes, completeness, finiteness and every chunk's checksum."
-    rep = VerifyReport(str(path))
-    try: st = SampleStore(path, storage_options)
-    except MalformedStoreError as e:
-        rep.malformed = True; rep.problems.append(str(e)); return rep
-    m = st.meta
-    rep.n_chunks, rep.writer = st.n_chunks, StoreLock(path, storage_options).holder()
-    if "identity_hash" in m and m["identity_hash"] != _identity_hash(m):
-        rep.malformed = True
-        rep.problems.append("provenance checksum mismatch: the recorded sampler, config, seed, format or sizes were "
-                            "changed after the store was written, so its metadata no longer describe its data")
-    for key in st.expected_arrays():
-        try: st.array(key)
-        except MalformedStoreError as e: rep.malformed = True; rep.problems.append(str(e))
-    if rep.malformed: return rep
-    done = st.done
-    rep.n_recorded = int((done != 0).sum())
-    for k in range(st.n_chunks):
-        problem = st.chunk_problem(k, int(done[k]))
-        if not problem: continue
-        rep.bad_chunks.append(k)
-        if len(rep.bad_chunks) <= _LISTED:
-            a, b = st.chunk_range(k)
-            rep.problems.append(f"chunk {k} (samples {a}-{b - 1}): {problem}")
-    if len(rep.bad_chunks) > _LISTED: rep.problems.append(f"… and {len(rep.bad_chunks) - _LISTED} more damaged chunks")
-    rep.n_complete = st.n_chunks - len(rep.bad_chunks)
-    return rep
-
-# %% ../../nbs/api/41_data.store.ipynb #d1bbe27d
-def repair(path,  # store to repair (local directory or URL)
-           storage_options: dict | None = None,  # fsspec options for URLs
-           sampler=None,  # the sampler that made the store (default: rebuilt from the registry and the recorded config)
-           scheduler: str | None = "synchronous",  # as in `generate`
-           client=None,  # an existing `dask.distributed.Client`
-           n_workers: int | None = None,  # workers of a LocalCluster
-           progress: bool = False,  # show a tqdm bar
-           break_lock: bool = False,  # take over a writer lock held by another host
-          ) -> list[int]:  # the chunks that were recomputed
-    "Recompute, from (seed, index), every chunk that fails `verify`; refuses a malformed store (metadata or structure)."
-    rep = verify(path, storage_options)
-    if rep.malformed:
-        raise MalformedStoreError(f"store {str(path)!r} cannot be repaired by recomputing chunks: {'; '.join(rep.problems[:3])}")
-    if not rep.bad_chunks: return []
-    m = SampleStore(path, storage_options).meta
-    s = m["sampler"]
-    if sampler is None:
-        try: sampler = get_sampler(s["name"], **s["config"])
-        except (DiffnbError, TypeError) as e:
-            raise DiffnbValueError(f"store {str(path)!r} was made by sampler {s['name']!r}, which cannot be rebuilt here "
-                                   f"({e}); pass sampler=... to repair it") from e
-    else: sampler = _resolve_sampler(sampler)
-    made = json.loads(json.dumps(dict(name=sampler.name, version=str(sampler.version), config=sampler.config)))
-    if made != {k: s[k] for k in ("name", "version", "config")}:
-        raise DiffnbValueError(f"the sampler differs from the one that made store {str(path)!r} "
-                               f"({_describe_mismatch({'sampler': s}, {'sampler': made})}); it would write other data")
-    own = cluster = None
-    try:
-        with StoreLock(path, storage_options, break_lock=break_lock, action="repair"):
-            recorded = SampleStore(path, storage_options).done  # re-read under the lock: chunks still sound are kept
-            if client is None and scheduler != "synchronous":
-                own, cluster = _start_client(scheduler, n_workers); client = own
-            _run_chunks(sampler, path, storage_options, m, rep.bad_chunks, recorded, client, progress)
-    finally:
-        if own is not None: own.close()
-        if cluster is not None: cluster.close()
-    return rep.bad_chunks
-
-# %% ../../nbs/api/41_data.store.ipynb #cc410593
-SPLIT_METHODS = ("random", "stratified", "grouped")
-
-def make_split(source,  # number of samples, or a `SampleStore`
-               method: str = "random",  # one of `SPLIT_METHODS`
-               k: int | None = None,  # number of folds for k-fold; None for a train/valid split
-               valid_pct: float = 0.2,  # fraction of samples in the validation set (two-way splits)
-               by=None,  # labels (stratified) / groups (grouped): an array, or a parameter column name of the store
-               seed: int = 0,  # seed of the split
-               save: str | None = None,  # save under this name in the store
-              ) -> np.ndarray:  # fold of every sample (int16)
-    "Reproducible random / stratified / grouped, two-way or k-fold split as a fold index per sample."
-    check_choice("method", method, SPLIT_METHODS)
-    seed = check_int("seed", seed, min_value=0)
-    store = source if isinstance(source, SampleStore) else None
-    n = len(store) if store is not None else check_int("source", source, min_value=1)
-    if k is not None: k = check_int("k", k, min_value=2, max_value=n)
-    else: check_range("valid_pct", valid_pct, 0, 1, lo_inclusive=False, hi_inclusive=False)
-    labels = None
-    if method != "random":
-        if by is None and store is not None and method == "stratified" and store.task == "classification":
-            by = store.targets[:]
-        if by is None: fail("by", by, f"labels or groups (an array, or a parameter name) for a {method} split")
-        labels = store.param(by) if isinstance(by, str) and store is not None else np.asarray(by)
-        if labels.shape != (n,): fail("by", labels, f"one value per sample (length {n})", ShapeError)
-    rng = numpy_rng(seed, (0 if k is None else k, SPLIT_METHODS.index(method)))
-    folds = np.zeros(n, np.int16)
-    if method == "random":
-        perm = rng.permutation(n)
-        if k: folds[perm] = np.arange(n) % k
-        else: folds[perm[:int(round(valid_pct * n))]] = 1
-    elif method == "stratified":
-        _, inv = np.unique(labels, return_inverse=True)
-        offset = 0
-        for c in range(inv.max() + 1):
-            idx = rng.permutation(np.flatnonzero(inv == c))
-            if k: folds[idx] = (offset + np.arange(len(idx))) % k; offset += len(idx)
-            else: folds[idx[:int(round(valid_pct * len(idx)))]] = 1
-    else:  # grouped
-        _, inv, counts = np.unique(labels, return_inverse=True, return_counts=True)
-        g = len(counts)
-        if g < (k or 2): fail("by", labels, f"at least {k or 2} distinct groups for a grouped split (got {g})")
-        order = rng.permutation(g)
-        if k:
-            order = order[np.argsort(-counts[order], kind="stable")]  # largest first, random among equal sizes
-            sizes, gfold = np.zeros(k, int), np.zeros(g, np.int16)
-            for gi in order:
-                f = int(np.argmin(sizes)); gfold[gi] = f; sizes[f] += counts[gi]
-        else:
-            gfold, target, nv = np.zeros(g, np.int16), valid_pct * n, 0
-            for gi in order:
-                if nv + counts[gi] / 2 > target and nv > 0: break
-                gfold[gi] = 1; nv += counts[gi]
-            if gfold.all(): gfold[order[-1]] = 0
-        folds = gfold[inv].astype(np.int16)
-    if save is not None:
-        if store is None: fail("save", save, "None unless the source is a SampleStore")
-        store.save_split(save, folds, method=method, k=k, valid_pct=None if k else valid_pct, seed=seed,
-                         by=by if isinstance(by, str) else None)
-    return folds
-
-def fold_indices(folds,  # fold of each sample (from `make_split`)
-                 fold: int = 1,  # the held-out fold (1 = valid for a two-way split)
-                ) -> tuple[np.ndarray, np.ndarray]:  # (train indices, valid indices)
-    "Train and validation indices for the held-out `fold`."
-    folds = np.asarray(folds)
-    check_int("fold", fold, min_value=0, max_value=int(folds.max()))
-    return np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
-
-# %% ../../nbs/api/41_data.store.ipynb #46416013
-def _config_spec(name: str):
-    "(keyword → default, accepts **kwargs) of the constructor of registered sampler `name`, with the registry's defaults."
-    factory, defaults = _resolve_factory(SAMPLERS[name])
-    try: sig = inspect.signature(factory)
-    except (TypeError, ValueError): return {}, True
-    spec, var_kw = {}, False
-    for q in sig.parameters.values():
-        if q.kind is q.VAR_KEYWORD: var_kw = True
-        elif q.kind in (q.POSITIONAL_OR_KEYWORD, q.KEYWORD_ONLY):
-            spec[q.name] = (None if q.default is q.empty else q.default,
-                            "" if q.annotation is q.empty else str(getattr(q.annotation, "__name__", q.annotation)))
-    return {**spec, **{k: (v, spec.get(k, (None, ""))[1]) for k, v in defaults.items()}}, var_kw
-
-def _is_num(v) -> bool: return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-
-def _parse_value(key: str, text: str, default, annotation: str = ""):
-    "Parse the text of `-p key=text` strictly, as the type of the constructor's default value (or its annotation)."
-    what = f"-p {key}"
-    if default is None and annotation:  # typed by the annotation, e.g. `fluence: float | None = None`
-        kinds = set(re.findall(r"\b(bool|int|float|str)\b", annotation))
-        if text.lower() in ("none", "null") and ("None" in annotation or "Optional" in annotation): return None
-        if kinds == {"bool"}: return _parse_value(key, text, False)
-        if kinds == {"int"}: return _parse_value(key, text, 0)
-        if kinds and kinds <= {"int", "float"}: return _parse_value(key, text, 0.0)
-        if kinds == {"str"}: return text
-    if isinstance(default, (bool, np.bool_)):
-        if text.lower() in ("true", "false"): return text.lower() == "true"
-        fail(what, text, "true or false")
-    if isinstance(default, (int, np.integer)):
-        try: return int(text)
-        except ValueError: fail(what, text, "an integer")
-    if isinstance(default, (float, np.floating)):
-        try: v = float(text)
-        except ValueError: fail(what, text, "a number")
-        if not math.isfinite(v): fail(what, text, "a finite number")
-        return v
-    if isinstance(default, str): return text
-    if isinstance(default, (tuple, list)):
-        try: v = json.loads(text)
-        except ValueError: v = None
-        example = json.dumps(list(default))
-        if not isinstance(v, list): fail(what, text, f"a JSON list like {example}")
-        if default and all(_is_num(d) for d in default):
-            ints = all(isinstance(d, (int, np.integer)) for d in default)
-            if not all(isinstance(x, int) if ints else _is_num(x) for x in v):
-                fail(what, text, f"a JSON list of {'integers' if ints else 'numbers'} like {example}")
-        return tuple(v) if isinstance(default, tuple) else v
-    if isinstance(default, dict):
-        try: v = json.loads(text)
-        except ValueError: v = None
-        if not isinstance(v, dict): fail(what, text, "a JSON object")
-        return v
-    try: return json.loads(text)  # no typed default (None): a JSON value, else the text itself
-    except ValueError: return text
-
-def _parse_params(name: str, items) -> dict:
-    "Sampler config from `-p key=value` items, typed by the constructor's defaults; unknown keys are refused."
-    spec, var_kw = _config_spec(name)
-    out = {}
-    for it in items or []:
-        if "=" not in it: fail("-p", it, "key=value")
-        k, v = it.split("=", 1)
-        if k not in spec and not var_kw: fail("-p", k, f"a config key of sampler {name}: {', '.join(sorted(spec))}")
-        out[k] = _parse_value(k, v, *spec.get(k, (None, "")))
-    return out
-
-def _count(text: str) -> int:
-    "An integer count for the command line; integral scientific notation (1e6) is accepted."
-    try: return int(text)
-    except ValueError: pass
-    try: v = float(text)
-    except ValueError: raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-    if not (math.isfinite(v) and v == int(v)): raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}")
-    return int(v)
-
-_CLI_WORDS = [(re.compile(r"\boverwrite=True"), "--overwrite"), (re.compile(r"\ballow_large=True"), "--allow-large"),
-              (re.compile(r"\bbreak_lock=True"), "--break-lock"), (re.compile(r"\bmax_bytes=\.\.\."), "--max-bytes N"),
-              (re.compile(r"\bmax_bytes = "), "--max-bytes "), (re.compile(r"\bsmaller chunk_size"), "smaller --chunk-size"),
-              (re.compile(r"\brepair\('([^']*)'\)"), r"`diffnb repair \1`"), (re.compile(r"\bsampler=\.\.\."), "the sampler (Python API)")]
-
-def _speak_cli(msg: str) -> str:
-    "Library advice (`overwrite=True`) in command-line words (`--overwrite`)."
-    for pat, rep in _CLI_WORDS: msg = pat.sub(rep, msg)
-    return msg
-
-def _emit(text: str, file=None):
-    "Print, and stay quiet when the reader has gone (`diffnb verify ... | head -1`)."
-    file = file or sys.stdout
-    try: print(text, file=file); file.flush()
-    except BrokenPipeError:
-        try: os.dup2(os.open(os.devnull, os.O_WRONLY), file.fileno())  # no second error when Python flushes at exit
-        except (OSError, ValueError): pass
-
-def _exit_code(e: BaseException) -> int:
-    if isinstance(e, StoreLockedError): return EXIT_LOCKED
-    if isinstance(e, MalformedStoreError): return EXIT_MALFORMED
-    if isinstance(e, DamagedStoreError): return EXIT_DAMAGED
-    return EXIT_USAGE
-
-@contextlib.contextmanager
-def _cli_warnings(cmd: str):
-    "Show store warnings (stale lock broken, chunks recomputed) as one line on stderr."
-    def show(message, category, *args, **kw):
-        _emit(f"diffnb {cmd}: warning: {_speak_cli(str(message))}", sys.stderr)
-    with warnings.catch_warnings():
-        warnings.simplefilter("always", StoreWarning)
-        warnings.showwarning = show
-        yield
-
-_EXIT_HELP = (f"exit status: {EXIT_OK} ok, {EXIT_DAMAGED} damaged store (missing chunks or failed checksums; "
-              f"`diffnb repair` fixes it), {EXIT_USAGE} usage error (bad arguments, not a store), {EXIT_MALFORMED} "
-              f"malformed store (unreadable or inconsistent metadata), {EXIT_LOCKED} locked by another writer")
-
-def _fail_cli(cmd: str, e: BaseException) -> int:
-    _emit(f"diffnb {cmd}: error: {_speak_cli(str(e))}", sys.stderr)
-    return _exit_code(e)
-
-def generate_cli(argv: list[str] | None = None) -> int:
-    "`diffnb generate`: generate or resume a dataset. Returns the exit status."
-    p = argparse.ArgumentParser(prog="diffnb generate", epilog=_EXIT_HELP,
-                                description="Generate (or resume) a Zarr dataset of a registered sampler with Dask.")
-    p.add_argument("sampler", help=f"registered sampler: {', '.join(sorted(SAMPLERS))}")
-    p.add_argument("--n", type=_count, required=True, help="number of samples")
-    p.add_argument("--out", required=True, help="output store (directory or fsspec URL)")
-    p.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
-    p.add_argument("--chunk-size", type=int, default=64, help="samples per task and Zarr chunk (default 64)")
-    p.add_argument("--scheduler", default=None,
-                   help="Dask scheduler address (tcp://host:8786), or processes (default LocalCluster), threads, synchronous")
-    p.add_argument("--workers", type=int, default=None, help="LocalCluster workers (default: sized to the machine)")
-    p.add_argument("-p", "--param", action="append", metavar="KEY=VALUE",
-                   help="sampler config, typed like the sampler's default (true/false, numbers, JSON lists)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing diffnb store made with other parameters (never a directory that is not one)")
-    p.add_argument("--max-bytes", type=_count, default=None,
-                   help="refuse a store larger than this, uncompressed (default: the free disk space)")
-    p.add_argument("--allow-large", action="store_true", help="skip the store-size and memory checks")
-    p.add_argument("--break-lock", action="store_true", help="take over a writer lock held by another host")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    a = p.parse_args(argv)
-    with _cli_warnings("generate"):
-        try:
-            if a.sampler not in SAMPLERS: get_sampler(a.sampler)  # the registry's own message
-            config = _parse_params(a.sampler, a.param)
-            try: sampler = get_sampler(a.sampler, **config)
-            except DiffnbError: raise
-            except MemoryError as e:
-                raise DiffnbValueError(f"sampler {a.sampler} with {config} does not fit in memory; choose a smaller size") from e
-            except Exception as e:
-                raise DiffnbValueError(f"sampler {a.sampler} cannot be built with {config}: {type(e).__name__}: {e}") from e
-            st = generate(sampler, a.n, a.out, seed=a.seed, chunk_size=a.chunk_size, scheduler=a.scheduler,
-                          n_workers=a.workers, overwrite=a.overwrite, progress=not a.no_progress,
-                          max_bytes=a.max_bytes, allow_large=a.allow_large, break_lock=a.break_lock)
-        except (DiffnbError, TypeError) as e: return _fail_cli("generate", e)
-        _emit(str(st))
-    return EXIT_OK
-
-def _repair_and_report(path, a) -> int:
-    fixed = repair(path, scheduler=getattr(a, "scheduler", "synchronous"), n_workers=getattr(a, "workers", None),
-                   progress=not a.no_progress, break_lock=a.break_lock)
-    if fixed: _emit(f"recomputed {len(fixed)} chunk(s): {fixed}")
-    rep = verify(path)
-    _emit(str(rep))
-    return rep.exit_code
-
-def verify_cli(argv: list[str] | None = None) -> int:
-    "`diffnb verify PATH [--repair]`: exit status 0 sound, 1 damaged, 2 usage error/not a store, 3 malformed, 4 locked."
-    p = argparse.ArgumentParser(prog="diffnb verify", epilog=_EXIT_HELP,
-                                description="Check a diffnb Zarr dataset (provenance checksum, shapes, completeness, "
-                                            "NaN/Inf, every chunk's checksum).")
-    p.add_argument("path", help="store to check (directory or fsspec URL)")
-    p.add_argument("--repair", action="store_true", help="recompute damaged chunks from (seed, index), then check again")
-    p.add_argument("--break-lock", action="store_true", help="with --repair: take over a lock held by another host")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar of --repair")
-    a = p.parse_args(argv)
-    with _cli_warnings("verify"):
-        try:
-            rep = verify(a.path)
-            _emit(str(rep))
-            return _repair_and_report(a.path, a) if a.repair and rep.status == "damaged" else rep.exit_code
-        except DiffnbError as e: return _fail_cli("verify", e)
-
-def repair_cli(argv: list[str] | None = None) -> int:
-    "`diffnb repair PATH`: recompute the damaged chunks of a store; exit status as `diffnb verify` after the repair."
-    p = argparse.ArgumentParser(prog="diffnb repair", epilog=_EXIT_HELP,
-                                description="Recompute every chunk of a diffnb store that is missing or fails its "
-                                            "checksum, from (seed, index), deterministically.")
-    p.add_argument("path", help="store to repair (directory or fsspec URL)")
-    p.add_argument("--scheduler", default="synchronous", help="as for `diffnb generate` (default synchronous)")
-    p.add_argument("--workers", type=int, default=None, help="LocalCluster workers")
-    p.add_argument("--break-lock", action="store_true", help="take over a writer lock held by another host")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    a = p.parse_args(argv)
-    with _cli_warnings("repair"):
-        try: return _repair_and_report(a.path, a)
-        except DiffnbError as e: return _fail_cli("repair", e)
+def __getattr__(name):
+    "The names of `diffnb.data.generation`, `.split` and `.store_cli`, imported on first use (PEP 562)."
+    if name in _ELSEWHERE: return getattr(importlib.import_module(f"diffnb.data.{_ELSEWHERE[name]}"), name)
+    raise AttributeError(f"module 'diffnb.data.store' has no attribute {name!r}")
