@@ -6,11 +6,15 @@ Docs: https://diffnb.github.io/diffnb/api/learn.gan_nets.html.md"""
 
 # %% ../../nbs/api/56a_learn.gan_nets.ipynb #d7397a7a
 from __future__ import annotations
+import math
+from functools import partial
+
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
-from ..core import ShapeError, fail, check_int, check_choice
+from ..core import DiffnbValueError, ShapeError, fail, check_int, check_choice, check_range, check_positive
 from .registry import register_model
 
 # %% auto #0

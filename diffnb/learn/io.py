@@ -6,7 +6,7 @@ Docs: https://diffnb.github.io/diffnb/api/learn.io.html.md"""
 
 # %% ../../nbs/api/55_learn.io.ipynb #30a362dc
 from __future__ import annotations
-import hashlib, importlib, json, os, shutil, struct, uuid, warnings
+import hashlib, importlib, json, math, os, shutil, struct, uuid, warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -20,14 +20,14 @@ from .registry import MODELS, build_model, model_spec
 from . import ARCHITECTURE_MODULES, import_architectures
 
 # %% auto #0
-__all__ = ['FORMAT', 'FORMAT_VERSION', 'WEIGHTS_FILE', 'META_FILE', 'TASKS', 'MODEL_LAYOUT', 'preprocessing_from_dls',
-           'save_model', 'read_model_meta', 'LoadedModel', 'load_model']
+__all__ = ['FORMAT', 'FORMAT_VERSION', 'WEIGHTS_FILE', 'META_FILE', 'TASKS', 'MODEL_LAYOUT', 'MAX_PARAMETERS', 'MAX_ACTIVATIONS',
+           'preprocessing_from_dls', 'save_model', 'read_model_meta', 'LoadedModel', 'load_model']
 
 # %% ../../nbs/api/55_learn.io.ipynb #6cc8bf26
 from ..data.preprocess import (PREPROCESSING, Step, FloatImageStep, LogIntensityStep, SqrtIntensityStep, PercentileNormalizeStep,
                                NormalizeStep, preprocessing_from_json, preprocessing_to_json, apply_preprocessing, canonical_task)
 from ..data.preprocess import TASKS as _TASK_NAMES
-from ..data.images import READERS, read_images
+from ..data.images import READERS, MAX_IMAGE_PIXELS, read_images
 
 # %% ../../nbs/api/55_learn.io.ipynb #c34c5695
 _MOVED = {"Prediction": "diffnb.learn.predict", "predict": "diffnb.learn.predict", "predict_cli": "diffnb.learn.predict"}
@@ -234,18 +234,47 @@ def _refuse_pickle(path: Path):
                 f"Save the model with diffnb.learn.io.save_model (safetensors + JSON); fastai's load_learner is for "
                 f"files you made yourself only")
 
-def _check_safetensors(path: Path):
-    "Fail unless `path` is a complete safetensors file: 8-byte header length, JSON header, data covering the file."
+_MAX_HEADER_BYTES = 100 << 20   # safetensors' own limit on its JSON header
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+
+def _bad_weights(path, what):
+    raise DiffnbValueError(f"weights file {str(path)!r} is not a valid safetensors file: {what}")
+
+def _check_tensor_entry(path, name, v):
+    "Bytes of one header entry after checking its dtype, shape and offsets (exact integers, no allocation)."
+    if not isinstance(v, dict) or set(v) != {"dtype", "shape", "data_offsets"}:
+        _bad_weights(path, f"tensor {name!r} is described by {v!r:.80}, not {{dtype, shape, data_offsets}}")
+    if v["dtype"] not in _DTYPE_BYTES: _bad_weights(path, f"tensor {name!r} has dtype {v['dtype']!r:.40}, not one of {sorted(_DTYPE_BYTES)}")
+    shape, offs = v["shape"], v["data_offsets"]
+    ints = lambda xs: isinstance(xs, list) and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in xs)
+    if not ints(shape) or len(shape) > 8: _bad_weights(path, f"tensor {name!r} has shape {shape!r:.80}, not a list of at most 8 sizes >= 0")
+    if not ints(offs) or len(offs) != 2 or offs[0] > offs[1]: _bad_weights(path, f"tensor {name!r} has data_offsets {offs!r:.80}")
+    nbytes = math.prod(shape) * _DTYPE_BYTES[v["dtype"]]
+    if nbytes != offs[1] - offs[0]:
+        _bad_weights(path, f"tensor {name!r} of shape {shape} ({v['dtype']}) needs {nbytes:,} bytes, its offsets span {offs[1] - offs[0]:,}")
+    return nbytes
+
+def _check_safetensors(path: Path) -> dict:
+    "The tensor entries of a complete safetensors file, every size checked against the file before anything is read."
     size = path.stat().st_size
     with open(path, "rb") as f:
         raw = f.read(8)
         if len(raw) < 8: raise DiffnbValueError(f"weights file {str(path)!r} is truncated or empty ({size} bytes)")
         n = struct.unpack("<Q", raw)[0]
         if n > size - 8: raise DiffnbValueError(f"weights file {str(path)!r} is truncated or not safetensors: header of {n} bytes in a {size}-byte file")
+        if n > _MAX_HEADER_BYTES: _bad_weights(path, f"its header declares {n:,} bytes, more than the {_MAX_HEADER_BYTES:,} safetensors allows")
         try: header = json.loads(f.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (UnicodeDecodeError, ValueError, RecursionError):
             raise DiffnbValueError(f"weights file {str(path)!r} is not a safetensors file (unreadable header)") from None
-    end = max([v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"] or [0])
+    if not isinstance(header, dict): _bad_weights(path, "its header is not a JSON object")
+    meta = header.pop("__metadata__", None)
+    if meta is not None and not (isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())):
+        _bad_weights(path, "its __metadata__ is not a dict of strings")
+    spans = sorted((v["data_offsets"][0], v["data_offsets"][1]) for k, v in header.items() if _check_tensor_entry(path, k, v) >= 0)
+    end = 0
+    for a, b in spans:   # the tensors tile the data section, in some order, without gaps or overlaps
+        if a != end: _bad_weights(path, f"its tensors overlap or leave a gap at byte {end:,}")
+        end = b
     if 8 + n + end != size:
         raise DiffnbValueError(f"weights file {str(path)!r} is truncated or damaged: its header describes "
                                f"{8 + n + end} bytes, the file has {size}")
@@ -264,6 +293,17 @@ def _resolve_model_dir(path) -> Path:
             raise DiffnbFileNotFoundError(f"model directory {str(path)!r} has no {f} (save models with diffnb.learn.io.save_model)")
     return path
 
+_MAX_SPEC_DEPTH = 16   # lists and dicts inside an architecture spec (diffnb's own: 4)
+
+def _depth(obj, limit=_MAX_SPEC_DEPTH + 1) -> int:
+    "Nesting depth of lists/dicts (counted without recursion, up to `limit`)."
+    level, depth = [obj], 0
+    while level and depth <= limit:
+        level = [v for o in level for v in (o.values() if isinstance(o, dict) else o if isinstance(o, list) else ())
+                 if isinstance(v, (dict, list))]
+        depth += 1
+    return depth
+
 def _spec_archs(spec) -> set:
     "Every architecture named in a (possibly nested) model spec."
     if isinstance(spec, dict):
@@ -271,21 +311,60 @@ def _spec_archs(spec) -> set:
     if isinstance(spec, list): return set().union(*[_spec_archs(v) for v in spec])
     return set()
 
+def _check_weights_entry(path: Path, weights) -> Path:
+    "The weights file named by model.json, which must be a plain file name inside the model directory."
+    if not isinstance(weights, dict):
+        fail(f"{META_FILE} weights", weights, "a dict {'file': 'model.safetensors', 'sha256': ..., 'n_parameters': ...}")
+    name = weights.get("file", WEIGHTS_FILE)
+    if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name or "\\" in name:
+        fail(f"{META_FILE} weights file", name, "a file name inside the model directory (no folders, no absolute path)")
+    f = path / name
+    if f.exists() and f.resolve().parent != path.resolve():
+        fail(f"{META_FILE} weights file", name, f"a file inside {str(path)!r}, not a link that leads out of it")
+    if not isinstance(weights.get("sha256"), str):
+        fail(f"{META_FILE} weights sha256", weights.get("sha256"), "the hexadecimal SHA-256 of the weights file")
+    return f
+
+def _check_input(inp) -> dict:
+    "model.json's `input`: a (C, H, W) shape of positive sizes within the image limit, and a matching channel count."
+    if not isinstance(inp, dict): fail(f"{META_FILE} input", inp, "a dict {'shape': [C, H, W], 'channels': C, ...}")
+    shape, c = inp.get("shape"), inp.get("channels")
+    isint = lambda v: isinstance(v, int) and not isinstance(v, bool)
+    if shape is not None:
+        if not (isinstance(shape, list) and len(shape) == 3 and all(isint(v) and v >= 1 for v in shape)):
+            fail(f"{META_FILE} input shape", shape, "[C, H, W]: three positive integers")
+        if math.prod(shape) > MAX_IMAGE_PIXELS:
+            fail(f"{META_FILE} input shape", shape, f"at most {MAX_IMAGE_PIXELS:,} values per image (C·H·W)")
+    if c is not None and not (isint(c) and c >= 1 and (shape is None or c == shape[0])):
+        fail(f"{META_FILE} input channels", c, "a positive integer equal to the first entry of the input shape")
+    return inp
+
 def read_model_meta(path) -> dict:
-    "The checked `model.json` of a model directory (format, version, required keys)."
+    "The checked `model.json` of a model directory (format, version, keys, input shape, weights file name)."
     path = _resolve_model_dir(path)
-    try: doc = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+    meta = path / META_FILE
+    if meta.stat().st_size > _MAX_META_BYTES:
+        fail(str(meta), f"{meta.stat().st_size:,} bytes", f"at most {_MAX_META_BYTES:,} bytes (a model.json diffnb wrote)")
+    try: doc = json.loads(meta.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DiffnbValueError(f"{str(path / META_FILE)!r} is not valid JSON: {e}") from None
+        raise DiffnbValueError(f"{str(meta)!r} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise DiffnbValueError(f"{str(meta)!r} nests its JSON too deeply to be a model file diffnb wrote") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         fail(f"{META_FILE} format", doc.get("format") if isinstance(doc, dict) else doc, repr(FORMAT))
     if doc.get("format_version") != FORMAT_VERSION:
-        raise DiffnbValueError(f"{str(path / META_FILE)!r} has format_version {doc.get('format_version')!r}; this diffnb "
+        raise DiffnbValueError(f"{str(meta)!r} has format_version {doc.get('format_version')!r}; this diffnb "
                                f"({diffnb.__version__}) reads version {FORMAT_VERSION}")
     missing = [k for k in ("model", "input", "preprocessing", "task", "weights") if k not in doc]
-    if missing: raise DiffnbValueError(f"{str(path / META_FILE)!r} lacks the keys {missing}")
+    if missing: raise DiffnbValueError(f"{str(meta)!r} lacks the keys {missing}")
     doc["task"] = canonical_task(doc["task"], f"{META_FILE} task")   # older files: "image_to_image"
     if doc["task"] == "unlabelled": fail(f"{META_FILE} task", doc["task"], f"one of {TASKS} or null")
+    spec = doc["model"]
+    if not (isinstance(spec, dict) and isinstance(spec.get("arch"), str) and isinstance(spec.get("kwargs"), dict)):
+        fail(f"{META_FILE} model", spec, "a model spec {'arch': name, 'kwargs': {...}}")
+    if _depth(spec) > _MAX_SPEC_DEPTH: fail(f"{META_FILE} model", "a spec", f"nested at most {_MAX_SPEC_DEPTH} levels deep")
+    _check_input(doc["input"])
+    _check_weights_entry(path, doc["weights"])
     return doc
 
 # %% ../../nbs/api/55_learn.io.ipynb #16721b4a
@@ -339,6 +418,50 @@ class LoadedModel:
                 f"preprocessing={self.steps}, device={self.device})")
 
 # %% ../../nbs/api/55_learn.io.ipynb #31870e6c
+MAX_PARAMETERS = 2_000_000_000      # parameters a model file may declare (8 GB as float32)
+MAX_ACTIVATIONS = 1 << 31           # values a model's layers may produce for one image (8 GB as float32)
+
+def _estimate(spec, shape, where):
+    "Build `spec` on the meta device (no memory) and refuse absurd parameter or activation counts before the real build."
+    import_architectures(_spec_archs(spec))
+    try:
+        with torch.device("meta"): m = build_model(spec)
+    except DiffnbError: raise
+    except Exception: return   # a factory that cannot run on the meta device: the real build below decides
+    n = sum(p.numel() for p in m.parameters())
+    if n > MAX_PARAMETERS:
+        raise DiffnbValueError(f"{where}: {spec['arch']} with {spec.get('kwargs')} has {n:,} parameters, more than "
+                               f"MAX_PARAMETERS = {MAX_PARAMETERS:,}; not built")
+    if shape is None: return
+    acts = []
+    hooks = [mod.register_forward_hook(lambda _m, _i, o: acts.extend(t.numel() for t in (o if isinstance(o, (tuple, list)) else [o])
+                                                                     if isinstance(t, torch.Tensor))) for mod in m.modules()]
+    try: m.eval()(torch.empty(1, *shape, device="meta"))
+    except Exception: return   # the real input check at prediction time decides
+    finally:
+        for h in hooks: h.remove()
+    if sum(acts) > MAX_ACTIVATIONS:
+        raise DiffnbValueError(f"{where}: {spec['arch']} with {spec.get('kwargs')} produces {sum(acts):,} activations "
+                               f"for one {tuple(shape)} image, more than MAX_ACTIVATIONS = {MAX_ACTIVATIONS:,}; not built")
+
+def _compare_weights(wfile, header, model, arch):
+    "Fail unless the file's tensor names, shapes and dtypes are the model's (tied weights stored once), before any data is read."
+    state = model.state_dict()
+    extra = sorted(set(header) - set(state))
+    wrong = [f"{k}: file {header[k]['dtype']}{header[k]['shape']}, model {state[k].dtype}{list(state[k].shape)}"
+             for k in header if k in state and (list(state[k].shape) != header[k]["shape"]
+                                                or _DTYPE_BYTES[header[k]["dtype"]] != state[k].element_size()
+                                                or _TORCH_DTYPES[header[k]["dtype"]] != state[k].dtype)]
+    stored = {state[k].data_ptr() for k in header if k in state}
+    missing = sorted(k for k in state if k not in header and state[k].data_ptr() not in stored)
+    if extra or wrong or missing:
+        raise DiffnbValueError(f"the weights in {str(wfile)!r} do not fit the architecture {arch}: "
+                               + "; ".join(x for x in [f"unexpected {extra[:5]}" if extra else "", f"missing {missing[:5]}" if missing else "",
+                                                       f"different {wrong[:3]}" if wrong else ""] if x))
+
+_TORCH_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "I64": torch.int64,
+                 "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
+
 def load_model(path,        # model directory written by `save_model` (or its model.json / model.safetensors)
                device=None,  # torch device (default: `default_device()`)
               ) -> LoadedModel:
@@ -346,27 +469,28 @@ def load_model(path,        # model directory written by `save_model` (or its mo
     from safetensors.torch import load_model as _st_load
     path = _resolve_model_dir(path)
     doc = read_model_meta(path)
-    wfile = path / doc["weights"].get("file", WEIGHTS_FILE)
+    wfile = _check_weights_entry(path, doc["weights"])
     if not wfile.is_file(): raise DiffnbFileNotFoundError(f"weights file {str(wfile)!r} is missing")
     _refuse_pickle(wfile)
-    _check_safetensors(wfile)
-    sha = _sha256(wfile)
-    if sha != doc["weights"].get("sha256"):
-        raise DiffnbValueError(f"weights file {str(wfile)!r} does not match {META_FILE} (sha256 {sha[:12]}…, expected "
-                               f"{str(doc['weights'].get('sha256'))[:12]}…): the files were altered or come from different saves")
+    header = _check_safetensors(wfile)
     spec = doc["model"]
     import_architectures(_spec_archs(spec))
-    if not isinstance(spec, dict) or spec.get("arch") not in MODELS:
-        arch = spec.get("arch") if isinstance(spec, dict) else spec
-        raise DiffnbValueError(f"{str(path / META_FILE)!r}: architecture {arch!r} is not registered; known: {sorted(MODELS)}")
+    if spec["arch"] not in MODELS:
+        raise DiffnbValueError(f"{str(path / META_FILE)!r}: architecture {spec['arch']!r} is not registered; known: {sorted(MODELS)}")
+    _estimate(spec, doc["input"].get("shape"), repr(str(path / META_FILE)))
     try: model = build_model(spec)
     except DiffnbError: raise
     except Exception as e:
         raise DiffnbValueError(f"{str(path / META_FILE)!r}: cannot build {spec['arch']} with {spec.get('kwargs')}: {e}") from None
+    _compare_weights(wfile, header, model, spec["arch"])
+    sha = _sha256(wfile)
+    if sha != doc["weights"].get("sha256"):
+        raise DiffnbValueError(f"weights file {str(wfile)!r} does not match {META_FILE} (sha256 {sha[:12]}…, expected "
+                               f"{str(doc['weights'].get('sha256'))[:12]}…): the files were altered or come from different saves")
     try: missing, unexpected = _st_load(model, str(wfile), strict=False)
-    except RuntimeError as e:
+    except Exception as e:
         raise DiffnbValueError(f"the weights in {str(wfile)!r} do not fit the architecture {spec['arch']} "
-                               f"{spec.get('kwargs')}: {str(e).strip().splitlines()[-1].strip()}") from None
+                               f"{spec.get('kwargs')}: {str(e).strip().splitlines()[-1].strip() if str(e).strip() else type(e).__name__}") from None
     if missing or unexpected:
         raise DiffnbValueError(f"the weights in {str(wfile)!r} do not fit the architecture {spec['arch']}: "
                                f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")

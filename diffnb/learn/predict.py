@@ -168,6 +168,17 @@ def predict(model,              # `LoadedModel`, model directory, or a list of t
                       n_samples=n_samples, sources=sources)
 
 # %% ../../nbs/api/55a_learn.predict.ipynb #bfc87e08
+def _write_csv(df, out: Path):
+    "Write `df` to `out` atomically (a temporary file beside it, then a rename); no temporary file is left behind."
+    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        df.to_csv(tmp, index=False); os.replace(tmp, out)
+    except OSError as e:
+        raise DiffnbValueError(f"cannot write --out {str(out)!r}: {e.strerror or e}") from None
+    finally:
+        if tmp.exists(): tmp.unlink()
+
 def predict_cli(argv: list[str] | None = None) -> int:
     "`diffnb predict MODEL_DIR IMAGES... --out predictions.csv`: 0 on success, 2 on bad input."
     import argparse
@@ -190,7 +201,10 @@ def predict_cli(argv: list[str] | None = None) -> int:
                    help="Python module to import first, that registers your own architectures (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     a = p.parse_args(argv)
+    out = Path(a.out)
     try:
+        if out.is_dir() or not out.name or a.out.endswith(("/", os.sep)):
+            raise DiffnbValueError(f"--out must name a CSV file to write, got the folder {a.out!r}")
         for mod in a.imports:
             try: importlib.import_module(mod)
             except ImportError as e: raise DiffnbValueError(f"--import {mod}: {e}") from None
@@ -202,10 +216,7 @@ def predict_cli(argv: list[str] | None = None) -> int:
         pred = predict(members, images, bs=a.bs, mc_dropout=a.mc_dropout, tta=a.tta, progress=not a.no_progress)
         pred.sources = sources
         df = pred.to_frame()
-        out = Path(a.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
-        df.to_csv(tmp, index=False); os.replace(tmp, out)
+        _write_csv(df, out)
     except DiffnbError as e:
         print(f"diffnb predict: error: {e}", file=sys.stderr); return 2
     units = f" (units: {df.attrs['units']})" if df.attrs.get("units") else ""
