@@ -46,6 +46,7 @@ def _expand(paths_or_glob) -> list[Path]:
 _TIFF_UNITS = {2: "inch", 3: "cm"}
 MAX_IMAGE_PIXELS = 1 << 28   # pixels (all frames) one file may declare: 2²⁸ = 268 M, 1 GiB as float32
 
+# %% ../../nbs/api/44_data.images.ipynb #060ea461
 def _check_size(path, shape, itemsize, max_pixels):
     "Refuse, before reading any pixel, a file whose header declares more than `max_pixels` pixels."
     n = math.prod(int(s) for s in shape)

@@ -127,6 +127,7 @@ class NormalizeStep(Step):
 _LEGACY_NAMES = {"log": "LogIntensity", "sqrt": "SqrtIntensity", "percentile": "PercentileNormalize"}  # read, never written
 _MAX_STEPS = 64  # more steps than any pipeline needs: a hostile file
 
+# %% ../../nbs/api/42_data.preprocess.ipynb #eaaae3fd
 def preprocessing_from_json(steps: list | None,  # [{"name": "LogIntensity", "offset": 1.0}, ...] (step objects pass through)
                    ) -> list:            # step objects, applied in order
     "Step objects from their JSON records; an unknown name or parameter gives a clear error."
@@ -162,6 +163,7 @@ def apply_preprocessing(steps,             # step objects or JSON records
 TASKS = ("classification", "regression", "image2image", "vae", "unlabelled")  # every task diffnb knows
 TASK_ALIASES = {"image_to_image": "image2image"}  # read, never written
 
+# %% ../../nbs/api/42_data.preprocess.ipynb #d9dd9e38
 def canonical_task(task: str | None,       # a task name (or None: unknown)
                    name: str = "task",      # argument name for the error message
                   ) -> str | None:          # the name in `TASKS` (None stays None)

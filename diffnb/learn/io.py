@@ -421,13 +421,28 @@ class LoadedModel:
 MAX_PARAMETERS = 2_000_000_000      # parameters a model file may declare (8 GB as float32)
 MAX_ACTIVATIONS = 1 << 31           # values a model's layers may produce for one image (8 GB as float32)
 
+_MAX_ARGUMENT = 1 << 24   # largest size argument (channels, widths, bins…) of an architecture that cannot be built on `meta`
+
+def _check_kwargs_sizes(spec, where):
+    "Refuse numbers beyond `_MAX_ARGUMENT`, and lists of sizes (an image size) beyond `MAX_IMAGE_PIXELS` values, anywhere in a spec."
+    level = [spec.get("kwargs")]
+    while level:
+        for v in level:
+            nums = [x for x in (v if isinstance(v, list) else [v]) if isinstance(x, (int, float)) and not isinstance(x, bool)]
+            if any(not math.isfinite(x) or abs(x) > _MAX_ARGUMENT for x in nums) or \
+               (isinstance(v, list) and len(nums) == len(v) > 1 and math.prod(abs(x) for x in nums) > MAX_IMAGE_PIXELS):
+                raise DiffnbValueError(f"{where}: {spec['arch']} has the argument value {v!r:.60}, larger than any model "
+                                       f"diffnb builds (numbers up to {_MAX_ARGUMENT:,}, image sizes up to {MAX_IMAGE_PIXELS:,} pixels); not built")
+        level = [x for v in level for x in (v.values() if isinstance(v, dict) else v if isinstance(v, list) else ())
+                 if isinstance(x, (dict, list, int, float))]
+
 def _estimate(spec, shape, where):
     "Build `spec` on the meta device (no memory) and refuse absurd parameter or activation counts before the real build."
     import_architectures(_spec_archs(spec))
     try:
         with torch.device("meta"): m = build_model(spec)
     except DiffnbError: raise
-    except Exception: return   # a factory that cannot run on the meta device: the real build below decides
+    except Exception: return _check_kwargs_sizes(spec, where)   # a factory that cannot run on the meta device
     n = sum(p.numel() for p in m.parameters())
     if n > MAX_PARAMETERS:
         raise DiffnbValueError(f"{where}: {spec['arch']} with {spec.get('kwargs')} has {n:,} parameters, more than "

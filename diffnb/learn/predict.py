@@ -179,6 +179,7 @@ def _write_csv(df, out: Path):
     finally:
         if tmp.exists(): tmp.unlink()
 
+# %% ../../nbs/api/55a_learn.predict.ipynb #57235963
 def predict_cli(argv: list[str] | None = None) -> int:
     "`diffnb predict MODEL_DIR IMAGES... --out predictions.csv`: 0 on success, 2 on bad input."
     import argparse
