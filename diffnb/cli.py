@@ -26,7 +26,7 @@ SUBCOMMANDS = {
     "verify":   ("diffnb.data.store_cli", "verify_cli", "check a dataset store: provenance, shapes, completeness, checksums"),
     "repair":   ("diffnb.data.store_cli", "repair_cli", "recompute the damaged chunks of a dataset store from (seed, index)"),
     "run":      ("diffnb.workflows", "run_cli", "execute a workflow notebook (papermill) into runs/WORKFLOW/TIMESTAMP"),
-    "predict":  ("diffnb.learn.io", "predict_cli", "predict with a saved model on image files (TIFF, DM, MRC, EMD, npy) into a CSV"),
+    "predict":  ("diffnb.learn.predict", "predict_cli", "predict with a saved model on image files (TIFF, DM, MRC, EMD, npy) into a CSV"),
     "explore":  ("diffnb.explore", "explore_cli", "serve an interactive explorer of a simulator as a local web app (Voila)"),
 }
 

@@ -251,3 +251,18 @@ def test_lacbed_widget_shows_the_pattern_of_its_controls():
     assert w.result.mean() < ref[2].mean()
     with pytest.raises(DiffnbValueError, match="thickness must be positive"):
         lacbed_widget(si, thickness=[0.0, 100.0])
+
+
+def test_structure_checked_once_per_calculation(monkeypatch):
+    "One pass through lacbed (and through bloch_setup, projected_potential) checks the structure once, then passes the checked frame on."
+    import diffnb.sim.potential as P
+    calls = []
+    real = P.check_structure
+    monkeypatch.setattr(P, "check_structure", lambda atoms, *a, **k: calls.append(1) or real(atoms, *a, **k))
+    si = silicon()
+    lacbed(si, 200.0, 100.0, pixels=4, alpha=0.02, g_max=0.8, device="cpu")
+    assert len(calls) == 1
+    calls.clear(); bloch_setup(si, 200.0, g_max=0.8); assert len(calls) == 1
+    calls.clear(); projected_potential(si, pixels=8); assert len(calls) == 1
+    bad = si.copy(); bad.positions[0, 0] = np.nan                     # and it still checks
+    with pytest.raises(DiffnbValueError, match="finite"): bloch_setup(bad, 200.0)

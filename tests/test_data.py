@@ -333,7 +333,7 @@ def test_store_batches_match_store_and_log_transform_decodes(tmp_path):
     raw = s.images[:][va[:5]]
     np.testing.assert_allclose(xb.numpy(), np.log(raw + 1), rtol=1e-6)
     np.testing.assert_allclose(dls.valid.decode((xb, yb))[0].numpy(), raw, rtol=1e-4, atol=1e-3)
-    assert dls.intensity_transforms == [{"transform": "log", "offset": 1.0}]
+    assert dls.intensity_transforms == [{"name": "LogIntensity", "offset": 1.0}]
 
 
 def test_show_batch_float_images_not_saturated(tmp_path):

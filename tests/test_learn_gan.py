@@ -225,7 +225,7 @@ def test_save_load_translate(tmp_path):
     save_generator(learn, tmp_path / "g")
     assert sorted(p.name for p in (tmp_path / "g").iterdir()) == ["model.json", "model.safetensors"]
     loaded = load_model(tmp_path / "g", device="cpu")
-    assert loaded.task == "image_to_image" and loaded.input_shape == [1, 32, 32]
+    assert loaded.task == "image2image" and loaded.input_shape == [1, 32, 32]
     assert torch.equal(translate(loaded, x, bs=4, progress=False), translate(learn, x, bs=4, progress=False))
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..core import DiffnbValueError, ShapeError, fail, check_int, check_range, check_positive, check_choice, as_device
+from .preprocess import LogIntensityStep, SqrtIntensityStep, PercentileNormalizeStep
 from .store import SAMPLERS, SampleStore, StoreWarning, DamagedStoreError, make_split, fold_indices, _resolve_sampler
 
 # %% auto #0
@@ -78,34 +79,29 @@ class _ClassNames(Transform):
 
 # %% ../../nbs/api/43_data.loaders.ipynb #0f2cd330
 class LogIntensity(Transform):
-    "x → log(x + offset) on float images (offset in counts; 1 keeps zero counts at 0). Inverse: exp(y) − offset."
+    "`log_intensity` on float images (offset in counts; 1 keeps zero counts at 0). Inverse: exp(y) − offset."
     order = 10
-    def __init__(self, offset: float = 1.0): super().__init__(); self.offset = float(check_positive("offset", offset))
-    def encodes(self, x: FloatImage): return torch.log(x.clamp_min(0) + self.offset)
+    def __init__(self, offset: float = 1.0): super().__init__(); self.step = LogIntensityStep(offset)
+    offset = property(lambda self: self.step.offset)
+    def encodes(self, x: FloatImage): return self.step(x)
     def decodes(self, x: FloatImage): return torch.exp(x) - self.offset
-    def record(self): return {"transform": "log", "offset": self.offset}
+    def record(self): return self.step.to_json()
 
 class SqrtIntensity(Transform):
-    "x → √max(x, 0) (variance-stabilising for Poisson counts). Inverse: y²."
+    "`sqrt_intensity` (variance-stabilising for Poisson counts). Inverse: y²."
     order = 10
-    def encodes(self, x: FloatImage): return torch.sqrt(x.clamp_min(0))
+    def __init__(self): super().__init__(); self.step = SqrtIntensityStep()
+    def encodes(self, x: FloatImage): return self.step(x)
     def decodes(self, x: FloatImage): return x * x
-    def record(self): return {"transform": "sqrt"}
+    def record(self): return self.step.to_json()
 
 class PercentileNormalize(Transform):
-    "Per image: (x − p_lo)/(p_hi − p_lo) with percentiles of that image (no clipping; not invertible, decodes = identity)."
+    "`percentile_normalize` per image (percentiles [%]; no clipping; not invertible, decodes = identity)."
     order = 20
-    def __init__(self, lo: float = 1.0, hi: float = 99.0):  # percentiles [%]
-        super().__init__()
-        check_range("lo", lo, 0, 100); check_range("hi", hi, 0, 100)
-        if not lo < hi: fail("hi", hi, f"> lo = {lo}")
-        self.lo, self.hi = float(lo), float(hi)
-    def encodes(self, x: FloatImage):
-        flat = x.flatten(1).float()
-        q = torch.quantile(flat, torch.tensor([self.lo, self.hi], device=x.device) / 100, dim=1).T  # (n, 2)
-        shp = (-1,) + (1,) * (x.ndim - 1)
-        return (x - q[:, 0].view(shp)) / (q[:, 1] - q[:, 0]).clamp_min(1e-12).view(shp)
-    def record(self): return {"transform": "percentile", "lo": self.lo, "hi": self.hi}
+    def __init__(self, lo: float = 1.0, hi: float = 99.0): super().__init__(); self.step = PercentileNormalizeStep(lo, hi)
+    lo, hi = property(lambda self: self.step.lo), property(lambda self: self.step.hi)
+    def encodes(self, x: FloatImage): return self.step(x)
+    def record(self): return self.step.to_json()
 
 class DihedralAugment(Transform):
     """Training-only augmentation: each image of a batch turned by a random element of the square's symmetry group

@@ -17,12 +17,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..core import DiffnbValueError, ShapeError, fail, check_int, check_positive, check_choice, check_range, check_finite, as_device
-from . import register_model
+from .registry import register_model
 
 # %% auto #0
-__all__ = ['NORMS', 'OUT_ACTS', 'ADV_LOSSES', 'Pix2PixUnet', 'pix2pix_unet', 'unet_resnet', 'ResnetBlock', 'Pix2PixHDGenerator',
-           'pix2pixhd_global', 'pix2pixhd_local', 'PatchGAN', 'MultiscaleCritic', 'patchgan', 'multiscale_critic',
-           'ConditionalCritic', 'PairGANCallback', 'critic_adv_loss', 'generator_adv_loss', 'feature_matching_loss',
+__all__ = ['ADV_LOSSES', 'ConditionalCritic', 'PairGANCallback', 'critic_adv_loss', 'generator_adv_loss', 'feature_matching_loss',
            'L2Term', 'SSIMTerm', 'PSNRTerm', 'PerceptualTerm', 'PhysicsTerm', 'l2_term', 'ssim_term', 'psnr_term',
            'perceptual_term', 'physics_term', 'PairGANLoss', 'PairDL', 'pair_dataloaders', 'sample_pairs',
            'image_metrics', 'generator_learner', 'gan_learner', 'pix2pix_learner', 'pix2pixhd_learner',
@@ -34,256 +32,13 @@ from fastai.data.core import DataLoaders, TfmdDL
 from fastai.learner import Learner, AvgMetric
 from fastai.optimizer import Adam
 from fastai.vision.gan import GANLearner, GANLoss, GANModule, GANTrainer, FixedGANSwitcher, AdaptiveGANSwitcher
-from fastai.vision.learner import create_unet_model
 from fastprogress.fastprogress import progress_bar
-from torchvision.models import resnet18, resnet34, resnet50
 
 from ..data.loaders import FloatImage, FloatTarget
+from .gan_nets import *
+from .gan_nets import _check_hw, _first_conv_in
+from .io import save_model, preprocessing_from_dls
 from .metrics import pearson, mse, PearsonMean, SSIM, PSNR, PerSampleMetric
-
-# %% ../../nbs/api/56_learn.gan.ipynb #c5a12a45
-NORMS = ("batch", "instance", "none")
-OUT_ACTS = ("none", "tanh", "sigmoid")
-
-def _norm(kind, c):
-    "Normalisation layer of `c` channels: batch norm (pix2pix), instance norm without affine (pix2pixHD) or none."
-    if kind == "batch": return nn.BatchNorm2d(c)
-    if kind == "instance": return nn.InstanceNorm2d(c)
-    return nn.Identity()
-
-def _out_act(kind):
-    return {"none": nn.Identity, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}[kind]()
-
-def _check_hw(img_size, multiple=1, why=""):
-    "`img_size` (int or (H, W)) as a checked (H, W) tuple, both divisible by `multiple`."
-    hw = (img_size, img_size) if isinstance(img_size, (int, np.integer)) else tuple(img_size)
-    if len(hw) != 2: fail("img_size", img_size, "an int or an (H, W) pair")
-    hw = tuple(check_int("img_size", s, min_value=1) for s in hw)
-    if any(s % multiple for s in hw):
-        fail("img_size", img_size, f"divisible by {multiple} ({why})", ShapeError)
-    return hw
-
-def _first_conv_in(m):
-    "Input channels of the first 2-d convolution of `m` (None if it has none)."
-    for mod in m.modules():
-        if isinstance(mod, nn.Conv2d): return mod.in_channels
-    return None
-
-def _check_common(n_in, n_out, norm, out_act):
-    check_int("n_in", n_in, min_value=1); check_int("n_out", n_out, min_value=1)
-    check_choice("norm", norm, NORMS); check_choice("out_act", out_act, OUT_ACTS)
-
-# %% ../../nbs/api/56_learn.gan.ipynb #c485959f
-class Pix2PixUnet(nn.Module):
-    "pix2pix U-Net: `n_down` stride-2 4×4 convolutions, mirrored transposed convolutions, skip connections."
-    def __init__(self, n_in, n_out, n_down, ngf=64, norm="batch", dropout=0.5, out_act="none"):
-        super().__init__()
-        ch = [ngf * min(2 ** i, 8) for i in range(n_down)]   # C64-C128-C256-C512-C512…
-        self.down, self.up = nn.ModuleList(), nn.ModuleList()
-        for i in range(n_down):
-            use_norm = 0 < i < n_down - 1                    # no norm on the first and innermost encoder layers
-            layers = [] if i == 0 else [nn.LeakyReLU(0.2)]
-            layers += [nn.Conv2d(ch[i - 1] if i else n_in, ch[i], 4, 2, 1, bias=not (use_norm and norm == "batch"))]
-            if use_norm: layers.append(_norm(norm, ch[i]))
-            self.down.append(nn.Sequential(*layers))
-        for i in reversed(range(n_down)):                     # decoder, innermost level first
-            c_in = ch[i] if i == n_down - 1 else 2 * ch[i]   # own upsampled features + the skip of level i
-            c_out = ch[i - 1] if i else n_out
-            layers = [nn.ReLU(), nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=i == 0 or norm != "batch")]
-            if i: layers.append(_norm(norm, c_out))
-            if i and dropout and 4 <= i <= n_down - 2: layers.append(nn.Dropout(dropout))
-            if i == 0: layers.append(_out_act(out_act))
-            self.up.append(nn.Sequential(*layers))
-        self.size_multiple = 2 ** n_down
-
-    def forward(self, x):
-        skips = []
-        for d in self.down:
-            x = d(x); skips.append(x)
-        x = self.up[0](skips.pop())
-        for u in self.up[1:]: x = u(torch.cat([x, skips.pop()], 1))
-        return x
-
-@register_model("pix2pix_unet")
-def pix2pix_unet(n_in: int = 1,          # input channels
-                 n_out: int = 1,         # output channels
-                 img_size=256,           # image side, or (H, W) [px]
-                 ngf: int = 64,          # channels of the first encoder layer (pix2pix: 64)
-                 n_down: int | None = None,  # encoder levels (default: down to 1×1, at most 8)
-                 norm: str = "batch",    # "batch" (pix2pix), "instance" or "none"
-                 dropout: float = 0.5,   # dropout of the 512-channel decoder levels (pix2pix: 0.5)
-                 out_act: str = "none",  # output activation: "none" (float intensities), "tanh", "sigmoid"
-                ) -> nn.Module:
-    "The pix2pix U-Net generator (Isola et al. 2017), its depth set by the image size."
-    _check_common(n_in, n_out, norm, out_act); check_int("ngf", ngf, min_value=1)
-    check_range("dropout", dropout, 0, 1, hi_inclusive=False)
-    hw = _check_hw(img_size)
-    if n_down is None: n_down = min(8, int(math.log2(min(hw))))
-    n_down = check_int("n_down", n_down, min_value=1)
-    _check_hw(img_size, 2 ** n_down, f"the pix2pix U-Net halves the image {n_down} times; "
-              "use a power-of-two size or pass a smaller n_down")
-    return Pix2PixUnet(n_in, n_out, n_down, ngf, norm, dropout, out_act)
-
-# %% ../../nbs/api/56_learn.gan.ipynb #6edf1fe4
-_RESNETS = {18: resnet18, 34: resnet34, 50: resnet50}
-
-@register_model("unet_resnet")
-def unet_resnet(n_in: int = 1,           # input channels
-                n_out: int = 1,          # output channels
-                img_size=256,            # image side, or (H, W) [px], divisible by 32
-                n_layers: int = 18,      # ResNet depth: 18, 34 or 50
-                blur: bool = False,      # fastai's blur in the upsampling (fewer checkerboard artefacts)
-                self_attention: bool = False,  # self-attention in the decoder
-               ) -> nn.Module:
-    "fastai `DynamicUnet` over a randomly initialised ResNet body."
-    check_int("n_in", n_in, min_value=1); check_int("n_out", n_out, min_value=1)
-    check_choice("n_layers", n_layers, tuple(_RESNETS))
-    hw = _check_hw(img_size, 32, "the ResNet body halves the image 5 times")
-    m = create_unet_model(_RESNETS[n_layers], n_out, hw, pretrained=False, n_in=n_in, blur=bool(blur),
-                          self_attention=bool(self_attention))
-    m.size_multiple = 32
-    return m
-
-# %% ../../nbs/api/56_learn.gan.ipynb #7ba68615
-class ResnetBlock(nn.Module):
-    "pix2pixHD residual block: x + (pad, conv3, norm, ReLU, pad, conv3, norm)(x)."
-    def __init__(self, c, norm="instance"):
-        super().__init__()
-        self.block = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(c, c, 3), _norm(norm, c), nn.ReLU(),
-                                   nn.ReflectionPad2d(1), nn.Conv2d(c, c, 3), _norm(norm, c))
-    def forward(self, x): return x + self.block(x)
-
-def _global_layers(n_in, ngf, n_downsampling, n_blocks, norm):
-    "c7s1-ngf, d(2ngf)…, residual blocks, u(…ngf): ends with `ngf` features at the input's size."
-    layers = [nn.ReflectionPad2d(3), nn.Conv2d(n_in, ngf, 7), _norm(norm, ngf), nn.ReLU()]
-    for i in range(n_downsampling):
-        c = ngf * 2 ** i
-        layers += [nn.Conv2d(c, 2 * c, 3, 2, 1), _norm(norm, 2 * c), nn.ReLU()]
-    layers += [ResnetBlock(ngf * 2 ** n_downsampling, norm) for _ in range(n_blocks)]
-    for i in range(n_downsampling):
-        c = ngf * 2 ** (n_downsampling - i)
-        layers += [nn.ConvTranspose2d(c, c // 2, 3, 2, 1, output_padding=1), _norm(norm, c // 2), nn.ReLU()]
-    return layers
-
-class Pix2PixHDGenerator(nn.Module):
-    "pix2pixHD generator: the global network, optionally inside `n_local` local enhancers."
-    def __init__(self, n_in, n_out, ngf=64, n_downsampling=3, n_blocks=9, norm="instance", out_act="none",
-                 n_local=0, n_blocks_local=3):
-        super().__init__()
-        self.n_local = n_local
-        g = _global_layers(n_in, ngf * 2 ** n_local, n_downsampling, n_blocks, norm)
-        head = [nn.ReflectionPad2d(3), nn.Conv2d(ngf, n_out, 7), _out_act(out_act)]
-        self.model = nn.Sequential(*g, *([] if n_local else head))
-        self.down_local, self.up_local = nn.ModuleList(), nn.ModuleList()
-        for n in range(1, n_local + 1):
-            c = ngf * 2 ** (n_local - n)
-            self.down_local.append(nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(n_in, c, 7), _norm(norm, c), nn.ReLU(),
-                                                 nn.Conv2d(c, 2 * c, 3, 2, 1), _norm(norm, 2 * c), nn.ReLU()))
-            up = [ResnetBlock(2 * c, norm) for _ in range(n_blocks_local)]
-            up += [nn.ConvTranspose2d(2 * c, c, 3, 2, 1, output_padding=1), _norm(norm, c), nn.ReLU()]
-            self.up_local.append(nn.Sequential(*up, *(head if n == n_local else [])))
-        self.pool = nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)
-        self.size_multiple = 2 ** (n_downsampling + n_local)
-
-    def forward(self, x):
-        if not self.n_local: return self.model(x)
-        pyramid = [x]
-        for _ in range(self.n_local): pyramid.append(self.pool(pyramid[-1]))
-        h = self.model(pyramid[-1])
-        for n in range(self.n_local):
-            h = self.up_local[n](self.down_local[n](pyramid[self.n_local - 1 - n]) + h)
-        return h
-
-@register_model("pix2pixhd_global")
-def pix2pixhd_global(n_in: int = 1,            # input channels
-                     n_out: int = 1,           # output channels
-                     ngf: int = 64,            # channels of the c7s1 front layer (pix2pixHD: 64)
-                     n_downsampling: int = 3,  # stride-2 downsamplings (LACBED study: 3 or 4)
-                     n_blocks: int = 9,        # residual blocks (pix2pixHD: 9)
-                     norm: str = "instance",   # "instance" (pix2pixHD), "batch" or "none"
-                     out_act: str = "none",    # output activation: "none", "tanh", "sigmoid"
-                    ) -> nn.Module:
-    "The pix2pixHD global generator (Wang et al. 2018)."
-    _check_common(n_in, n_out, norm, out_act); check_int("ngf", ngf, min_value=1)
-    check_int("n_downsampling", n_downsampling, min_value=0); check_int("n_blocks", n_blocks, min_value=0)
-    return Pix2PixHDGenerator(n_in, n_out, ngf, n_downsampling, n_blocks, norm, out_act)
-
-@register_model("pix2pixhd_local")
-def pix2pixhd_local(n_in: int = 1,                 # input channels
-                    n_out: int = 1,                # output channels
-                    ngf: int = 32,                 # channels of the finest local branch (global: ngf·2^n_local)
-                    n_local_enhancers: int = 1,    # local enhancers, each doubling the resolution
-                    n_blocks_local: int = 3,       # residual blocks per local enhancer
-                    n_downsampling_global: int = 3,  # downsamplings of the global generator
-                    n_blocks_global: int = 9,      # residual blocks of the global generator
-                    norm: str = "instance",        # normalisation
-                    out_act: str = "none",         # output activation
-                   ) -> nn.Module:
-    "The pix2pixHD generator with local enhancer(s) around the global generator."
-    _check_common(n_in, n_out, norm, out_act); check_int("ngf", ngf, min_value=1)
-    check_int("n_local_enhancers", n_local_enhancers, min_value=1); check_int("n_blocks_local", n_blocks_local, min_value=0)
-    check_int("n_downsampling_global", n_downsampling_global, min_value=0); check_int("n_blocks_global", n_blocks_global, min_value=0)
-    return Pix2PixHDGenerator(n_in, n_out, ngf, n_downsampling_global, n_blocks_global, norm, out_act,
-                              n_local_enhancers, n_blocks_local)
-
-# %% ../../nbs/api/56_learn.gan.ipynb #639834b1
-class PatchGAN(nn.Module):
-    "PatchGAN critic (pix2pix): returns the output of every block; the last is the (N, 1, h', w') patch logits."
-    def __init__(self, n_in_total, ndf=64, n_layers=3, norm="batch", padding=1):
-        super().__init__()
-        blocks = [nn.Sequential(nn.Conv2d(n_in_total, ndf, 4, 2, padding), nn.LeakyReLU(0.2))]
-        c = ndf
-        for n in range(1, n_layers + 1):
-            c_next, stride = ndf * min(2 ** n, 8), 2 if n < n_layers else 1
-            blocks.append(nn.Sequential(nn.Conv2d(c, c_next, 4, stride, padding, bias=norm != "batch"),
-                                        _norm(norm, c_next), nn.LeakyReLU(0.2)))
-            c = c_next
-        blocks.append(nn.Sequential(nn.Conv2d(c, 1, 4, 1, padding)))
-        self.blocks = nn.ModuleList(blocks)
-    def forward(self, x):
-        feats = []
-        for b in self.blocks:
-            x = b(x); feats.append(x)
-        return feats
-
-class MultiscaleCritic(nn.Module):
-    "pix2pixHD multiscale critic: `num_D` PatchGANs on the image average-pooled 1, 2, 4… times; a list per scale."
-    def __init__(self, n_in_total, num_D=2, n_layers=3, ndf=64, norm="instance", padding=2):
-        super().__init__()
-        self.critics = nn.ModuleList(PatchGAN(n_in_total, ndf, n_layers, norm, padding) for _ in range(num_D))
-        self.pool = nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)
-    def forward(self, x):
-        out = []
-        for i, D in enumerate(self.critics):
-            if i: x = self.pool(x)
-            out.append(D(x))
-        return out
-
-@register_model("patchgan")
-def patchgan(n_in_total: int = 2,   # channels judged: C_in + C_out (input and output concatenated)
-             ndf: int = 64,         # channels of the first layer
-             n_layers: int = 3,     # stride-2 layers (3 gives the 70×70 PatchGAN)
-             norm: str = "batch",   # "batch" (pix2pix), "instance" or "none"
-             padding: int = 1,      # convolution padding (pix2pix 1; pix2pixHD 2, which keeps small images alive)
-            ) -> nn.Module:
-    "The pix2pix PatchGAN critic of (input, output) pairs."
-    check_int("n_in_total", n_in_total, min_value=1); check_int("ndf", ndf, min_value=1)
-    check_int("n_layers", n_layers, min_value=1); check_choice("norm", norm, NORMS); check_int("padding", padding, min_value=0)
-    return PatchGAN(n_in_total, ndf, n_layers, norm, padding)
-
-@register_model("multiscale_critic")
-def multiscale_critic(n_in_total: int = 2,   # channels judged: C_in + C_out
-                      num_D: int = 2,        # scales (pix2pixHD and the LACBED study: 2 or 3)
-                      n_layers: int = 3,     # stride-2 layers of each PatchGAN
-                      ndf: int = 64,         # channels of each PatchGAN's first layer
-                      norm: str = "instance",  # normalisation (pix2pixHD: instance)
-                      padding: int = 2,      # convolution padding (pix2pixHD: 2)
-                     ) -> nn.Module:
-    "The pix2pixHD multiscale critic: `num_D` PatchGANs on 1×, 1/2×, 1/4× images, returning their features."
-    check_int("n_in_total", n_in_total, min_value=1); check_int("num_D", num_D, min_value=1)
-    check_int("n_layers", n_layers, min_value=1); check_int("ndf", ndf, min_value=1)
-    check_choice("norm", norm, NORMS); check_int("padding", padding, min_value=0)
-    return MultiscaleCritic(n_in_total, num_D, n_layers, ndf, norm, padding)
 
 # %% ../../nbs/api/56_learn.gan.ipynb #8007b68b
 def _plain(t):
@@ -761,10 +516,9 @@ def save_generator(learn,          # GAN learner, generator learner, or a regist
                    path,           # model directory to write
                    **kwargs,       # `save_model` metadata (provenance, overwrite, preprocessing…)
                   ) -> Path:       # the model directory
-    "Save the generator of `learn` with `diffnb.learn.io.save_model` (safetensors + JSON, task image_to_image)."
-    from diffnb.learn.io import save_model, preprocessing_from_dls
+    "Save the generator of `learn` with `diffnb.learn.io.save_model` (safetensors + JSON, task image2image)."
     g = _generator_of(learn)
-    kwargs.setdefault("task", "image_to_image")
+    kwargs.setdefault("task", "image2image")
     if isinstance(learn, Learner):
         kwargs.setdefault("preprocessing", preprocessing_from_dls(learn.dls))
         if kwargs.get("input_shape") is None:

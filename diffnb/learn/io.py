@@ -1,4 +1,4 @@
-"""Safe model files (safetensors + JSON, nothing unpickled), prediction with uncertainty, and readers for experimental images (TIFF, DM3/DM4, MRC, EMD, npy).
+"""Safe model files (safetensors + JSON, nothing unpickled): the format, `save_model`, `load_model` and the checks made before anything is loaded.
 
 Docs: https://diffnb.github.io/diffnb/api/learn.io.html.md"""
 
@@ -6,7 +6,7 @@ Docs: https://diffnb.github.io/diffnb/api/learn.io.html.md"""
 
 # %% ../../nbs/api/55_learn.io.ipynb #30a362dc
 from __future__ import annotations
-import dataclasses, glob as _glob, hashlib, importlib, json, math, os, shutil, struct, sys, uuid, warnings
+import hashlib, importlib, json, math, os, shutil, struct, uuid, warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -15,112 +15,27 @@ import torch
 import torch.nn as nn
 
 import diffnb
-from ..core import DiffnbError, DiffnbValueError, DiffnbFileNotFoundError, ShapeError, fail, check_int, as_device
-from . import MODELS, build_model, model_spec
+from ..core import DiffnbError, DiffnbValueError, DiffnbFileNotFoundError, ShapeError, fail, as_device
+from .registry import MODELS, build_model, model_spec
+from . import ARCHITECTURE_MODULES, import_architectures
 
 # %% auto #0
-__all__ = ['PREPROCESSING', 'FORMAT', 'FORMAT_VERSION', 'WEIGHTS_FILE', 'META_FILE', 'TASKS', 'MODEL_LAYOUT',
-           'ARCHITECTURE_MODULES', 'READERS', 'FloatImageStep', 'LogIntensityStep', 'SqrtIntensityStep',
-           'PercentileNormalizeStep', 'NormalizeStep', 'preprocessing_from_json', 'preprocessing_to_json',
-           'apply_preprocessing', 'preprocessing_from_dls', 'save_model', 'read_model_meta', 'LoadedModel',
-           'load_model', 'Prediction', 'predict', 'read_images', 'predict_cli']
+__all__ = ['FORMAT', 'FORMAT_VERSION', 'WEIGHTS_FILE', 'META_FILE', 'TASKS', 'MODEL_LAYOUT', 'MAX_PARAMETERS', 'MAX_ACTIVATIONS',
+           'preprocessing_from_dls', 'save_model', 'read_model_meta', 'LoadedModel', 'load_model']
 
-# %% ../../nbs/api/55_learn.io.ipynb #88831c9c
-PREPROCESSING: dict[str, type] = {}  # JSON name -> preprocessing step class
+# %% ../../nbs/api/55_learn.io.ipynb #6cc8bf26
+from ..data.preprocess import (PREPROCESSING, Step, FloatImageStep, LogIntensityStep, SqrtIntensityStep, PercentileNormalizeStep,
+                               NormalizeStep, preprocessing_from_json, preprocessing_to_json, apply_preprocessing, canonical_task)
+from ..data.preprocess import TASKS as _TASK_NAMES
+from ..data.images import READERS, MAX_IMAGE_PIXELS, read_images
 
-def _register_step(cls):
-    PREPROCESSING[cls.name] = cls
-    return cls
+# %% ../../nbs/api/55_learn.io.ipynb #c34c5695
+_MOVED = {"Prediction": "diffnb.learn.predict", "predict": "diffnb.learn.predict", "predict_cli": "diffnb.learn.predict"}
 
-class _Step:
-    "A JSON-describable preprocessing step on float image batches `(N, C, H, W)`."
-    name: str = ""       # JSON name: the training transform it mirrors
-    params: tuple = ()
-    def to_json(self) -> dict: return {"name": self.name, **{k: getattr(self, k) for k in self.params}}
-    def __repr__(self): return f"{type(self).__name__}({', '.join(f'{k}={getattr(self, k)!r}' for k in self.params)})"
-    def __eq__(self, other): return type(self) is type(other) and self.to_json() == other.to_json()
-
-@_register_step
-class FloatImageStep(_Step):
-    name = "FloatImage"
-    "Cast to float32 and nothing else: intensities stay linear and physical (no division by 255)."
-    def __call__(self, x): return x.float()
-
-@_register_step
-class LogIntensityStep(_Step):
-    name = "LogIntensity"
-    "x → log(max(x, 0) + offset), offset in counts (as `diffnb.data.loaders.LogIntensity`)."
-    params = ("offset",)
-    def __init__(self, offset: float = 1.0):
-        if not (isinstance(offset, (int, float)) and math.isfinite(offset) and offset > 0): fail("offset", offset, "a positive number")
-        self.offset = float(offset)
-    def __call__(self, x): return torch.log(x.clamp_min(0) + self.offset)
-
-@_register_step
-class SqrtIntensityStep(_Step):
-    name = "SqrtIntensity"
-    "x → √max(x, 0) (as `diffnb.data.loaders.SqrtIntensity`)."
-    def __call__(self, x): return torch.sqrt(x.clamp_min(0))
-
-@_register_step
-class PercentileNormalizeStep(_Step):
-    name = "PercentileNormalize"
-    "Per image: (x − p_lo)/(p_hi − p_lo) with that image's percentiles [%], no clipping (as `diffnb.data.loaders.PercentileNormalize`)."
-    params = ("lo", "hi")
-    def __init__(self, lo: float = 1.0, hi: float = 99.0):
-        if not (isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and 0 <= lo < hi <= 100):
-            fail("(lo, hi)", (lo, hi), "percentiles with 0 <= lo < hi <= 100")
-        self.lo, self.hi = float(lo), float(hi)
-    def __call__(self, x):
-        flat = x.flatten(1).float()
-        q = torch.quantile(flat, torch.tensor([self.lo, self.hi], device=x.device) / 100, dim=1).T  # (n, 2)
-        shp = (-1,) + (1,) * (x.ndim - 1)
-        return (x - q[:, 0].view(shp)) / (q[:, 1] - q[:, 0]).clamp_min(1e-12).view(shp)
-
-@_register_step
-class NormalizeStep(_Step):
-    name = "Normalize"
-    "Per channel: (x − mean)/std (as fastai's `Normalize`); `mean`, `std` are lists of one value per channel."
-    params = ("mean", "std")
-    def __init__(self, mean, std):
-        mean, std = [float(v) for v in np.ravel(mean)], [float(v) for v in np.ravel(std)]
-        if len(mean) != len(std) or not mean: fail("(mean, std)", (mean, std), "two lists of equal, non-zero length")
-        if min(std) <= 0: fail("std", std, "positive")
-        self.mean, self.std = mean, std
-    def __call__(self, x):
-        shp = (1, -1) + (1,) * (x.ndim - 2)
-        m = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(shp)
-        s = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(shp)
-        return (x - m) / s
-
-# %% ../../nbs/api/55_learn.io.ipynb #668a9289
-_RECORD_NAMES = {"log": "LogIntensity", "sqrt": "SqrtIntensity", "percentile": "PercentileNormalize"}
-
-def preprocessing_from_json(steps: list,  # [{"name": "LogIntensity", "offset": 1.0}, ...] (or `dls.intensity_transforms` records)
-                           ) -> list:       # preprocessing step objects, applied in order
-    "Preprocessing steps from their JSON description; unknown names or parameters give a clear error."
-    if steps is None: return []
-    if not isinstance(steps, (list, tuple)): fail("preprocessing", steps, "a list of {'name': ..., **parameters} dicts")
-    out = []
-    for s in steps:
-        if isinstance(s, _Step): out.append(s); continue
-        if not isinstance(s, dict): fail("preprocessing step", s, "a dict {'name': ..., **parameters}")
-        s = dict(s)
-        if "name" not in s and "transform" in s: s["name"] = _RECORD_NAMES.get(s.pop("transform"), "?")
-        name = s.pop("name", None)
-        if name not in PREPROCESSING: fail("preprocessing step name", name, f"one of {sorted(PREPROCESSING)}")
-        try: out.append(PREPROCESSING[name](**s))
-        except TypeError as e: raise DiffnbValueError(f"preprocessing step {name} has bad parameters {s}: {e}") from None
-    return out
-
-def preprocessing_to_json(steps) -> list:
-    "JSON description of preprocessing steps (objects or dicts)."
-    return [s.to_json() for s in preprocessing_from_json(steps)]
-
-def apply_preprocessing(steps, x: torch.Tensor) -> torch.Tensor:
-    "Apply preprocessing steps in order to a float batch `(N, C, H, W)`."
-    for s in preprocessing_from_json(steps): x = s(x)
-    return x
+def __getattr__(name):
+    "`predict`, `predict_cli` and `Prediction` live in `diffnb.learn.predict`; importing them from here still works."
+    if name in _MOVED: return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module 'diffnb.learn.io' has no attribute {name!r}")
 
 # %% ../../nbs/api/55_learn.io.ipynb #7ec9bf18
 def preprocessing_from_dls(dls) -> list:
@@ -142,8 +57,7 @@ def preprocessing_from_dls(dls) -> list:
 FORMAT = "diffnb-model"
 FORMAT_VERSION = 1
 WEIGHTS_FILE, META_FILE = "model.safetensors", "model.json"
-TASKS = ("regression", "classification", "vae", "image_to_image")
-_TASK_ALIASES = {"image2image": "image_to_image"}  # the data layer's name of the task
+TASKS = tuple(t for t in _TASK_NAMES if t != "unlabelled")  # the tasks a saved model can have
 
 def _sha256(path) -> str:
     h = hashlib.sha256()
@@ -240,7 +154,7 @@ def _learner_parts(learn):
 def save_model(learn_or_model,        # a fastai Learner (uses `learn.model`, its dls and `learn.diffnb_meta`) or a registered model
                path,                   # model directory to write (`model.safetensors` + `model.json`)
                *,
-               task: str | None = None,            # "regression", "classification", "vae" or "image_to_image" (None: unknown)
+               task: str | None = None,            # "regression", "classification", "vae" or "image2image" (None: unknown)
                classes: list | None = None,         # class names (classification), in output order
                targets: list | None = None,         # target names (regression), in output order, e.g. ["u_iso"]
                target_units: list | None = None,    # unit of each target, e.g. ["Å²"]
@@ -257,8 +171,8 @@ def save_model(learn_or_model,        # a fastai Learner (uses `learn.model`, it
     given = dict(task=task, classes=classes, targets=targets, target_units=target_units, preprocessing=preprocessing,
                  input_shape=input_shape, provenance=provenance)
     meta.update({k: v for k, v in given.items() if v is not None})
-    task = _TASK_ALIASES.get(meta.get("task"), meta.get("task"))
-    if task is not None and task not in TASKS: fail("task", task, f"one of {TASKS}, or None when unknown")
+    task = canonical_task(meta.get("task"))
+    if task == "unlabelled": fail("task", task, f"one of {TASKS}, or None when unknown")
     classes, targets, units = meta.get("classes"), meta.get("targets"), meta.get("target_units")
     if task == "classification" and not classes: fail("classes", classes, "the class names of a classification model")
     if classes is not None: classes = [str(c) for c in classes]
@@ -320,18 +234,47 @@ def _refuse_pickle(path: Path):
                 f"Save the model with diffnb.learn.io.save_model (safetensors + JSON); fastai's load_learner is for "
                 f"files you made yourself only")
 
-def _check_safetensors(path: Path):
-    "Fail unless `path` is a complete safetensors file: 8-byte header length, JSON header, data covering the file."
+_MAX_HEADER_BYTES = 100 << 20   # safetensors' own limit on its JSON header
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+
+def _bad_weights(path, what):
+    raise DiffnbValueError(f"weights file {str(path)!r} is not a valid safetensors file: {what}")
+
+def _check_tensor_entry(path, name, v):
+    "Bytes of one header entry after checking its dtype, shape and offsets (exact integers, no allocation)."
+    if not isinstance(v, dict) or set(v) != {"dtype", "shape", "data_offsets"}:
+        _bad_weights(path, f"tensor {name!r} is described by {v!r:.80}, not {{dtype, shape, data_offsets}}")
+    if v["dtype"] not in _DTYPE_BYTES: _bad_weights(path, f"tensor {name!r} has dtype {v['dtype']!r:.40}, not one of {sorted(_DTYPE_BYTES)}")
+    shape, offs = v["shape"], v["data_offsets"]
+    ints = lambda xs: isinstance(xs, list) and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in xs)
+    if not ints(shape) or len(shape) > 8: _bad_weights(path, f"tensor {name!r} has shape {shape!r:.80}, not a list of at most 8 sizes >= 0")
+    if not ints(offs) or len(offs) != 2 or offs[0] > offs[1]: _bad_weights(path, f"tensor {name!r} has data_offsets {offs!r:.80}")
+    nbytes = math.prod(shape) * _DTYPE_BYTES[v["dtype"]]
+    if nbytes != offs[1] - offs[0]:
+        _bad_weights(path, f"tensor {name!r} of shape {shape} ({v['dtype']}) needs {nbytes:,} bytes, its offsets span {offs[1] - offs[0]:,}")
+    return nbytes
+
+def _check_safetensors(path: Path) -> dict:
+    "The tensor entries of a complete safetensors file, every size checked against the file before anything is read."
     size = path.stat().st_size
     with open(path, "rb") as f:
         raw = f.read(8)
         if len(raw) < 8: raise DiffnbValueError(f"weights file {str(path)!r} is truncated or empty ({size} bytes)")
         n = struct.unpack("<Q", raw)[0]
         if n > size - 8: raise DiffnbValueError(f"weights file {str(path)!r} is truncated or not safetensors: header of {n} bytes in a {size}-byte file")
+        if n > _MAX_HEADER_BYTES: _bad_weights(path, f"its header declares {n:,} bytes, more than the {_MAX_HEADER_BYTES:,} safetensors allows")
         try: header = json.loads(f.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (UnicodeDecodeError, ValueError, RecursionError):
             raise DiffnbValueError(f"weights file {str(path)!r} is not a safetensors file (unreadable header)") from None
-    end = max([v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"] or [0])
+    if not isinstance(header, dict): _bad_weights(path, "its header is not a JSON object")
+    meta = header.pop("__metadata__", None)
+    if meta is not None and not (isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())):
+        _bad_weights(path, "its __metadata__ is not a dict of strings")
+    spans = sorted((v["data_offsets"][0], v["data_offsets"][1]) for k, v in header.items() if _check_tensor_entry(path, k, v) >= 0)
+    end = 0
+    for a, b in spans:   # the tensors tile the data section, in some order, without gaps or overlaps
+        if a != end: _bad_weights(path, f"its tensors overlap or leave a gap at byte {end:,}")
+        end = b
     if 8 + n + end != size:
         raise DiffnbValueError(f"weights file {str(path)!r} is truncated or damaged: its header describes "
                                f"{8 + n + end} bytes, the file has {size}")
@@ -350,7 +293,16 @@ def _resolve_model_dir(path) -> Path:
             raise DiffnbFileNotFoundError(f"model directory {str(path)!r} has no {f} (save models with diffnb.learn.io.save_model)")
     return path
 
-ARCHITECTURE_MODULES = ["diffnb.learn.models", "diffnb.learn.learner", "diffnb.learn.gan"]  # register architectures on import
+_MAX_SPEC_DEPTH = 16   # lists and dicts inside an architecture spec (diffnb's own: 4)
+
+def _depth(obj, limit=_MAX_SPEC_DEPTH + 1) -> int:
+    "Nesting depth of lists/dicts (counted without recursion, up to `limit`)."
+    level, depth = [obj], 0
+    while level and depth <= limit:
+        level = [v for o in level for v in (o.values() if isinstance(o, dict) else o if isinstance(o, list) else ())
+                 if isinstance(v, (dict, list))]
+        depth += 1
+    return depth
 
 def _spec_archs(spec) -> set:
     "Every architecture named in a (possibly nested) model spec."
@@ -359,28 +311,60 @@ def _spec_archs(spec) -> set:
     if isinstance(spec, list): return set().union(*[_spec_archs(v) for v in spec])
     return set()
 
-def _import_architectures(spec):
-    "Import the modules that register diffnb's architectures until every name in `spec` is known."
-    for mod in ARCHITECTURE_MODULES:
-        if _spec_archs(spec) <= set(MODELS): return
-        try: importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name != mod: raise
+def _check_weights_entry(path: Path, weights) -> Path:
+    "The weights file named by model.json, which must be a plain file name inside the model directory."
+    if not isinstance(weights, dict):
+        fail(f"{META_FILE} weights", weights, "a dict {'file': 'model.safetensors', 'sha256': ..., 'n_parameters': ...}")
+    name = weights.get("file", WEIGHTS_FILE)
+    if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name or "\\" in name:
+        fail(f"{META_FILE} weights file", name, "a file name inside the model directory (no folders, no absolute path)")
+    f = path / name
+    if f.exists() and f.resolve().parent != path.resolve():
+        fail(f"{META_FILE} weights file", name, f"a file inside {str(path)!r}, not a link that leads out of it")
+    if not isinstance(weights.get("sha256"), str):
+        fail(f"{META_FILE} weights sha256", weights.get("sha256"), "the hexadecimal SHA-256 of the weights file")
+    return f
+
+def _check_input(inp) -> dict:
+    "model.json's `input`: a (C, H, W) shape of positive sizes within the image limit, and a matching channel count."
+    if not isinstance(inp, dict): fail(f"{META_FILE} input", inp, "a dict {'shape': [C, H, W], 'channels': C, ...}")
+    shape, c = inp.get("shape"), inp.get("channels")
+    isint = lambda v: isinstance(v, int) and not isinstance(v, bool)
+    if shape is not None:
+        if not (isinstance(shape, list) and len(shape) == 3 and all(isint(v) and v >= 1 for v in shape)):
+            fail(f"{META_FILE} input shape", shape, "[C, H, W]: three positive integers")
+        if math.prod(shape) > MAX_IMAGE_PIXELS:
+            fail(f"{META_FILE} input shape", shape, f"at most {MAX_IMAGE_PIXELS:,} values per image (C·H·W)")
+    if c is not None and not (isint(c) and c >= 1 and (shape is None or c == shape[0])):
+        fail(f"{META_FILE} input channels", c, "a positive integer equal to the first entry of the input shape")
+    return inp
 
 def read_model_meta(path) -> dict:
-    "The checked `model.json` of a model directory (format, version, required keys)."
+    "The checked `model.json` of a model directory (format, version, keys, input shape, weights file name)."
     path = _resolve_model_dir(path)
-    try: doc = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+    meta = path / META_FILE
+    if meta.stat().st_size > _MAX_META_BYTES:
+        fail(str(meta), f"{meta.stat().st_size:,} bytes", f"at most {_MAX_META_BYTES:,} bytes (a model.json diffnb wrote)")
+    try: doc = json.loads(meta.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DiffnbValueError(f"{str(path / META_FILE)!r} is not valid JSON: {e}") from None
+        raise DiffnbValueError(f"{str(meta)!r} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise DiffnbValueError(f"{str(meta)!r} nests its JSON too deeply to be a model file diffnb wrote") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         fail(f"{META_FILE} format", doc.get("format") if isinstance(doc, dict) else doc, repr(FORMAT))
     if doc.get("format_version") != FORMAT_VERSION:
-        raise DiffnbValueError(f"{str(path / META_FILE)!r} has format_version {doc.get('format_version')!r}; this diffnb "
+        raise DiffnbValueError(f"{str(meta)!r} has format_version {doc.get('format_version')!r}; this diffnb "
                                f"({diffnb.__version__}) reads version {FORMAT_VERSION}")
     missing = [k for k in ("model", "input", "preprocessing", "task", "weights") if k not in doc]
-    if missing: raise DiffnbValueError(f"{str(path / META_FILE)!r} lacks the keys {missing}")
-    if doc["task"] is not None and doc["task"] not in TASKS: fail(f"{META_FILE} task", doc["task"], f"one of {TASKS} or null")
+    if missing: raise DiffnbValueError(f"{str(meta)!r} lacks the keys {missing}")
+    doc["task"] = canonical_task(doc["task"], f"{META_FILE} task")   # older files: "image_to_image"
+    if doc["task"] == "unlabelled": fail(f"{META_FILE} task", doc["task"], f"one of {TASKS} or null")
+    spec = doc["model"]
+    if not (isinstance(spec, dict) and isinstance(spec.get("arch"), str) and isinstance(spec.get("kwargs"), dict)):
+        fail(f"{META_FILE} model", spec, "a model spec {'arch': name, 'kwargs': {...}}")
+    if _depth(spec) > _MAX_SPEC_DEPTH: fail(f"{META_FILE} model", "a spec", f"nested at most {_MAX_SPEC_DEPTH} levels deep")
+    _check_input(doc["input"])
+    _check_weights_entry(path, doc["weights"])
     return doc
 
 # %% ../../nbs/api/55_learn.io.ipynb #16721b4a
@@ -434,6 +418,65 @@ class LoadedModel:
                 f"preprocessing={self.steps}, device={self.device})")
 
 # %% ../../nbs/api/55_learn.io.ipynb #31870e6c
+MAX_PARAMETERS = 2_000_000_000      # parameters a model file may declare (8 GB as float32)
+MAX_ACTIVATIONS = 1 << 31           # values a model's layers may produce for one image (8 GB as float32)
+
+_MAX_ARGUMENT = 1 << 24   # largest size argument (channels, widths, bins…) of an architecture that cannot be built on `meta`
+
+def _check_kwargs_sizes(spec, where):
+    "Refuse numbers beyond `_MAX_ARGUMENT`, and lists of sizes (an image size) beyond `MAX_IMAGE_PIXELS` values, anywhere in a spec."
+    level = [spec.get("kwargs")]
+    while level:
+        for v in level:
+            nums = [x for x in (v if isinstance(v, list) else [v]) if isinstance(x, (int, float)) and not isinstance(x, bool)]
+            if any(not math.isfinite(x) or abs(x) > _MAX_ARGUMENT for x in nums) or \
+               (isinstance(v, list) and len(nums) == len(v) > 1 and math.prod(abs(x) for x in nums) > MAX_IMAGE_PIXELS):
+                raise DiffnbValueError(f"{where}: {spec['arch']} has the argument value {v!r:.60}, larger than any model "
+                                       f"diffnb builds (numbers up to {_MAX_ARGUMENT:,}, image sizes up to {MAX_IMAGE_PIXELS:,} pixels); not built")
+        level = [x for v in level for x in (v.values() if isinstance(v, dict) else v if isinstance(v, list) else ())
+                 if isinstance(x, (dict, list, int, float))]
+
+def _estimate(spec, shape, where):
+    "Build `spec` on the meta device (no memory) and refuse absurd parameter or activation counts before the real build."
+    import_architectures(_spec_archs(spec))
+    try:
+        with torch.device("meta"): m = build_model(spec)
+    except DiffnbError: raise
+    except Exception: return _check_kwargs_sizes(spec, where)   # a factory that cannot run on the meta device
+    n = sum(p.numel() for p in m.parameters())
+    if n > MAX_PARAMETERS:
+        raise DiffnbValueError(f"{where}: {spec['arch']} with {spec.get('kwargs')} has {n:,} parameters, more than "
+                               f"MAX_PARAMETERS = {MAX_PARAMETERS:,}; not built")
+    if shape is None: return
+    acts = []
+    hooks = [mod.register_forward_hook(lambda _m, _i, o: acts.extend(t.numel() for t in (o if isinstance(o, (tuple, list)) else [o])
+                                                                     if isinstance(t, torch.Tensor))) for mod in m.modules()]
+    try: m.eval()(torch.empty(1, *shape, device="meta"))
+    except Exception: return   # the real input check at prediction time decides
+    finally:
+        for h in hooks: h.remove()
+    if sum(acts) > MAX_ACTIVATIONS:
+        raise DiffnbValueError(f"{where}: {spec['arch']} with {spec.get('kwargs')} produces {sum(acts):,} activations "
+                               f"for one {tuple(shape)} image, more than MAX_ACTIVATIONS = {MAX_ACTIVATIONS:,}; not built")
+
+def _compare_weights(wfile, header, model, arch):
+    "Fail unless the file's tensor names, shapes and dtypes are the model's (tied weights stored once), before any data is read."
+    state = model.state_dict()
+    extra = sorted(set(header) - set(state))
+    wrong = [f"{k}: file {header[k]['dtype']}{header[k]['shape']}, model {state[k].dtype}{list(state[k].shape)}"
+             for k in header if k in state and (list(state[k].shape) != header[k]["shape"]
+                                                or _DTYPE_BYTES[header[k]["dtype"]] != state[k].element_size()
+                                                or _TORCH_DTYPES[header[k]["dtype"]] != state[k].dtype)]
+    stored = {state[k].data_ptr() for k in header if k in state}
+    missing = sorted(k for k in state if k not in header and state[k].data_ptr() not in stored)
+    if extra or wrong or missing:
+        raise DiffnbValueError(f"the weights in {str(wfile)!r} do not fit the architecture {arch}: "
+                               + "; ".join(x for x in [f"unexpected {extra[:5]}" if extra else "", f"missing {missing[:5]}" if missing else "",
+                                                       f"different {wrong[:3]}" if wrong else ""] if x))
+
+_TORCH_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "I64": torch.int64,
+                 "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
+
 def load_model(path,        # model directory written by `save_model` (or its model.json / model.safetensors)
                device=None,  # torch device (default: `default_device()`)
               ) -> LoadedModel:
@@ -441,321 +484,29 @@ def load_model(path,        # model directory written by `save_model` (or its mo
     from safetensors.torch import load_model as _st_load
     path = _resolve_model_dir(path)
     doc = read_model_meta(path)
-    wfile = path / doc["weights"].get("file", WEIGHTS_FILE)
+    wfile = _check_weights_entry(path, doc["weights"])
     if not wfile.is_file(): raise DiffnbFileNotFoundError(f"weights file {str(wfile)!r} is missing")
     _refuse_pickle(wfile)
-    _check_safetensors(wfile)
-    sha = _sha256(wfile)
-    if sha != doc["weights"].get("sha256"):
-        raise DiffnbValueError(f"weights file {str(wfile)!r} does not match {META_FILE} (sha256 {sha[:12]}…, expected "
-                               f"{str(doc['weights'].get('sha256'))[:12]}…): the files were altered or come from different saves")
+    header = _check_safetensors(wfile)
     spec = doc["model"]
-    _import_architectures(spec)
-    if not isinstance(spec, dict) or spec.get("arch") not in MODELS:
-        arch = spec.get("arch") if isinstance(spec, dict) else spec
-        raise DiffnbValueError(f"{str(path / META_FILE)!r}: architecture {arch!r} is not registered; known: {sorted(MODELS)}")
+    import_architectures(_spec_archs(spec))
+    if spec["arch"] not in MODELS:
+        raise DiffnbValueError(f"{str(path / META_FILE)!r}: architecture {spec['arch']!r} is not registered; known: {sorted(MODELS)}")
+    _estimate(spec, doc["input"].get("shape"), repr(str(path / META_FILE)))
     try: model = build_model(spec)
     except DiffnbError: raise
     except Exception as e:
         raise DiffnbValueError(f"{str(path / META_FILE)!r}: cannot build {spec['arch']} with {spec.get('kwargs')}: {e}") from None
+    _compare_weights(wfile, header, model, spec["arch"])
+    sha = _sha256(wfile)
+    if sha != doc["weights"].get("sha256"):
+        raise DiffnbValueError(f"weights file {str(wfile)!r} does not match {META_FILE} (sha256 {sha[:12]}…, expected "
+                               f"{str(doc['weights'].get('sha256'))[:12]}…): the files were altered or come from different saves")
     try: missing, unexpected = _st_load(model, str(wfile), strict=False)
-    except RuntimeError as e:
+    except Exception as e:
         raise DiffnbValueError(f"the weights in {str(wfile)!r} do not fit the architecture {spec['arch']} "
-                               f"{spec.get('kwargs')}: {str(e).strip().splitlines()[-1].strip()}") from None
+                               f"{spec.get('kwargs')}: {str(e).strip().splitlines()[-1].strip() if str(e).strip() else type(e).__name__}") from None
     if missing or unexpected:
         raise DiffnbValueError(f"the weights in {str(wfile)!r} do not fit the architecture {spec['arch']}: "
                                f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
     return LoadedModel(model, doc, as_device(device), path)
-
-# %% ../../nbs/api/55_learn.io.ipynb #2f8e6d94
-@dataclasses.dataclass
-class Prediction:
-    "Predictions for N images: values (regression/vae/image) or classes with probabilities, and their spread."
-    task: str
-    values: np.ndarray | None = None         # regression (N, T); vae latent means (N, D); image_to_image (N, C, H, W)
-    std: np.ndarray | None = None            # spread over ensemble members / MC-dropout samples (None: one sample)
-    names: list | None = None                # target names (regression) or latent names (vae)
-    units: list | None = None                # unit of each target
-    classes: list | None = None              # class names (classification)
-    probabilities: np.ndarray | None = None  # (N, K) mean class probabilities
-    labels: np.ndarray | None = None         # (N,) predicted class names
-    n_samples: int = 1                       # ensemble members × MC-dropout passes
-    sources: list | None = None              # per image metadata (file, index, ...) when read from files
-
-    def __len__(self): return len(self.values if self.values is not None else self.probabilities)
-
-    def to_frame(self):
-        "Tidy pandas DataFrame: one row per image (file and index first when known)."
-        import pandas as pd
-        cols = {}
-        if self.sources is not None:
-            cols["file"] = [s.get("file") for s in self.sources]; cols["index"] = [s.get("index") for s in self.sources]
-        if self.task == "classification":
-            cols["prediction"] = list(self.labels)
-            cols["probability"] = self.probabilities.max(1)
-            for k, c in enumerate(self.classes): cols[f"p_{c}"] = self.probabilities[:, k]
-            if self.std is not None:
-                for k, c in enumerate(self.classes): cols[f"p_{c}_std"] = self.std[:, k]
-        elif self.task == "image_to_image":
-            raise DiffnbValueError("to_frame is for per-image numbers; an image_to_image prediction's images are in .values")
-        else:
-            for k, n in enumerate(self.names): cols[n] = self.values[:, k]
-            if self.std is not None:
-                for k, n in enumerate(self.names): cols[f"{n}_std"] = self.std[:, k]
-        df = pd.DataFrame(cols)
-        if self.units: df.attrs["units"] = dict(zip(self.names, self.units))
-        return df
-
-# %% ../../nbs/api/55_learn.io.ipynb #00589001
-def _as_members(model, device) -> list:
-    items = model if isinstance(model, (list, tuple)) else [model]
-    if not items: fail("model", model, "a LoadedModel, a model directory, or a non-empty list of them")
-    members = [m if isinstance(m, LoadedModel) else load_model(m, device=device) if isinstance(m, (str, Path))
-               else fail("model", m, "a LoadedModel or a model directory") for m in items]
-    ref = members[0]
-    for m in members[1:]:
-        for key in ("task", "classes", "targets", "input_shape", "channels"):
-            if getattr(m, key) != getattr(ref, key):
-                raise DiffnbValueError(f"ensemble members must agree on {key}: {getattr(ref, key)!r} vs {getattr(m, key)!r}")
-    return members
-
-def _dropout_on(model: nn.Module):
-    "Eval mode except dropout layers (Monte-Carlo dropout); normalisation layers keep their running statistics."
-    model.eval()
-    n = 0
-    for m in model.modules():
-        if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0: m.train(); n += 1
-    return n
-
-def _main_output(out, task):
-    "The tensor to summarise from a model's output (VAEs: the latent mean of (reconstruction, mu, logvar))."
-    if isinstance(out, (tuple, list)):
-        out = out[1] if task == "vae" and len(out) >= 2 else out[0]
-    return out.float()
-
-# %% ../../nbs/api/55_learn.io.ipynb #16fffac0
-def _views(hw) -> list:
-    "The (quarter turns, flip) pairs of the symmetry group of an H × W image: 8 for a square, 4 otherwise."
-    turns = (0, 1, 2, 3) if hw[0] == hw[1] else (0, 2)
-    return [(k, f) for k in turns for f in (False, True)]
-
-def predict(model,              # `LoadedModel`, model directory, or a list of them (deep ensemble)
-            images,             # (N, C, H, W) / (N, H, W) / (H, W) array or tensor, file paths/glob, or `read_images`'s result
-            bs: int = 64,       # batch size
-            mc_dropout: int = 0,  # Monte-Carlo dropout passes per member (0: dropout off)
-            progress: bool = True,  # tqdm progress bar over batches
-            device=None,        # device for models given as paths (default: `default_device()`)
-            seed: int = 0,      # seed of the dropout masks (MC dropout)
-            tta: bool = False,  # also average over the exact 90° turns and flips of each image (8 views; 4 if not square)
-           ) -> Prediction:
-    "Predict classes/values with uncertainty (ensemble or MC-dropout spread) for a batch of images."
-    bs = check_int("bs", bs, min_value=1); mc_dropout = check_int("mc_dropout", mc_dropout, min_value=0)
-    members = _as_members(model, device)
-    if not isinstance(tta, (bool, np.bool_)): fail("tta", tta, "True or False")
-    sources = None
-    if isinstance(images, tuple) and len(images) == 2 and isinstance(images[1], list) and all(isinstance(m, dict) for m in images[1]):
-        images, sources = images  # the (images, metadata) pair of `read_images`
-    elif isinstance(images, (str, Path)) or (isinstance(images, (list, tuple)) and images and all(isinstance(i, (str, Path)) for i in images)):
-        stack = "channels" if (members[0].channels or 1) > 1 else "images"
-        images, sources = read_images(images, stack=stack)
-    x = members[0].check_images(images)  # every check before any computation
-    ref = members[0]
-    task = ref.task
-    if task is None:
-        raise DiffnbValueError(f"predict needs the model's task, but {META_FILE} records none: save the model with "
-                               f"save_model(..., task=...) (one of {TASKS}); the bare network is LoadedModel.model")
-    if mc_dropout and sum(_dropout_on(m.model) for m in members) == 0:
-        raise DiffnbValueError("mc_dropout > 0 needs dropout layers in the model, but it has none")
-    if tta and task not in ("classification", "regression"):
-        raise DiffnbValueError(f"tta averages outputs that do not change when the image turns (classification, regression); "
-                               f"a {task} model's outputs turn with the image")
-    passes = max(mc_dropout, 1)
-    views = _views(x.shape[-2:]) if tta else [(0, False)]
-    means, stds = [], []
-    from tqdm.auto import tqdm
-    cuda = sorted({m.device.index or 0 for m in members if m.device.type == "cuda"})
-    try:
-        with torch.no_grad(), torch.random.fork_rng(devices=cuda):  # MC-dropout masks from `seed`; the global RNG is untouched
-            torch.manual_seed(seed)
-            for a in tqdm(range(0, len(x), bs), desc="predict", unit="batch", disable=not progress, file=sys.stderr):
-                samples = []
-                for m in members:
-                    xb = apply_preprocessing(m.steps, x[a:a + bs].to(m.device))
-                    for _ in range(passes):
-                        for k, flip in views:
-                            xv = torch.rot90(xb, k, (-2, -1)) if k else xb
-                            out = _main_output(m.model(xv.flip(-1) if flip else xv), task)
-                            samples.append(torch.softmax(out, 1) if task == "classification" else out)
-                s = torch.stack(samples).cpu()                         # (S, b, ...)
-                means.append(s.mean(0)); stds.append(s.std(0, unbiased=False) if len(samples) > 1 else None)
-    finally:
-        for m in members: m.model.eval()
-    mean = torch.cat(means).numpy()
-    std = torch.cat(stds).numpy() if stds[0] is not None else None
-    if task != "image_to_image":
-        mean = mean.reshape(len(mean), -1)
-        if std is not None: std = std.reshape(len(std), -1)
-    n_samples = len(members) * passes * len(views)
-    if task == "classification":
-        classes = list(ref.classes)
-        if mean.shape[1] != len(classes):
-            raise DiffnbValueError(f"the model gives {mean.shape[1]} outputs but model.json lists {len(classes)} classes")
-        return Prediction(task, classes=classes, probabilities=mean, std=std, labels=np.asarray(classes)[mean.argmax(1)],
-                          n_samples=n_samples, sources=sources)
-    names, units = ref.targets, ref.target_units
-    if task == "vae": names = [f"z{k}" for k in range(mean.shape[1])]
-    elif task == "regression" and (names is None or len(names) != mean.shape[1]):
-        names = [f"target_{k}" for k in range(mean.shape[1])] if names is None else \
-            fail("targets in model.json", names, f"{mean.shape[1]} names, one per model output")
-    return Prediction(task, values=mean, std=std, names=names, units=units if task == "regression" else None,
-                      n_samples=n_samples, sources=sources)
-
-# %% ../../nbs/api/55_learn.io.ipynb #5f90aa90
-READERS = {".tif": "tifffile", ".tiff": "tifffile", ".npy": "numpy", ".dm3": "rsciio.digitalmicrograph",
-           ".dm4": "rsciio.digitalmicrograph", ".mrc": "rsciio.mrc", ".emd": "rsciio.emd", ".h5": "rsciio.emd",
-           ".hdf5": "rsciio.emd", ".hspy": "rsciio.hspy"}
-
-def _expand(paths_or_glob) -> list[Path]:
-    "Files named by paths, directories (their readable files) and glob patterns, in order."
-    items = [paths_or_glob] if isinstance(paths_or_glob, (str, Path)) else list(paths_or_glob or [])
-    if not items: fail("paths_or_glob", paths_or_glob, "a file, directory or glob pattern (or a list of them)")
-    files = []
-    for it in items:
-        if not isinstance(it, (str, Path)): fail("paths_or_glob", it, "file paths or glob patterns (str or Path)")
-        p = Path(it)
-        if p.is_file(): files.append(p)
-        elif p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in READERS)
-            if not found: raise DiffnbFileNotFoundError(f"directory {str(p)!r} has no image files ({', '.join(sorted(READERS))})")
-            files += found
-        elif _glob.has_magic(str(it)):
-            found = sorted(Path(f) for f in _glob.glob(str(it), recursive=True) if Path(f).is_file())
-            if not found: raise DiffnbFileNotFoundError(f"no file matches {str(it)!r}")
-            files += found
-        else: raise DiffnbFileNotFoundError(f"image file {str(it)!r} does not exist")
-    return files
-
-# %% ../../nbs/api/55_learn.io.ipynb #8f582a9e
-_TIFF_UNITS = {2: "inch", 3: "cm"}
-
-def _read_tiff(path):
-    import tifffile
-    with tifffile.TiffFile(path) as tf:
-        s, page = tf.series[0], tf.pages[0]
-        if getattr(page.photometric, "name", "") in ("RGB", "PALETTE", "YCBCR", "CMYK", "SEPARATED"):
-            raise DiffnbValueError(f"{str(path)!r} is a colour ({page.photometric.name}) image: a rendering, not intensities; "
-                                   f"export the detector data (grey-scale TIFF, DM, MRC, EMD)")
-        data = s.asarray()
-        if s.axes.endswith("S"): data = np.moveaxis(data, -1, -3)  # extra grey samples per pixel: frames
-        size, unit = None, None
-        xres, runit = page.tags.get("XResolution"), page.tags.get("ResolutionUnit")
-        ij_unit = (tf.imagej_metadata or {}).get("unit")
-        if xres is not None and xres.value[0] and tuple(xres.value) != (1, 1):
-            size = xres.value[1] / xres.value[0]
-            unit = ij_unit or _TIFF_UNITS.get(int(runit.value) if runit is not None else 1)
-            if unit is None: size = None
-    return data, size, unit
-
-def _read_rsciio(path, module):
-    try:
-        mod = importlib.import_module(module)
-        signals = mod.file_reader(str(path), lazy=False)
-    except ImportError as e:
-        raise DiffnbValueError(f"reading {str(path)!r} with {module} needs the package {e.name or e} "
-                               f"(pip install {e.name or 'rosettasciio'})") from None
-    for sig in signals:
-        axes = sorted(sig.get("axes", []), key=lambda a: a.get("index_in_array", 0))
-        sig_axes = [k for k, a in enumerate(axes) if not a.get("navigate", False)]
-        if len(sig_axes) == 2 and np.ndim(sig["data"]) == len(axes):
-            data = np.moveaxis(np.asarray(sig["data"]), sig_axes, [-2, -1])
-            x = axes[sig_axes[-1]]
-            return data, x.get("scale"), x.get("units")
-    raise DiffnbValueError(f"{str(path)!r} holds no 2-D image signal (found signals of shapes "
-                           f"{[np.shape(s['data']) for s in signals]})")
-
-def _read_one(path: Path):
-    "(array (..., H, W), pixel size, unit) of one file, or a clear error naming it."
-    ext = path.suffix.lower()
-    if ext not in READERS: fail(f"image file {str(path)!r}", ext or "no extension", f"a known format ({', '.join(sorted(READERS))})")
-    try:
-        if READERS[ext] == "tifffile": data, size, unit = _read_tiff(path)
-        elif READERS[ext] == "numpy": data, size, unit = np.load(path, allow_pickle=False), None, None
-        else: data, size, unit = _read_rsciio(path, READERS[ext])
-    except DiffnbError: raise
-    except Exception as e:
-        raise DiffnbValueError(f"cannot read image file {str(path)!r} ({READERS[ext]}): {type(e).__name__}: {e}") from None
-    data = np.asarray(data)
-    if data.dtype.kind not in "biuf": fail(f"image file {str(path)!r}", data, "real-valued intensities")
-    if data.ndim < 2 or min(data.shape[-2:]) < 1: fail(f"image file {str(path)!r}", data, "images of at least (H, W)", ShapeError)
-    return data, (float(size) if size else None), unit
-
-# %% ../../nbs/api/55_learn.io.ipynb #7dcd0524
-def read_images(paths_or_glob,           # file, directory, glob pattern ("runs/*.tif"), or a list of them
-                stack: str = "images",   # several frames per file: "images" (one image each) or "channels" (one image)
-               ) -> tuple:               # (float32 array (N, C, H, W), list of N metadata dicts)
-    "Read experimental images (TIFF, DM3/DM4, MRC, EMD/HDF5, npy) into a float32 batch and per-image metadata."
-    if stack not in ("images", "channels"): fail("stack", stack, "'images' or 'channels'")
-    batches, meta = [], []
-    for path in _expand(paths_or_glob):
-        data, size, unit = _read_one(path)
-        if data.ndim == 4 and path.suffix.lower() == ".npy": x = data
-        else:
-            frames = data.reshape(-1, *data.shape[-2:])
-            x = frames[:, None] if stack == "images" else frames[None]
-        x = x.astype(np.float32)
-        finite = np.isfinite(x.reshape(len(x), -1)).all(1)
-        if not finite.all():
-            raise DiffnbValueError(f"image file {str(path)!r} contains NaN or Inf (frame(s) {np.flatnonzero(~finite)[:10].tolist()}): "
-                                   f"mask or repair the data first; diffnb never silently replaces values")
-        if batches and x.shape[1:] != batches[0].shape[1:]:
-            raise ShapeError(f"all images must have the same (C, H, W); {str(path)!r} gives {x.shape[1:]}, "
-                             f"{meta[0]['file']!r} gave {batches[0].shape[1:]}")
-        batches.append(x)
-        meta += [{"file": str(path), "index": k, "shape": list(data.shape), "dtype": str(data.dtype),
-                  "pixel_size": size, "pixel_unit": unit} for k in range(len(x))]
-    return np.concatenate(batches), meta
-
-# %% ../../nbs/api/55_learn.io.ipynb #bfc87e08
-def predict_cli(argv: list[str] | None = None) -> int:
-    "`diffnb predict MODEL_DIR IMAGES... --out predictions.csv`: 0 on success, 2 on bad input."
-    import argparse
-    p = argparse.ArgumentParser(prog="diffnb predict",
-                                description="Predict with a saved diffnb model (safetensors + JSON) on experimental images.")
-    p.add_argument("model", help="model directory written by diffnb.learn.io.save_model")
-    p.add_argument("images", nargs="+", help="image files, directories or quoted glob patterns (TIFF, DM3/DM4, MRC, EMD, npy)")
-    p.add_argument("--out", required=True, help="CSV file to write (one row per image)")
-    p.add_argument("--ensemble", action="append", default=[], metavar="MODEL_DIR",
-                   help="another model of the same task, averaged with MODEL (deep ensemble; repeatable)")
-    p.add_argument("--mc-dropout", type=int, default=0, metavar="K", help="Monte-Carlo dropout passes per model (default 0)")
-    p.add_argument("--tta", action="store_true",
-                   help="also average over the 90° turns and flips of each image (patterns with no preferred orientation)")
-    p.add_argument("--bs", type=int, default=64, help="batch size (default 64)")
-    p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cuda when available)")
-    p.add_argument("--stack", choices=["images", "channels"], default=None,
-                   help="frames of a multi-frame file as separate images or as the channels of one image "
-                        "(default: channels when the model takes several channels)")
-    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
-                   help="Python module to import first, that registers your own architectures (repeatable)")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    a = p.parse_args(argv)
-    try:
-        for mod in a.imports:
-            try: importlib.import_module(mod)
-            except ImportError as e: raise DiffnbValueError(f"--import {mod}: {e}") from None
-        members = _as_members([a.model, *a.ensemble], a.device)
-        if members[0].task == "image_to_image":
-            raise DiffnbValueError("an image_to_image model predicts images, which a CSV cannot hold: use diffnb.learn.io.predict")
-        stack = a.stack or ("channels" if (members[0].channels or 1) > 1 else "images")
-        images, sources = read_images(a.images, stack=stack)
-        pred = predict(members, images, bs=a.bs, mc_dropout=a.mc_dropout, tta=a.tta, progress=not a.no_progress)
-        pred.sources = sources
-        df = pred.to_frame()
-        out = Path(a.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
-        df.to_csv(tmp, index=False); os.replace(tmp, out)
-    except DiffnbError as e:
-        print(f"diffnb predict: error: {e}", file=sys.stderr); return 2
-    units = f" (units: {df.attrs['units']})" if df.attrs.get("units") else ""
-    print(f"wrote {len(df)} predictions of {len(set(s['file'] for s in sources))} file(s) to {out}{units}")
-    return 0

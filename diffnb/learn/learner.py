@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..core import DiffnbValueError, ShapeError, fail, check_int, check_choice, check_positive, check_finite
-from . import MODELS, register_model, build_model, model_spec
+from .registry import MODELS, register_model, build_model, model_spec
 
 # %% auto #0
 __all__ = ['TARGET_UNITS', 'PRECISIONS', 'RECON_LOSSES', 'LAUNCHERS', 'model_from_arch', 'TargetScaled', 'target_scaled',

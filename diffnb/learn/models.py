@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..core import DiffnbValueError, DiffnbFileNotFoundError, ShapeError, fail, check_int, check_range, check_choice
-from . import register_model
+from .registry import register_model
 
 # %% auto #0
 __all__ = ['ConversionCNN', 'conversion_cnn', 'ccnn_opt_func', 'ExponentialDecay', 'WideBlock', 'WideResNet', 'wide_resnet',

@@ -23,7 +23,8 @@ from ..core import (as_device, check_choice, check_int, check_positive, electron
                          check_device, check_finite, check_memory, check_scalar)
 from ..scattering import electron_form_factor
 from ..structure import check_b_iso
-from .potential import (_PARAMETRIZATIONS, _check_atoms, _int_vector, potential_coefficients,
+from .potential import (_PARAMETRIZATIONS, _Crystal, _checked_crystal, _int_vector, _potential_coefficients,
+                                  _structure_factor, _zone_frame, potential_coefficients,
                                   projected_potential, reciprocal_basis, site_properties, structure_factor, zone_frame)
 
 # %% auto #0
@@ -69,12 +70,16 @@ def zolz_beams(atoms,            # crystal structure (ase.Atoms)
                max_memory_gb: float | None = None,  # memory limit [GiB] (None: DIFFNB_MAX_MEMORY_GB, else 80 % of RAM)
               ):                 # (hkl (n, 3) int, g_xy (n, 2) [1/Å] in the image frame); 000 first, by |g| then angle
     "Zero-order-Laue-zone reflections with |g| ≤ g_max, minus lattice-centring absences found from the structure."
-    _check_atoms(atoms)
+    return _zolz_beams(_checked_crystal(atoms, b_iso, occupancy), g_max, zone, x_dir, max_memory_gb)
+
+def _zolz_beams(cr: _Crystal, g_max, zone=(0, 0, 1), x_dir=(1, 0, 0), max_memory_gb=None):
+    "`zolz_beams` of a checked crystal."
+    atoms = cr.atoms
     check_positive("g_max", g_max)
-    frame = zone_frame(atoms, zone, x_dir)
+    frame = _zone_frame(cr, zone, x_dir)
     uvw = _int_vector("zone", zone)
-    b, o = site_properties(atoms, b_iso, occupancy)
-    rb = reciprocal_basis(atoms)
+    b, o = cr.b, cr.o
+    rb = cr.recip
     check_scalar("g_max", g_max)
     hm_f = np.ceil(g_max * np.linalg.norm(np.asarray(atoms.cell.array, float), axis=1)) + 1
     check_memory(f"the ZOLZ beam search up to g_max = {g_max} 1/Å", 8 * 6 * float(np.prod(2 * hm_f + 1)), max_memory_gb)
@@ -96,8 +101,12 @@ def zolz_beams(atoms,            # crystal structure (ase.Atoms)
 def pattern_symmetry(atoms, zone=(0, 0, 1), x_dir=(1, 0, 0), b_iso=None, occupancy=None, symprec=1e-4,
                     ) -> list:  # distinct 2×2 integer matrices Q acting on (k_x, k_y)
     "Point operations of the ZOLZ pattern that map the square pixel grid onto itself, found from the structure."
-    frame = zone_frame(atoms, zone, x_dir)
-    b, o = site_properties(atoms, b_iso, occupancy)
+    return _pattern_symmetry(_checked_crystal(atoms, b_iso, occupancy), zone, x_dir, symprec)
+
+def _pattern_symmetry(cr: _Crystal, zone=(0, 0, 1), x_dir=(1, 0, 0), symprec=1e-4) -> list:
+    "`pattern_symmetry` of a checked crystal."
+    atoms, b, o = cr.atoms, cr.b, cr.o
+    frame = _zone_frame(cr, zone, x_dir)
     lat = np.asarray(atoms.cell.array, float)
     qs = []
     for W, _ in _space_group_ops(atoms, b, o, symprec):
@@ -181,35 +190,41 @@ def bloch_setup(atoms,                 # crystal structure (ase.Atoms; per-site 
                 max_memory_gb: float | None = None,  # memory limit [GiB] (None: DIFFNB_MAX_MEMORY_GB, else 80 % of RAM)
                ) -> BlochSetup:
     "Beams, U(g−h), absorptive potential and pattern symmetry of a ZOLZ Bloch-wave problem."
-    vol = _check_atoms(atoms)
+    return _bloch_setup(_checked_crystal(atoms, b_iso, occupancy), energy_kev, zone, x_dir, g_max, parametrization,
+                        absorption, mean_absorption, beams, symmetry, max_memory_gb)
+
+def _bloch_setup(cr: _Crystal, energy_kev, zone=(0, 0, 1), x_dir=(1, 0, 0), g_max=1.5, parametrization="kirkland",
+                 absorption=None, mean_absorption=True, beams=None, symmetry=True, max_memory_gb=None) -> BlochSetup:
+    "`bloch_setup` of a checked crystal (the structure is checked once, by the caller)."
+    atoms, vol = cr.atoms, cr.volume
     check_scalar("energy_kev", energy_kev, lo=1e-3); check_scalar("g_max", g_max, lo=1e-6)
     check_choice("parametrization", parametrization, _PARAMETRIZATIONS)
     check_choice("symmetry", symmetry, (False, True)); check_choice("mean_absorption", mean_absorption, (False, True))
     kind, fraction = _parse_absorption(absorption)
-    frame = zone_frame(atoms, zone, x_dir)
-    b, o = site_properties(atoms, b_iso, occupancy)
+    frame = _zone_frame(cr, zone, x_dir)
+    b, o = cr.b, cr.o
     if beams is None:
-        hkl, g_xy = zolz_beams(atoms, g_max, zone, x_dir, b, o, max_memory_gb)
+        hkl, g_xy = _zolz_beams(cr, g_max, zone, x_dir, max_memory_gb)
         if len(hkl) < 2: fail("g_max", g_max, f"large enough to include a beam besides 000 (shortest ZOLZ |g| is larger)")
     else:
         hkl = np.asarray(beams, int).reshape(-1, 3)
         if (hkl[0] != 0).any(): fail("beams", beams, "a list of hkl starting with 000")
         if (hkl @ _int_vector("zone", zone) != 0).any(): fail("beams", beams, f"ZOLZ reflections of zone {tuple(zone)}")
-        g_xy = (hkl @ reciprocal_basis(atoms)) @ frame[:2].T
+        g_xy = (hkl @ cr.recip) @ frame[:2].T
     check_memory(f"a Bloch-wave problem of {len(hkl)} beams", 8 * 12 * len(hkl) ** 2, max_memory_gb)
     diff = (hkl[:, None, :] - hkl[None, :, :]).reshape(-1, 3)          # g − h
     uniq, inv = np.unique(diff, axis=0, return_inverse=True)
-    u_un = potential_coefficients(atoms, uniq, energy_kev, parametrization, b, o)
+    u_un = _potential_coefficients(cr, uniq, energy_kev, parametrization)
     n = len(hkl)
     u = u_un[inv.ravel()].reshape(n, n)
     u[np.diag_indices(n)] = 0
     u_abs = None
     if kind == "proportional":
-        u0 = potential_coefficients(atoms, [[0, 0, 0]], energy_kev, parametrization, b, o)[0].real
+        u0 = _potential_coefficients(cr, [[0, 0, 0]], energy_kev, parametrization)[0].real
         u_abs = fraction * u.copy()
         u_abs[np.diag_indices(n)] = fraction * u0 if mean_absorption else 0.0
     elif kind == "bird_king":
-        s = np.linalg.norm(uniq @ reciprocal_basis(atoms), axis=1)
+        s = np.linalg.norm(uniq @ cr.recip, axis=1)
         frac = atoms.get_scaled_positions(wrap=False)
         symbols = atoms.get_chemical_symbols()
         fp = np.stack([absorptive_form_factor(symbols[j], s, b[j], energy_kev, parametrization) for j in range(len(atoms))])
@@ -225,7 +240,7 @@ def bloch_setup(atoms,                 # crystal structure (ase.Atoms; per-site 
     ops, perms = [np.eye(2, dtype=int)], [np.arange(n)]
     if symmetry:
         ops, perms = [], []
-        for q in pattern_symmetry(atoms, zone, x_dir, b, o):
+        for q in _pattern_symmetry(cr, zone, x_dir):
             qg = g_xy @ q.T
             dist = np.abs(qg[:, None, :] - g_xy[None, :, :]).sum(-1)
             p = dist.argmin(1)
@@ -370,7 +385,7 @@ def lacbed(atoms,                     # crystal structure (ase.Atoms; B, occupan
           ) -> torch.Tensor:          # intensities, float (n_thickness, n_discs, pixels, pixels), row 0 = most negative k_y
     "Bloch-wave LACBED pattern(s) of the selected discs over an N×N field of incident-beam tilts."
     check_device(device)                                          # before any work
-    _check_atoms(atoms)
+    cr = _checked_crystal(atoms, b_iso, occupancy)                # the structure, checked once for the whole calculation
     check_scalar("energy_kev", energy_kev, lo=1e-3); check_scalar("g_max", g_max, lo=1e-6)
     if alpha is not None: check_scalar("alpha", alpha)
     if half_angle_mrad is not None: check_scalar("half_angle_mrad", half_angle_mrad)
@@ -393,13 +408,13 @@ def lacbed(atoms,                     # crystal structure (ase.Atoms; B, occupan
     check_choice("dtype", dtype, (torch.complex64, torch.complex128))
     check_choice("method", method, _METHODS)
     if chunk is not None: check_int("chunk", chunk, min_value=1)
-    zone_frame(atoms, zone, x_dir)
+    _zone_frame(cr, zone, x_dir)
     check_finite("discs", discs)
     discs = np.asarray(discs, float)
     if discs.size == 0 or discs.size % 3 or not np.allclose(discs, np.round(discs)): fail("discs", discs.tolist(), "a list of hkl (three integers each)")
     discs = np.round(discs).astype(int).reshape(-1, 3)
-    st = bloch_setup(atoms, energy_kev, zone, x_dir, g_max, parametrization, absorption, mean_absorption,
-                     b_iso, occupancy, symmetry=symmetry, max_memory_gb=max_memory_gb)
+    st = _bloch_setup(cr, energy_kev, zone, x_dir, g_max, parametrization, absorption, mean_absorption,
+                      symmetry=symmetry, max_memory_gb=max_memory_gb)
     lut = {tuple(h): i for i, h in enumerate(st.hkl.tolist())}
     for h in discs.tolist():
         if tuple(h) not in lut: fail("discs", tuple(h), f"reflections inside the beam set (|g| ≤ g_max = {g_max}, ZOLZ, not centring-extinct)")
@@ -439,13 +454,13 @@ def g_max_for_beams(atoms,           # crystal structure
                    ) -> float:       # g_max [1/Å] (just above a shell radius)
     "Shell radius g_max whose ZOLZ beam count is closest to `n_beams` (ties: fewer beams)."
     n_beams = check_int("n_beams", n_beams, min_value=2, max_value=100_000)
-    _check_atoms(atoms)
-    rb = reciprocal_basis(atoms)
+    cr = _checked_crystal(atoms)
+    rb = cr.recip
     d_min = float(np.linalg.norm(rb, axis=1).min())
     g_try = d_min * (np.sqrt(n_beams / np.pi) + 3)                   # generous radius for the candidate shells
-    _, g = zolz_beams(atoms, g_try, zone, x_dir)
+    _, g = _zolz_beams(cr, g_try, zone, x_dir)
     while len(g) < 2 * n_beams:                                       # centring may thin out the lattice
-        g_try *= 1.5; _, g = zolz_beams(atoms, g_try, zone, x_dir)
+        g_try *= 1.5; _, g = _zolz_beams(cr, g_try, zone, x_dir)
     s = np.sort(np.linalg.norm(g, axis=1))
     shells, counts = np.unique(np.round(s, 9), return_counts=True)
     cum = np.cumsum(counts)
@@ -463,17 +478,17 @@ def potential_field(atoms,                     # crystal structure (ase.Atoms)
                     b_iso=None, occupancy=None,# per-site B [Å²] / occupancy overrides
                    ) -> np.ndarray:            # ρ [Å⁻²], float64 (pixels, pixels); row i ↦ y = i·fov/N, column j ↦ x = j·fov/N
     "Projected potential ρ(r) = (1/V) Σ_g F(g) exp(−2πi g·r) over a fixed fov×fov Å field, tiling the cell (absolute, not rescaled)."
-    vol = _check_atoms(atoms)
+    cr = _checked_crystal(atoms, b_iso, occupancy)
     check_positive("fov", fov)
     n = check_int("pixels", pixels, min_value=2)
     check_choice("parametrization", parametrization, _PARAMETRIZATIONS)
     g_cut = (n - 1) / (2 * float(fov)) if g_max is None else float(check_positive("g_max", g_max))
-    hkl, g = zolz_beams(atoms, g_cut, zone, x_dir, b_iso, occupancy)     # g in the image frame [1/Å]
-    F = structure_factor(atoms, hkl, parametrization, b_iso, occupancy)   # [Å]
+    hkl, g = _zolz_beams(cr, g_cut, zone, x_dir)                         # g in the image frame [1/Å]
+    F = _structure_factor(cr, hkl, parametrization)                       # [Å]
     r = np.arange(n) * (float(fov) / n)                                   # pixel positions [Å]
     ex = np.exp(-2j * np.pi * g[:, 0:1] * r)                              # (n_g, N) along x
     ey = np.exp(-2j * np.pi * g[:, 1:2] * r)                              # (n_g, N) along y
-    return ((ey * F[:, None]).T @ ex).real / vol                          # ρ[i, j], Eq. 1 sampled off-grid
+    return ((ey * F[:, None]).T @ ex).real / cr.volume                          # ρ[i, j], Eq. 1 sampled off-grid
 
 
 # %% ../../nbs/api/21_sim.bloch.ipynb #c870caad
@@ -571,7 +586,7 @@ def lacbed_widget(atoms=None,               # crystal (ase.Atoms); None: Si with
         from ase.build import bulk
         atoms = bulk("Si", "diamond", a=5.4309, cubic=True)
         atoms.arrays["b_iso"] = np.full(len(atoms), 0.4632)
-    _check_atoms(atoms)
+    _checked_crystal(atoms)
     check_positive("energy_kev", energy_kev)
     check_int("pixels", pixels, min_value=2)
     check_finite("thickness", thickness)

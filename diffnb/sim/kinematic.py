@@ -53,7 +53,7 @@ def _ff_on_grid(z: int, b_iso: float, grid: int, s_max: float, parametrization: 
     return out
 
 # %% ../../nbs/api/22_sim.kinematic.ipynb #761ab908
-def _check_atoms(atoms, name="atoms") -> Atoms:
+def _checked_atoms(atoms, name="atoms") -> Atoms:
     "`check_structure` of a finite structure (positions, elements, occupancy, B; the cell is not used)."
     return check_structure(atoms, name, periodic=False)
 
@@ -161,7 +161,7 @@ def pattern(atoms,  # structure, or a list of structures (batched output)
     batched = isinstance(atoms, (list, tuple))
     structures = list(atoms) if batched else [atoms]
     if batched and not structures: fail("atoms", atoms, "a non-empty list of ase.Atoms")
-    for i, a in enumerate(structures): _check_atoms(a, f"atoms[{i}]" if batched else "atoms")
+    for i, a in enumerate(structures): _checked_atoms(a, f"atoms[{i}]" if batched else "atoms")
     grid = check_int("grid", grid, min_value=8)
     check_positive("s_max", s_max); check_positive("energy_kev", energy_kev); check_positive("eps", eps)
     check_choice("method", method, ["nufft", "dft"])
@@ -218,7 +218,7 @@ def crystallite(cell: Atoms,  # periodic cell whose a₁, a₂ lie in the x–y 
                 rotation_deg: float = 0.0,  # in-plane rotation about the centre [degree]
                ) -> Atoms:  # finite crystallite centred at the origin (x, y) and on its mean z
     "Tile `cell` over an area of `size` Å, cut it to `shape`, centre it and rotate it in-plane by `rotation_deg`."
-    _check_atoms(cell, "cell")
+    _checked_atoms(cell, "cell")
     check_finite("size", size)
     if np.size(size) not in (1, 2): fail("size", size, "one or two lengths [Å]")
     size = np.broadcast_to(np.asarray(size, np.float64).ravel(), (2,)).copy()
@@ -263,7 +263,7 @@ def direct_sum(atoms: Atoms,  # structure
                parametrization: str = "lobato",  # electron form-factor table
               ) -> np.ndarray:  # complex amplitude F(g) (K,) [Å]
     "Brute-force reference F(g) = Σ_j o_j f_j(|g|) exp(−B_j|g|²/4) exp(−2πi g·r_j) at arbitrary points (O(K·M))."
-    _check_atoms(atoms)
+    _checked_atoms(atoms)
     g = np.atleast_2d(np.asarray(g, np.float64))
     check_shape_ok = g.ndim == 2 and g.shape[1] == 2
     if not check_shape_ok: fail("g", g, "an array of shape (K, 2)")
@@ -291,7 +291,7 @@ def add_vacancies(atoms: Atoms,  # structure
                   species=None,  # element symbol, or list of them, whose atoms may be removed (None: all)
                  ) -> Atoms:  # structure with round(fraction × n_species) atoms removed
     "Remove a random `fraction` of the atoms of `species` (vacancies; 0.75–0.98 gives heavy degradation)."
-    _check_atoms(atoms); _check_rng(rng)
+    _checked_atoms(atoms); _check_rng(rng)
     check_range("fraction", fraction, 0, 1)
     syms = np.array(atoms.get_chemical_symbols())
     if species is None: cand = np.arange(len(atoms))
@@ -328,7 +328,7 @@ def apply_strain(atoms: Atoms,  # structure
                  strain,  # see `strain_tensor` [1]
                 ) -> Atoms:  # strained copy: positions and cell move with the deformation F = 1 + ε
     "Homogeneous strain: every position and the cell are mapped by the deformation gradient F = 1 + ε."
-    _check_atoms(atoms)
+    _checked_atoms(atoms)
     f = np.eye(3) + strain_tensor(strain)
     out = atoms.copy()
     out.positions = atoms.positions @ f.T
@@ -343,7 +343,7 @@ def random_strain(atoms: Atoms,  # structure
                   kind: str = "any",  # "isotropic", "anisotropic", "shear" or "any" (one of the three at random)
                  ) -> Atoms:  # strained copy
     "Random homogeneous strain with components uniform in [−strength, strength]."
-    _check_atoms(atoms); _check_rng(rng)
+    _checked_atoms(atoms); _check_rng(rng)
     check_range("strength", strength, 0, 0.99)
     check_choice("kind", kind, ["isotropic", "anisotropic", "shear", "any"])
     if kind == "any": kind = ["isotropic", "anisotropic", "shear"][int(rng.integers(3))]
@@ -360,7 +360,7 @@ def thermal_displacements(atoms: Atoms,  # structure
                           in_plane_only: bool = False,  # displace only x and y
                          ) -> Atoms:  # displaced copy (frozen thermal configuration)
     "Independent Gaussian displacements of r.m.s. √u_iso per direction (Einstein model; ⟨Bragg⟩ ∝ exp(−B s²/2), B = 8π²U)."
-    _check_atoms(atoms); _check_rng(rng)
+    _checked_atoms(atoms); _check_rng(rng)
     check_positive("u_iso", u_iso, allow_zero=True)
     out = atoms.copy()
     d = rng.normal(0.0, math.sqrt(float(u_iso)), size=(len(atoms), 3))
@@ -374,7 +374,7 @@ def amorphize(atoms: Atoms,  # structure (a crystallite)
               fraction: float,  # fraction of atoms moved to random positions, 0 … 1 [1]
              ) -> Atoms:  # partly/fully amorphous ("molten") copy with the same composition and extent
     "Move a random `fraction` of the atoms to uniformly random positions inside the crystallite's bounding slab."
-    _check_atoms(atoms); _check_rng(rng)
+    _checked_atoms(atoms); _check_rng(rng)
     check_range("fraction", fraction, 0, 1)
     out = atoms.copy()
     n = int(round(float(fraction) * len(atoms)))

@@ -22,7 +22,7 @@ from ase import Atoms
 from scipy.optimize import linear_sum_assignment
 
 from ..core import check_choice, check_int, check_positive, check_range, fail, numpy_rng, torch_rng, StructureError
-from .kinematic import (_check_atoms, _check_rng, add_vacancies, amorphize, crystallite, difference_channels,
+from .kinematic import (_checked_atoms, _check_rng, add_vacancies, amorphize, crystallite, difference_channels,
                                   observe, pattern, random_strain, reciprocal_axis, thermal_displacements)
 
 # %% auto #0
@@ -123,7 +123,7 @@ def phonon_displacements(atoms: Atoms,  # crystallite built from `mote2_supercel
                          fields=None,  # (K, n_sites, 3) displacement fields [Å] on mote2_supercell(phase); None: the study's
                         ) -> Atoms:  # displaced copy
     "Displace every tile of a MoTe2 crystallite by a randomly chosen phonopy snapshot field (× strength)."
-    _check_atoms(atoms); _check_rng(rng)
+    _checked_atoms(atoms); _check_rng(rng)
     check_positive("strength", strength, allow_zero=True)
     u = phonon_fields(phase) if fields is None else np.asarray(fields, np.float64)
     if u.ndim != 3 or u.shape[1:] != (len(mote2_supercell(phase)), 3):

@@ -10,6 +10,7 @@ Docs: https://diffnb.github.io/diffnb/api/sim.potential.html.md"""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import ase
 import numpy as np
@@ -26,10 +27,20 @@ __all__ = ['site_properties', 'reciprocal_basis', 'structure_factor', 'potential
 # %% ../../nbs/api/21a_sim.potential.ipynb #930a29ec
 _PARAMETRIZATIONS = ("kirkland", "lobato", "peng")
 
-def _check_atoms(atoms):
-    "`check_structure` (finite positions, right-handed cell of positive volume, occupancy, B); returns the cell volume [Å³]."
+@dataclass(frozen=True)
+class _Crystal:
+    "A structure checked once, with what every calculation on it needs (passed on instead of checking again)."
+    atoms: ase.Atoms        # the structure, as given
+    volume: float           # cell volume V [Å³]
+    recip: np.ndarray       # reciprocal basis, rows a*, b*, c* [1/Å, no 2π]
+    b: np.ndarray           # per-site Debye–Waller B [Å²]
+    o: np.ndarray           # per-site occupancy
+
+def _checked_crystal(atoms, b_iso=None, occupancy=None) -> _Crystal:
+    "`check_structure` (finite positions, right-handed cell of positive volume, occupancy, B) once, as a `_Crystal`."
     check_structure(atoms)
-    return float(np.linalg.det(np.asarray(atoms.cell.array, float)))
+    cell = np.asarray(atoms.cell.array, float)
+    return _Crystal(atoms, float(np.linalg.det(cell)), np.linalg.inv(cell).T, *site_properties(atoms, b_iso, occupancy))
 
 def site_properties(atoms,          # crystal structure
                     b_iso=None,     # Debye–Waller B [Å²]: scalar, per-site array, or None (atoms.arrays["b_iso"], else 0)
@@ -56,13 +67,17 @@ def structure_factor(atoms,                      # crystal structure (ase.Atoms)
                      occupancy=None,             # occupancy (scalar/per site; None: atoms.arrays or 1)
                     ) -> np.ndarray:             # F(g) [Å], complex128, shape (n,)
     "Crystallographic structure factor F(g) = Σ_j o_j f_j(|g|) exp(−B_j g²/4) exp(2πi h·x_j)."
-    _check_atoms(atoms)
+    return _structure_factor(_checked_crystal(atoms, b_iso, occupancy), hkl, parametrization)
+
+def _structure_factor(cr: _Crystal, hkl, parametrization="kirkland") -> np.ndarray:
+    "`structure_factor` of a checked crystal."
+    atoms = cr.atoms
     check_choice("parametrization", parametrization, _PARAMETRIZATIONS)
     check_finite("hkl", hkl)
     hkl = np.atleast_2d(np.asarray(hkl, float))
     if hkl.ndim != 2 or hkl.shape[-1] != 3: fail("hkl", hkl, "an array of Miller indices of shape (n, 3)")
-    b, o = site_properties(atoms, b_iso, occupancy)
-    s = np.linalg.norm(hkl @ reciprocal_basis(atoms), axis=1)          # |g| = 1/d [1/Å]
+    b, o = cr.b, cr.o
+    s = np.linalg.norm(hkl @ cr.recip, axis=1)                          # |g| = 1/d [1/Å]
     frac = atoms.get_scaled_positions(wrap=False)
     symbols = atoms.get_chemical_symbols()
     uniq = sorted(set(symbols))
@@ -80,10 +95,13 @@ def potential_coefficients(atoms,                 # crystal structure (ase.Atoms
                            occupancy=None,        # site occupancy
                           ) -> np.ndarray:        # U_g [1/Å²], complex128, shape (n,)
     "Bloch-wave potential coefficients U_g = γ F(−g)/(π V) of U(r) = Σ U_g exp(2πi g·r) (relativistic γ)."
-    vol = _check_atoms(atoms)
+    return _potential_coefficients(_checked_crystal(atoms, b_iso, occupancy), hkl, energy_kev, parametrization)
+
+def _potential_coefficients(cr: _Crystal, hkl, energy_kev, parametrization="kirkland") -> np.ndarray:
+    "`potential_coefficients` of a checked crystal."
     gamma = relativistic_gamma(energy_kev)
     hkl = np.atleast_2d(np.asarray(hkl, float))
-    return gamma / (math.pi * vol) * structure_factor(atoms, -hkl, parametrization, b_iso, occupancy)
+    return gamma / (math.pi * cr.volume) * _structure_factor(cr, -hkl, parametrization)
 
 # %% ../../nbs/api/21a_sim.potential.ipynb #ee12f620
 def _int_vector(name, v):
@@ -98,11 +116,14 @@ def zone_frame(atoms,          # crystal structure
                x_dir=(1, 0, 0),# image x axis (hkl), a reciprocal-lattice direction ⊥ zone
               ) -> np.ndarray: # 3×3 rows x̂, ŷ, ẑ (Cartesian unit vectors)
     "Orthonormal frame of a zone-axis pattern: ẑ ∥ [uvw] (beam), x̂ ∥ (hkl) ⊥ ẑ, ŷ = ẑ × x̂."
-    _check_atoms(atoms)
+    return _zone_frame(_checked_crystal(atoms), zone, x_dir)
+
+def _zone_frame(cr: _Crystal, zone=(0, 0, 1), x_dir=(1, 0, 0)) -> np.ndarray:
+    "`zone_frame` of a checked crystal."
     uvw, hkl = _int_vector("zone", zone), _int_vector("x_dir", x_dir)
     if int(uvw @ hkl) != 0: fail("x_dir", tuple(x_dir), f"perpendicular to zone {tuple(zone)} (h·u + k·v + l·w = 0)")
-    z = uvw @ np.asarray(atoms.cell.array, float); z /= np.linalg.norm(z)
-    x = hkl @ reciprocal_basis(atoms); x /= np.linalg.norm(x)
+    z = uvw @ np.asarray(cr.atoms.cell.array, float); z /= np.linalg.norm(z)
+    x = hkl @ cr.recip; x /= np.linalg.norm(x)
     return np.stack([x, np.cross(z, x), z])
 
 def zolz_basis(zone=(0, 0, 1)) -> np.ndarray:  # 2×3 integer rows m1, m2 spanning {hkl : h u + k v + l w = 0}
@@ -134,15 +155,15 @@ def projected_potential(atoms,                     # crystal structure (ase.Atom
                         max_memory_gb: float | None = None,  # memory limit [GiB] (None: DIFFNB_MAX_MEMORY_GB, else 80 % of RAM)
                        ) -> np.ndarray:            # ρ [Å⁻², or dimensionless when normalized], float64 (pixels, pixels)
     "Projected potential ρ(r) = (1/V) Σ_g F(g) exp(−2πi g·r) of one unit cell on a periodic N×N grid (Eq. 1)."
-    vol = _check_atoms(atoms)
+    cr = _checked_crystal(atoms, b_iso, occupancy)
     check_choice("parametrization", parametrization, _PARAMETRIZATIONS)
     n = check_int("pixels", pixels, min_value=2)
     check_memory(f"a projected potential of {n}×{n} px", 160 * n * n, max_memory_gb)
     basis = zolz_basis(zone)
-    rb = reciprocal_basis(atoms)
+    rb = cr.recip
     if x_dir is None:                                                 # first of a, b, c directions ⊥ zone, else ZOLZ basis
         x_dir = next((e for e in [(1, 0, 0), (0, 1, 0), (0, 0, 1)] if np.dot(e, _int_vector("zone", zone)) == 0), tuple(basis[0]))
-    frame = zone_frame(atoms, zone, x_dir)                            # validates x_dir ⊥ zone
+    frame = _zone_frame(cr, zone, x_dir)                              # validates x_dir ⊥ zone
     g1, g2 = basis @ rb
     if abs(g1 @ frame[0]) < abs(g2 @ frame[0]) - 1e-12: basis = basis[::-1].copy()   # t1 ⟂ g2: want g2 ⟂ x
     if (basis[0] @ rb) @ frame[0] < 0: basis[0] = -basis[0]           # t1 along +x
@@ -150,13 +171,13 @@ def projected_potential(atoms,                     # crystal structure (ase.Atom
     m = np.fft.fftfreq(n, 1 / n).round().astype(int)                  # -N/2 … N/2-1
     m1, m2 = np.meshgrid(m, m, indexing="ij")
     hkl = m1.reshape(-1, 1) * basis[0] + m2.reshape(-1, 1) * basis[1]
-    s = np.linalg.norm(hkl @ reciprocal_basis(atoms), axis=1)
+    s = np.linalg.norm(hkl @ rb, axis=1)
     keep = np.ones_like(s, bool) if g_max is None else s <= float(check_positive("g_max", g_max)) + 1e-12
     if not keep[1:].any() and g_max is not None: fail("g_max", g_max, "large enough to include a reflection besides 000")
     F = np.zeros(len(s), complex)
-    F[keep] = structure_factor(atoms, hkl[keep], parametrization, b_iso, occupancy)
+    F[keep] = _structure_factor(cr, hkl[keep], parametrization)
     F = F.reshape(n, n)                                               # F[m1, m2]
-    rho = np.fft.fft2(F).real / vol                                   # Σ F exp(−2πi (m1 j + m2 i)/N); [j, i]
+    rho = np.fft.fft2(F).real / cr.volume                                   # Σ F exp(−2πi (m1 j + m2 i)/N); [j, i]
     rho = rho.T                                                       # rows i ∥ t2, columns j ∥ t1
     if normalize:
         lo, hi = rho.min(), rho.max()
