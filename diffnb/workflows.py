@@ -27,8 +27,8 @@ from .core import DiffnbError, DiffnbValueError, DiffnbFileNotFoundError, check_
 
 # %% auto #0
 __all__ = ['LAUNCH_DIR_ENV', 'workflow_dirs', 'list_workflows', 'workflow_path', 'WorkflowParameter', 'workflow_parameters',
-           'notebook_literal', 'check_parameters', 'RunRecord', 'start_run', 'store_path', 'cached_store', 'user_path',
-           'run_workflow', 'workflow_help', 'run_cli']
+           'notebook_literal', 'check_parameters', 'RunRecord', 'start_run', 'store_path', 'cached_store',
+           'fold_checksum', 'reuse_model', 'user_path', 'run_workflow', 'workflow_help', 'run_cli']
 
 # %% ../nbs/api/80_workflows.ipynb #a7c1540c
 def workflow_dirs() -> list[Path]:
@@ -368,6 +368,37 @@ def study_table(self: RunRecord, rows,      # (quantity, the study's value or No
     self.log("wall_time_s", time.perf_counter() - self._t0, ".1f")
     self.save()
     return df
+
+# %% ../nbs/api/80_workflows.ipynb #92dcbfd0
+def fold_checksum(folds) -> str:
+    "SHA-1 of a fold assignment (as int16): recorded with a model to name the split it was trained on."
+    return hashlib.sha1(np.ascontiguousarray(np.asarray(folds), dtype=np.int16).tobytes()).hexdigest()
+
+def reuse_model(run,                 # folder of an earlier run (a workflow passes `user_path(...)`)
+                workflow: str,       # the workflow that run must be of
+                name: str,           # the model's folder under `run/models`
+                parameters: dict,    # this run's parameter values
+                keys,                # parameters the model was trained with: they must be equal in both runs
+                provenance: dict | None = None,  # entries the model's recorded provenance must have ("store": compared by folder name)
+                device=None,         # device of the loaded model
+               ) -> tuple:           # (the loaded model, the earlier run's metrics.json as a dict)
+    "Model `name` of an earlier run of `workflow`, after checking that it was trained with this run's settings, data and split."
+    from diffnb.learn.io import load_model
+    run = Path(run)
+    if not (run / "metrics.json").is_file(): raise DiffnbFileNotFoundError(f"run={str(run)!r} has no metrics.json: not a run folder")
+    old = json.loads((run / "metrics.json").read_text())
+    if old.get("workflow") != workflow: fail("run", str(run), f"a run of {workflow!r} (it is a run of {old.get('workflow')!r})")
+    differ = {k: (old.get("parameters", {}).get(k), parameters[k]) for k in keys if old.get("parameters", {}).get(k) != parameters[k]}
+    if differ: fail("run", str(run), f"a run with this run's settings for {name} (theirs, this run's: {differ})")
+    folder = run / "models" / name
+    if not folder.is_dir(): raise DiffnbFileNotFoundError(f"run={str(run)!r} has no model {name!r} (models/{name})")
+    model = load_model(folder, device=device)
+    prov = model.meta.get("provenance", {})
+    for k, v in (provenance or {}).items():
+        theirs = Path(prov[k]).name if k == "store" and prov.get(k) else prov.get(k)
+        if theirs != (Path(v).name if k == "store" else v):
+            fail("run", str(run), f"a model {name} trained with {k} = {v!r} (it has {theirs!r})")
+    return model, old
 
 # %% ../nbs/api/80_workflows.ipynb #b980794a
 def _new_run_dir(runs_dir: Path, name: str) -> Path:
