@@ -27,8 +27,8 @@ from .core import DiffnbError, DiffnbValueError, DiffnbFileNotFoundError, check_
 
 # %% auto #0
 __all__ = ['LAUNCH_DIR_ENV', 'workflow_dirs', 'list_workflows', 'workflow_path', 'WorkflowParameter', 'workflow_parameters',
-           'notebook_literal', 'check_parameters', 'RunRecord', 'store_path', 'cached_store', 'user_path',
-           'run_workflow', 'workflow_help', 'run_cli']
+           'notebook_literal', 'check_parameters', 'RunRecord', 'start_run', 'store_path', 'cached_store',
+           'fold_checksum', 'reuse_model', 'user_path', 'run_workflow', 'workflow_help', 'run_cli']
 
 # %% ../nbs/api/80_workflows.ipynb #a7c1540c
 def workflow_dirs() -> list[Path]:
@@ -247,6 +247,48 @@ def _relative(path, base) -> str:
     p = Path(path).resolve()
     return str(p.relative_to(Path(base).resolve())) if p.is_relative_to(Path(base).resolve()) else str(p)
 
+# %% ../nbs/api/80_workflows.ipynb #ba0be56c
+import contextlib
+from fastcore.basics import patch
+
+def start_run(workflow: str,      # workflow name: its parameter names are read from its notebook
+              namespace: dict,    # the notebook's namespace after its parameters cell (`globals()`)
+              verbose: bool = True,  # print each logged number
+             ) -> RunRecord:      # the run's record, with `out_dir`, `store_dir`, `device` and `generate_kw` set
+    "A `RunRecord` of the values of `workflow`'s parameters in `namespace`, with the run's folders, device and seeds set up."
+    import random, tempfile, torch
+    names = list(workflow_parameters(workflow))
+    missing = [k for k in names if k not in namespace]
+    if missing: fail("namespace", sorted(namespace)[:20], f"the values of every parameter of {workflow!r} (missing: {missing})")
+    p = {k: namespace[k] for k in names}
+    out_dir = Path(p["out_dir"]) if p.get("out_dir") else Path(tempfile.mkdtemp(prefix=f"{workflow}-"))
+    store_dir = Path(p["store_dir"]) if p.get("store_dir") else out_dir / "stores"
+    if "out_dir" in p: p["out_dir"] = str(out_dir)
+    if "store_dir" in p: p["store_dir"] = str(store_dir)
+    seed = p.get("seed")
+    if seed is not None:
+        seed = check_int("seed", seed, min_value=0)
+        random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
+    rec = RunRecord(workflow, out_dir, p, seed=seed, verbose=verbose)
+    workers = check_int("workers", p.get("workers") or 0, min_value=0)
+    rec.store_dir, rec.device = store_dir, default_device()
+    rec.generate_kw = dict(scheduler="processes", n_workers=workers) if workers else dict(scheduler="synchronous")
+    rec.autosave()
+    if verbose: print(f"diffnb {diffnb.__version__} on {rec.device}; outputs in {out_dir}")
+    return rec
+
+@patch
+def autosave(self: RunRecord):
+    "Save after every cell of the notebook (IPython's `post_run_cell`, also after a failing cell) and at exit."
+    import atexit
+    def hook(*_):
+        if self.out_dir.is_dir(): self.save()
+    self._autosave = hook
+    atexit.register(hook)
+    try: from IPython import get_ipython
+    except ImportError: return
+    if get_ipython() is not None: get_ipython().events.register("post_run_cell", hook)
+
 # %% ../nbs/api/80_workflows.ipynb #ac26c3ce
 def store_path(sampler,           # a sampler, or a registered sampler name
                n: int,            # number of samples
@@ -274,6 +316,89 @@ def cached_store(sampler,         # a sampler, or a registered sampler name
     path = store_path(sampler, n, seed, cache_dir, chunk_size)
     path.parent.mkdir(parents=True, exist_ok=True)
     return generate(sampler, n, path, seed=seed, chunk_size=chunk_size, **kwargs)
+
+# %% ../nbs/api/80_workflows.ipynb #34276c11
+@patch
+@contextlib.contextmanager
+def timed(self: RunRecord, key: str,  # metric name of the wall time, e.g. "train.mono.wall_s"
+          fmt: str = ".1f"):           # format of the printed value
+    "Context manager: log the wall time of the block [s] under `key` when the block completes."
+    t0 = time.perf_counter()
+    yield
+    self.log(key, time.perf_counter() - t0, fmt)
+
+@patch
+def cached_store(self: RunRecord, name: str,  # name of the store in the record (and `out_dir/stores/name`)
+                 sampler, n: int, seed: int,    # as `cached_store`
+                 chunk_size: int = 64,          # samples per chunk
+                ):
+    "The `cached_store` of `n` samples of `sampler` in the run's `store_dir`, with the run's generation settings, recorded as `name`."
+    st = cached_store(sampler, n, seed, self.store_dir, chunk_size=chunk_size, progress=False, **self.generate_kw)
+    self.add_store(name, st)
+    if self.verbose: print(st)
+    return st
+
+@patch
+def save_model(self: RunRecord, name: str,  # the model's folder under `out_dir/models`, and its name in the record
+               learn,                       # a trained fastai Learner
+               provenance: dict | None = None,  # what made the model (store, sampler, seed, epochs...)
+               **kwargs,                    # passed to `diffnb.learn.io.save_model`
+              ):                            # the model reloaded from its files (`load_model`)
+    "Save `learn`'s model as `out_dir/models/name`, record it, and return it reloaded from the files."
+    from diffnb.learn.io import save_model, load_model
+    folder = save_model(learn, self.out_dir / "models" / name, overwrite=True, provenance=provenance, **kwargs)
+    self.add_model(name, folder)
+    return load_model(folder, device=getattr(self, "device", None) or default_device())
+
+@patch
+def study_table(self: RunRecord, rows,      # (quantity, the study's value or None, this run's value or None) per row
+                study: str,                 # column name of the study's values, e.g. "Shen et al."
+                scale: str | None = None,   # one line on the run's size (recorded as `scale` and printed)
+               ):                           # the table (pandas DataFrame indexed by quantity)
+    "The closing table against the study, recorded as `study_comparison`, with the run's scale and wall time; saved."
+    import pandas as pd
+    rows = list(rows)
+    if not rows or any(len(r) != 3 for r in rows): fail("rows", rows, "a non-empty list of (quantity, study value, this run's value)")
+    df = pd.DataFrame([{"quantity": q, study: "—" if s is None else s, "this run": "—" if v is None else v}
+                       for q, s, v in rows]).set_index("quantity")
+    self.table("study_comparison", df)
+    if scale is not None:
+        self.data["scale"] = scale
+        print(scale)
+    self.log("wall_time_s", time.perf_counter() - self._t0, ".1f")
+    self.save()
+    return df
+
+# %% ../nbs/api/80_workflows.ipynb #92dcbfd0
+def fold_checksum(folds) -> str:
+    "SHA-1 of a fold assignment (as int16): recorded with a model to name the split it was trained on."
+    return hashlib.sha1(np.ascontiguousarray(np.asarray(folds), dtype=np.int16).tobytes()).hexdigest()
+
+def reuse_model(run,                 # folder of an earlier run (a workflow passes `user_path(...)`)
+                workflow: str,       # the workflow that run must be of
+                name: str,           # the model's folder under `run/models`
+                parameters: dict,    # this run's parameter values
+                keys,                # parameters the model was trained with: they must be equal in both runs
+                provenance: dict | None = None,  # entries the model's recorded provenance must have ("store": compared by folder name)
+                device=None,         # device of the loaded model
+               ) -> tuple:           # (the loaded model, the earlier run's metrics.json as a dict)
+    "Model `name` of an earlier run of `workflow`, after checking that it was trained with this run's settings, data and split."
+    from diffnb.learn.io import load_model
+    run = Path(run)
+    if not (run / "metrics.json").is_file(): raise DiffnbFileNotFoundError(f"run={str(run)!r} has no metrics.json: not a run folder")
+    old = json.loads((run / "metrics.json").read_text())
+    if old.get("workflow") != workflow: fail("run", str(run), f"a run of {workflow!r} (it is a run of {old.get('workflow')!r})")
+    differ = {k: (old.get("parameters", {}).get(k), parameters[k]) for k in keys if old.get("parameters", {}).get(k) != parameters[k]}
+    if differ: fail("run", str(run), f"a run with this run's settings for {name} (theirs, this run's: {differ})")
+    folder = run / "models" / name
+    if not folder.is_dir(): raise DiffnbFileNotFoundError(f"run={str(run)!r} has no model {name!r} (models/{name})")
+    model = load_model(folder, device=device)
+    prov = model.meta.get("provenance", {})
+    for k, v in (provenance or {}).items():
+        theirs = Path(prov[k]).name if k == "store" and prov.get(k) else prov.get(k)
+        if theirs != (Path(v).name if k == "store" else v):
+            fail("run", str(run), f"a model {name} trained with {k} = {v!r} (it has {theirs!r})")
+    return model, old
 
 # %% ../nbs/api/80_workflows.ipynb #b980794a
 def _new_run_dir(runs_dir: Path, name: str) -> Path:

@@ -227,6 +227,7 @@ def dataloaders(source,  # a store (path/URL or `SampleStore`), or a sampler / r
                 n_valid: int = 256,  # on the fly: fixed validation samples
                 storage_options: dict | None = None,  # fsspec options for URLs
                 on_damaged: str = "raise",  # store: "raise" on a chunk failing its checksum, or "exclude" its samples
+                test_fold: int | None = None,  # fold never read (a three-way split's test set; default 2 for a split saved with `test_pct`)
                ) -> DataLoaders:
     "fastai `DataLoaders` from a Zarr store, or simulating fresh training data every epoch from a sampler."
     bs = check_int("bs", bs, min_value=1)
@@ -240,8 +241,11 @@ def dataloaders(source,  # a store (path/URL or `SampleStore`), or a sampler / r
         n_train = check_int("n_train", n_train, min_value=1); n_valid = check_int("n_valid", n_valid, min_value=1)
         dev = device if device.type != "cpu" else None
         kw = dict(bs=bs, after_batch=batch_tfms, after_item=_item_pipeline(None, sampler.classes), device=device, num_workers=0)
-        train = SimulatedDL(_SamplerDataset(sampler, n_train, seed, n_valid, True, dev), shuffle=False, drop_last=True, **kw)
-        valid = SimulatedDL(_SamplerDataset(sampler, n_valid, seed, 0, False, dev), shuffle=False, **kw)
+        if test_fold is not None: fail("test_fold", test_fold, "None for an on-the-fly sampler")
+        dss = [_SamplerDataset(sampler, n_train, seed, n_valid, True, dev), _SamplerDataset(sampler, n_valid, seed, 0, False, dev)]
+        dss[0].split_idx, dss[1].split_idx = 0, 1          # training-only transforms (DihedralAugment) see which is which
+        train = SimulatedDL(dss[0], shuffle=False, drop_last=True, **kw)
+        valid = SimulatedDL(dss[1], shuffle=False, **kw)
         return _finish(DataLoaders(train, valid, device=device), sampler.task, sampler.classes, sampler.target_shape, batch_tfms)
     check_choice("on_damaged", on_damaged, ("raise", "exclude"))
     store = source if isinstance(source, SampleStore) else SampleStore(source, storage_options)
@@ -258,13 +262,20 @@ def dataloaders(source,  # a store (path/URL or `SampleStore`), or a sampler / r
         fail("source", store.path, "a complete store (run generate again to finish it, then verify), "
              "or on_damaged='exclude' to leave out the missing chunks")
     if split is None: folds = make_split(store, "random", valid_pct=valid_pct, seed=seed)
-    elif isinstance(split, str): folds = store.load_split(split)
+    elif isinstance(split, str):
+        folds = store.load_split(split)
+        if test_fold is None and store.split_info(split).get("test_pct") is not None: test_fold = 2
     else: folds = np.asarray(split)
     if folds.shape != (len(store),): fail("split", folds, f"one fold per sample (length {len(store)})", ShapeError)
+    if test_fold is not None:
+        test_fold = check_int("test_fold", test_fold, min_value=0, max_value=int(folds.max()))
+        if fold is None: fold = 1 if test_fold != 1 else 0
+        if fold == test_fold: fail("fold", fold, f"a validation fold other than the test fold {test_fold}")
     if fold is None:
         if folds.max() > 1: fail("fold", fold, f"the held-out fold (0..{int(folds.max())}) of this k-fold split")
         fold = 1
     tr, va = fold_indices(folds, fold)
+    if test_fold is not None: tr = tr[folds[tr] != test_fold]      # the test fold is never read
     if checked:
         sound = np.array([not checked[k] for k in range(store.n_chunks)])
         tr, va = tr[sound[tr // store.chunk_size]], va[sound[va // store.chunk_size]]
@@ -272,6 +283,7 @@ def dataloaders(source,  # a store (path/URL or `SampleStore`), or a sampler / r
     kw = dict(bs=bs, after_item=_item_pipeline(item_tfms, store.classes), after_batch=batch_tfms, device=device,
               num_workers=num_workers, persistent_workers=num_workers > 0)
     dss = [ZarrDataset(store.path, idx, storage_options, checked={**store._checked, **checked}) for idx in (tr, va)]
+    dss[0].split_idx, dss[1].split_idx = 0, 1              # training-only transforms (DihedralAugment) see which is which
     train = ZarrDL(dss[0], shuffle=True, drop_last=len(tr) >= bs, **kw)
     valid = ZarrDL(dss[1], shuffle=False, **kw)
     return _finish(DataLoaders(train, valid, device=device), store.task, store.classes,

@@ -138,6 +138,8 @@ SAMPLERS: dict[str, Any] = {
     "powder.bismuth": ("diffnb.sim.powder:BismuthRingSampler", {}),
     "kinematic.mote2": ("diffnb.sim.mote2:MoTe2Sampler", {}),
     "kinematic.mote2_vae": ("diffnb.sim.mote2:MoTe2VAESampler", {}),
+    "mote2.unseen_instrument": ("diffnb.sim.mote2:UnseenInstrumentMoTe2", {}),
+    "mote2.randomised_instruments": ("diffnb.sim.mote2:RandomisedInstrumentsMoTe2", {}),
     "bloch.lacbed": ("diffnb.sim.bloch:LacbedSampler", {}),
 }
 

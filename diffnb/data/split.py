@@ -22,19 +22,25 @@ SPLIT_METHODS = ("random", "stratified", "grouped")
 
 def make_split(source,  # number of samples, or a `SampleStore`
                method: str = "random",  # one of `SPLIT_METHODS`
-               k: int | None = None,  # number of folds for k-fold; None for a train/valid split
-               valid_pct: float = 0.2,  # fraction of samples in the validation set (two-way splits)
+               k: int | None = None,  # number of folds for k-fold; None for a train/valid(/test) split
+               valid_pct: float = 0.2,  # fraction of all samples in the validation set (fold 1)
                by=None,  # labels (stratified) / groups (grouped): an array, or a parameter column name of the store
                seed: int = 0,  # seed of the split
                save: str | None = None,  # save under this name in the store
+               test_pct: float | None = None,  # fraction of all samples in a held-out test set (fold 2); None: two-way
               ) -> np.ndarray:  # fold of every sample (int16)
-    "Reproducible random / stratified / grouped, two-way or k-fold split as a fold index per sample."
+    "Reproducible random / stratified / grouped, two-way, three-way (with `test_pct`) or k-fold split as a fold index per sample."
     check_choice("method", method, SPLIT_METHODS)
     seed = check_int("seed", seed, min_value=0)
     store = source if isinstance(source, SampleStore) else None
     n = len(store) if store is not None else check_int("source", source, min_value=1)
-    if k is not None: k = check_int("k", k, min_value=2, max_value=n)
+    if k is not None:
+        k = check_int("k", k, min_value=2, max_value=n)
+        if test_pct is not None: fail("test_pct", test_pct, "None for a k-fold split (every fold is held out once)")
     else: check_range("valid_pct", valid_pct, 0, 1, lo_inclusive=False, hi_inclusive=False)
+    if test_pct is not None:
+        check_range("test_pct", test_pct, 0, 1, lo_inclusive=False, hi_inclusive=False)
+        if valid_pct + test_pct >= 1: fail("test_pct", test_pct, f"less than 1 - valid_pct = {1 - valid_pct:g} (a training set must remain)")
     labels = None
     if method != "random":
         if by is None and store is not None and method == "stratified" and store.task == "classification":
@@ -42,6 +48,13 @@ def make_split(source,  # number of samples, or a `SampleStore`
         if by is None: fail("by", by, f"labels or groups (an array, or a parameter name) for a {method} split")
         labels = store.param(by) if isinstance(by, str) and store is not None else np.asarray(by)
         if labels.shape != (n,): fail("by", labels, f"one value per sample (length {n})", ShapeError)
+    if test_pct is not None:
+        folds = _three_way(n, method, labels, valid_pct, test_pct, numpy_rng(seed, (3, SPLIT_METHODS.index(method))))
+        if save is not None:
+            if store is None: fail("save", save, "None unless the source is a SampleStore")
+            store.save_split(save, folds, method=method, k=None, valid_pct=valid_pct, test_pct=test_pct, seed=seed,
+                             by=by if isinstance(by, str) else None)
+        return folds
     rng = numpy_rng(seed, (0 if k is None else k, SPLIT_METHODS.index(method)))
     folds = np.zeros(n, np.int16)
     if method == "random":
@@ -86,3 +99,42 @@ def fold_indices(folds,  # fold of each sample (from `make_split`)
     folds = np.asarray(folds)
     check_int("fold", fold, min_value=0, max_value=int(folds.max()))
     return np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
+
+# %% ../../nbs/api/41c_data.split.ipynb #ca179bc4
+def _apportion(total: int, sizes, pct: float, room, rng) -> np.ndarray:
+    "Per-class counts near `pct`·size that sum to `total` (largest remainders, ties at random), none above `room`."
+    quota = pct * np.asarray(sizes, float)
+    out = np.minimum(np.floor(quota).astype(int), room)
+    order = np.lexsort((rng.random(len(out)), -(quota - np.floor(quota))))   # largest remainder first
+    for c in order:
+        if out.sum() >= total: break
+        if out[c] < room[c]: out[c] += 1
+    return out
+
+def _three_way(n, method, labels, valid_pct, test_pct, rng) -> np.ndarray:
+    "Folds 0 = train, 1 = valid, 2 = test with the fractions as close as the method allows (see `make_split`)."
+    n_test, n_valid = int(round(test_pct * n)), int(round(valid_pct * n))
+    folds = np.zeros(n, np.int16)
+    if method == "random":
+        if n - n_test - n_valid < 1: fail("source", n, f"more samples than the {n_test} test + {n_valid} valid ones")
+        perm = rng.permutation(n)
+        folds[perm[:n_test]], folds[perm[n_test:n_test + n_valid]] = 2, 1
+    elif method == "stratified":
+        _, inv, sizes = np.unique(labels, return_inverse=True, return_counts=True)
+        t = _apportion(n_test, sizes, test_pct, sizes, rng)
+        v = _apportion(n_valid, sizes, valid_pct, sizes - t, rng)
+        for c in range(len(sizes)):
+            idx = rng.permutation(np.flatnonzero(inv == c))
+            folds[idx[:t[c]]], folds[idx[t[c]:t[c] + v[c]]] = 2, 1
+    else:  # grouped: whole groups, in random order, each taken when it brings its fold closer to its target
+        _, inv, counts = np.unique(labels, return_inverse=True, return_counts=True)
+        if len(counts) < 3: fail("by", labels, f"at least 3 distinct groups for a grouped three-way split (got {len(counts)})")
+        order, gfold = rng.permutation(len(counts))[:-1], np.zeros(len(counts), np.int16)   # the last stays in training
+        for fold, target in ((2, n_test), (1, n_valid)):
+            got = 0
+            for gi in order:
+                if gfold[gi] == 0 and (got == 0 or got + counts[gi] / 2 < target):
+                    gfold[gi] = fold; got += counts[gi]
+                    if got >= target: break
+        folds = gfold[inv].astype(np.int16)
+    return folds

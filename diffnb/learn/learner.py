@@ -26,7 +26,7 @@ __all__ = ['TARGET_UNITS', 'PRECISIONS', 'RECON_LOSSES', 'LAUNCHERS', 'model_fro
            'scale_targets', 'set_precision', 'StandardizedMSELoss', 'regression_learner', 'RelativeL1Loss',
            'classification_learner', 'VAELoss', 'vae_metrics', 'VAETarget', 'unwrap_model', 'VAELearner',
            'decoder_logits', 'vae_learner', 'vae_encode', 'vae_decode', 'vae_sample', 'readout_layer',
-           'readout_features', 'refit_readout', 'rank_device', 'train_distributed']
+           'readout_features', 'refit_readout', 'choose_readout', 'rank_device', 'train_distributed']
 
 # %% ../../nbs/api/53_learn.learner.ipynb #fd9af0a6
 from fastcore.basics import patch
@@ -548,6 +548,34 @@ def refit_readout(learn_or_model,  # classifier (learner or module) whose output
         lin.weight.copy_(torch.as_tensor(w, dtype=lin.weight.dtype))
         if bias: lin.bias.copy_(torch.as_tensor(clf.intercept_ - w @ scaler.mean_, dtype=lin.bias.dtype))
     return {"C": C, "n": len(X), "train_accuracy": float(np.mean(clf.predict(scaler.transform(X)) == y))}
+
+# %% ../../nbs/api/53_learn.learner.ipynb #333377f6
+def choose_readout(learn_or_model,  # classifier (learner or module) whose output is its last `nn.Linear`
+                   train_features, train_targets,  # `(n, in_features)` evaluation-mode features and classes of the training set
+                   valid_features, valid_targets,  # the same of the validation set (the choice is made on them)
+                   Cs=(0.01, 0.1, 1.0, 10.0),      # inverse L2 strengths tried
+                   **kwargs,                       # passed to `refit_readout` (max_iter, sample_weight)
+                  ) -> dict:  # {"choice": "trained" or "C=…", "valid_accuracy": {candidate: accuracy}, "best_C": C best among the refits}
+    "Refit the read-out for each C in `Cs`; keep the trained layer or the refit with the best validation accuracy (the trained layer wins ties)."
+    lin = readout_layer(learn_or_model)
+    f_va, y_va = np.asarray(valid_features, np.float64), np.asarray(valid_targets)
+    if f_va.ndim != 2 or f_va.shape[1] != lin.in_features: fail("valid_features", f_va, f"(n, {lin.in_features}) read-out inputs", ShapeError)
+    if y_va.shape != (len(f_va),): fail("valid_targets", y_va, "one class per row of valid_features", ShapeError)
+    Cs = [check_positive("Cs", float(c)) for c in Cs]
+    if not Cs: fail("Cs", Cs, "at least one C")
+    def state(): return {k: v.detach().clone() for k, v in lin.state_dict().items()}
+    def accuracy():
+        logits = f_va @ lin.weight.detach().double().cpu().numpy().T
+        if lin.bias is not None: logits = logits + lin.bias.detach().double().cpu().numpy()
+        return float(np.mean(logits.argmax(1) == y_va))
+    heads = {"trained": (state(), accuracy())}
+    for c in Cs:
+        refit_readout(learn_or_model, train_features, train_targets, C=c, **kwargs)
+        heads[f"C={c:g}"] = (state(), accuracy())
+    choice = max(heads, key=lambda k: heads[k][1])                   # the first of equals: the trained layer wins a tie
+    lin.load_state_dict(heads[choice][0])
+    return {"choice": choice, "valid_accuracy": {k: a for k, (_, a) in heads.items()},
+            "best_C": max(Cs, key=lambda c: heads[f"C={c:g}"][1])}
 
 # %% ../../nbs/api/53_learn.learner.ipynb #112cb066
 @patch

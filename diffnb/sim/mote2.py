@@ -28,7 +28,8 @@ from .kinematic import (_checked_atoms, _check_rng, add_vacancies, amorphize, cr
 # %% auto #0
 __all__ = ['PHASES', 'CLASSES', 'VAE_SETS', 'PARAM_NAMES', 'mote2_data_dir', 'load_mote2_cell', 'load_phonon_snapshots',
            'mote2_supercell', 'mote2_primitive', 'phonon_fields', 'phonon_displacements', 'chgnet_force_constants',
-           'chgnet_phonon_fields', 'transformation_cell', 'MoTe2Sampler', 'MoTe2VAESampler', 'difference_rgb']
+           'chgnet_phonon_fields', 'transformation_cell', 'MoTe2Sampler', 'MoTe2VAESampler', 'UnseenInstrumentMoTe2',
+           'RandomisedInstrumentsMoTe2', 'unseen_instrument_domain', 'randomised_instrument_domain', 'difference_rgb']
 
 # %% ../../nbs/api/22a_sim.mote2.ipynb #5adedc85
 PHASES = ("2H", "1T'")
@@ -359,11 +360,15 @@ class _MoTe2Base:
         row["n_atoms"] = float(len(x))
         return x, ref, row
 
+    def intensities(self, structures: list) -> torch.Tensor:  # (n, grid, grid) float64 kinematic intensities
+        "Noise-free kinematic patterns of `structures` on this sampler's grid, before any detector."
+        c = self.config
+        return pattern(structures, c["energy_kev"], c["grid"], c["s_max"], ewald=c["ewald"], dtype=torch.float64,
+                       oversample=c.get("oversample", 1))
+
     def _observe(self, structures, dose, gens, noise=True):
         c = self.config
-        ints = pattern(structures, c["energy_kev"], c["grid"], c["s_max"], ewald=c["ewald"], dtype=torch.float64,
-                       oversample=c.get("oversample", 1))
-        return observe(ints, dose, gens, c["stop_radius_px"], c["psf_sigma_px"], noise=noise)
+        return observe(self.intensities(structures), dose, gens, c["stop_radius_px"], c["psf_sigma_px"], noise=noise)
 
     def _check(self, seed, indices):
         check_int("seed", seed, min_value=0)
@@ -378,6 +383,13 @@ class MoTe2Sampler(_MoTe2Base):
     @property
     def image_shape(self): return (2, self.config["grid"], self.config["grid"])
 
+    def draw(self, seed: int,  # run seed (>= 0)
+             index: int,  # sample index; class = index mod 7
+            ):  # (crystallite, its pristine 2H reference, parameter row)
+        "The structures of sample `index` before diffraction: what `sample` observes, for samplers built on this one."
+        i = self._check(seed, [index])[0]
+        return self._structure(i % len(CLASSES), numpy_rng(seed, i))
+
     def sample(self, seed: int,  # run seed (>= 0)
                indices: Sequence[int],  # sample indices; class = index mod 7
               ):  # (images (n, 2, N, N) float32, targets (n,) int64, params {name: (n,) array})
@@ -385,8 +397,7 @@ class MoTe2Sampler(_MoTe2Base):
         idx = self._check(seed, indices)
         imgs, rows = [], []
         for i in idx:
-            rng = numpy_rng(seed, i)
-            x, ref, row = self._structure(i % len(CLASSES), rng)
+            x, ref, row = self.draw(seed, i)
             obs = self._observe([x], row["dose_e_per_px"], [torch_rng(seed, (i, 1))])
             ref_obs = self._observe([ref], row["dose_e_per_px"], None, noise=False)
             imgs.append(difference_channels(obs[0], ref_obs[0]).to(torch.float32)); rows.append(row)
@@ -424,6 +435,74 @@ class MoTe2VAESampler(_MoTe2Base):
             imgs.append((obs / obs.mean().clamp_min(1e-30))[None].to(torch.float32)); rows.append(row)
         images = torch.stack(imgs) if idx else torch.zeros((0, *self.image_shape))
         return images, None, {k: np.array([r[k] for r in rows], dtype=np.float64) for k in PARAM_NAMES}
+
+# %% ../../nbs/api/22a_sim.mote2.ipynb #bb75acb9
+from .detector import LabDomain
+
+class UnseenInstrumentMoTe2:
+    "The seven classes of `MoTe2Sampler`, seen through a `LabDomain` instrument, as 2-channel differences against a reference on it."
+    name, version, task, classes, target_shape = "mote2.unseen_instrument", "1", "classification", list(CLASSES), ()
+
+    def __init__(self, mote2_config: dict,  # configuration of the `MoTe2Sampler` whose structures are drawn
+                 domain_config: dict,  # `LabDomain` fields: (lo, hi) ranges of the instrument's effects
+                 ref_dose_factor: float = 10.0,  # dose of the pristine reference / dose of the pattern [1]
+                ):
+        check_positive("ref_dose_factor", ref_dose_factor)
+        self.base = MoTe2Sampler(**mote2_config)
+        self.domain = LabDomain(**{k: tuple(v) if isinstance(v, list) else v for k, v in dict(domain_config).items()})
+        self.ref_dose_factor = float(ref_dose_factor)
+        self.config = {"mote2": self.base.config, "domain": self.domain.config, "ref_dose_factor": self.ref_dose_factor}
+
+    @property
+    def image_shape(self): return self.base.image_shape
+
+    def sample(self, seed: int,  # run seed (>= 0)
+               indices: Sequence[int],  # sample indices; class = index mod 7
+              ):  # (images (n, 2, N, N) float32, targets (n,) int64, params {name: (n,) array}: instrument draws and "set")
+        "Images, class labels and instrument parameters of samples `indices` (sample i depends only on (seed, indices[i]))."
+        idx = self.base._check(seed, indices)
+        imgs, rows = [], []
+        for i in idx:
+            x, ref, row = self.base.draw(seed, i)
+            ideal = self.base.intensities([x, ref])
+            p = self.domain.params_table(seed, [i])
+            p_ref = {**p, "dose_e_per_px": p["dose_e_per_px"] * self.ref_dose_factor,
+                     "noise_seed": np.asarray([int(numpy_rng(seed, (i, 7)).integers(0, 2**62))])}
+            obs, ref_obs = self.domain.apply(ideal[:1], p), self.domain.apply(ideal[1:], p_ref)
+            dead = (obs == 0) | (ref_obs == 0)                       # detector defects read zero in either frame
+            d = difference_channels(obs[0], ref_obs[0] + 1e-9)
+            imgs.append(torch.where(dead[0], 0.0, d).to(torch.float32))
+            rows.append({**{k: float(v[0]) for k, v in p.items() if k not in ("gain_seed", "noise_seed")}, "set": row["set"]})
+        images = torch.stack(imgs) if imgs else torch.zeros((0, *self.image_shape))
+        targets = torch.tensor([i % len(CLASSES) for i in idx], dtype=torch.int64)
+        return images, targets, {k: np.array([r[k] for r in rows]) for k in (rows[0] if rows else {})}
+
+class RandomisedInstrumentsMoTe2(UnseenInstrumentMoTe2):
+    "The patterns of `UnseenInstrumentMoTe2`, each through an instrument drawn from broad ranges (domain randomisation)."
+    name = "mote2.randomised_instruments"
+
+# %% ../../nbs/api/22a_sim.mote2.ipynb #60278ab6
+def unseen_instrument_domain(mote2_config: dict,  # configuration of the training `MoTe2Sampler` (grid, s_max, stop_radius_px)
+                            ) -> dict:  # `LabDomain` fields of the `mote2` study's unseen instrument
+    "An instrument unlike the training one: PSF 0.5–1 px, a 1.5–2.5× larger stop with an arm, background, halo, substrate, gain, readout noise, 10–100 e⁻/px."
+    c, stop = MoTe2Sampler(**mote2_config).config, float(mote2_config.get("stop_radius_px", 3.0))
+    return dict(center_shift_px=(0.0, 1.0), ellipticity=(0.0, 0.01), substrate=(0.0, 0.3),
+                pixels_per_inv_angstrom=(c["grid"] // 2) / c["s_max"], background=(0.05, 0.2),
+                halo=(0.1, 0.5), halo_sigma_frac=(0.1, 0.3), beam=(20.0, 100.0), beam_width_px=(1.0, 2.0),
+                stop_radius_px=(1.5 * stop, 2.5 * stop), stop_arm_width_px=(1.0, 2.0), stop_transmission=(0.0, 0.02),
+                psf_sigma_px=(0.5, 1.0), dose_e_per_px=(10.0, 100.0), gain_sigma=(0.02, 0.08), readout_e=(1.0, 3.0),
+                dead_fraction=(0.0, 1e-3), hot_fraction=(0.0, 0.0))
+
+def randomised_instrument_domain(mote2_config: dict,  # configuration of the training `MoTe2Sampler`
+                                ) -> dict:  # `LabDomain` fields: ranges containing the training and the unseen instrument
+    "Broad instrument ranges for domain randomisation: the training instrument at one corner, the unseen instrument's ranges inside."
+    c, stop = MoTe2Sampler(**mote2_config).config, float(mote2_config.get("stop_radius_px", 3.0))
+    return dict(center_shift_px=(0.0, 1.5), ellipticity=(0.0, 0.02), substrate=(0.0, 0.5),
+                pixels_per_inv_angstrom=(c["grid"] // 2) / c["s_max"], background=(0.0, 0.3),
+                halo=(0.0, 0.8), halo_sigma_frac=(0.05, 0.4), beam=(0.0, 150.0), beam_width_px=(0.5, 3.0),
+                stop_radius_px=(stop, 3.0 * stop), stop_arm_width_px=(0.0, 3.0), stop_transmission=(0.0, 0.05),
+                psf_sigma_px=(0.0, 1.5), dose_e_per_px=(2.0, 200.0), gain_sigma=(0.0, 0.1), readout_e=(0.0, 4.0),
+                dead_fraction=(0.0, 2e-3), hot_fraction=(0.0, 1e-4))
 
 # %% ../../nbs/api/22a_sim.mote2.ipynb #89159a85
 def difference_rgb(channels: torch.Tensor,  # (2, H, W) positive / negative difference channels
