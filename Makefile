@@ -33,12 +33,17 @@ test: $(STAMP) check-sync nbtest pytest
 check-sync: $(STAMP)
 	@bash tools/check_sync.sh $(BIN)
 
+# Every notebook but the workflow notebooks, with each notebook's time. nbs/workflows/ is skipped here because pytest
+# runs each workflow notebook once, through `diffnb run` as users do (tests/conftest.py: `workflow_run`, one shared run
+# per workflow), and checks its outputs: running them here as well would execute each workflow twice per `make test`.
+NBTEST_SKIP := '^([_.]|workflows$$)'
 nbtest: $(STAMP)
-	$(BIN)/nbdev-test --n-workers 2 --timing
+	$(BIN)/nbdev-test --n-workers 2 --timing --skip-folder-re $(NBTEST_SKIP)
 
-# one worker per core, each test module on one worker (module fixtures run once)
+# one worker per core, each test module on one worker (module fixtures run once); the workflow runs are shared by
+# the whole session (tests/conftest.py); the 15 slowest tests are listed at the end
 pytest: $(STAMP)
-	$(BIN)/pytest -q -n 2 --dist loadfile
+	$(BIN)/pytest -q -n 2 --dist loadfile --durations=15
 
 export: $(STAMP)
 	$(BIN)/nbdev-export && $(BIN)/nbdev-clean && $(PY) tools/sync_workflows.py

@@ -28,7 +28,7 @@ from .core import DiffnbError, DiffnbValueError, DiffnbFileNotFoundError, check_
 # %% auto #0
 __all__ = ['LAUNCH_DIR_ENV', 'workflow_dirs', 'list_workflows', 'workflow_path', 'WorkflowParameter', 'workflow_parameters',
            'notebook_literal', 'check_parameters', 'RunRecord', 'start_run', 'store_path', 'cached_store',
-           'fold_checksum', 'reuse_model', 'user_path', 'run_workflow', 'workflow_help', 'run_cli']
+           'fold_checksum', 'reuse_model', 'user_path', 'run_workflow', 'run_summary', 'workflow_help', 'run_cli']
 
 # %% ../nbs/api/80_workflows.ipynb #a7c1540c
 def workflow_dirs() -> list[Path]:
@@ -415,6 +415,23 @@ def user_path(path) -> str | None:
     p = Path(os.path.expanduser(str(path)))
     return str(p if p.is_absolute() else Path(os.environ.get(LAUNCH_DIR_ENV) or os.getcwd()) / p)
 
+def _check_writable(name: str, folder: Path):
+    "Fail unless `folder` is, or can be created as, a folder this process can write (checked before anything starts)."
+    p = Path(os.path.abspath(os.path.expanduser(str(folder))))
+    existing = next(q for q in (p, *p.parents) if q.exists())
+    if not existing.is_dir(): fail(name, str(folder), f"a folder (the path {existing} is a file)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        fail(name, str(folder), f"a folder diffnb can write ({existing} is read-only for this user)")
+
+def _ipc_kernel_manager(folder: str):
+    "A Jupyter kernel manager whose kernel talks over IPC sockets in the private folder `folder`, not over TCP ports."
+    from jupyter_client.manager import KernelManager
+    class IPCKernelManager(KernelManager):
+        def __init__(self, **kwargs):
+            super().__init__(transport="ipc", connection_file=os.path.join(folder, "kernel.json"),
+                             ip=os.path.join(folder, "kernel"), **kwargs)
+    return IPCKernelManager
+
 def run_workflow(name: str,                 # workflow name (see `list_workflows`)
                  parameters: dict | None = None,  # parameter name → value; the others keep their tiny defaults
                  out=None,                  # run folder (default: <runs_dir>/<name>/<UTC timestamp>); new or empty
@@ -423,9 +440,10 @@ def run_workflow(name: str,                 # workflow name (see `list_workflows
                  kernel_name: str = "python3",  # Jupyter kernel that executes the notebook
                  log_output: bool = False,  # stream the cells' output while running
                  progress: bool = False,    # papermill's progress bar
+                 announce: bool = False,    # print "running into OUT" once the run is checked, before it starts
                 ) -> Path:                  # the run folder
     "Execute workflow `name` with papermill into a run folder; returns the folder."
-    import papermill as pm
+    import papermill as pm, tempfile
     src = workflow_path(name)
     params = check_parameters(name, dict(parameters or {}))
     spec = workflow_parameters(name)
@@ -440,13 +458,21 @@ def run_workflow(name: str,                 # workflow name (see `list_workflows
     if "store_dir" in spec and "store_dir" not in params:
         inject["store_dir"] = str(Path(store_dir if store_dir is not None else runs_dir / "stores").resolve())
     for k, v in inject.items(): notebook_literal(v, k)    # only plain literals reach papermill
-    out.mkdir(parents=True, exist_ok=True)
+    _check_writable("out", out)
+    if "store_dir" in spec and "store_dir" not in params: _check_writable("store_dir", inject["store_dir"])
+    try: out.mkdir(parents=True, exist_ok=True)
+    except OSError as e: fail("out", str(out), f"a folder diffnb can create ({e.strerror})")
+    if announce: print(f"diffnb run {name}: running into {out}", flush=True)
     t0, started = time.perf_counter(), _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     ok, launched_from = False, os.environ.get(LAUNCH_DIR_ENV)
     try:
         os.environ[LAUNCH_DIR_ENV] = os.getcwd()          # inherited by the kernel: see `user_path`
-        pm.execute_notebook(str(src), str(out / f"{name}.ipynb"), parameters=inject, cwd=str(out),
-                            kernel_name=kernel_name, log_output=log_output, progress_bar=progress)
+        with tempfile.TemporaryDirectory(prefix="diffnb-kernel-") as kernel_dir:
+            # the kernel talks over IPC sockets in a private folder: no TCP ports, and no "Kernel is running over TCP
+            # without encryption" warning from it (TCP where IPC sockets do not exist, on Windows)
+            km = {} if os.name == "nt" else {"kernel_manager_class": _ipc_kernel_manager(kernel_dir)}
+            pm.execute_notebook(str(src), str(out / f"{name}.ipynb"), parameters=inject, cwd=str(out),
+                                kernel_name=kernel_name, log_output=log_output, progress_bar=progress, **km)
         ok = True
     finally:
         if launched_from is None: os.environ.pop(LAUNCH_DIR_ENV, None)
@@ -459,6 +485,13 @@ def run_workflow(name: str,                 # workflow name (see `list_workflows
                     "device": str(default_device())}
         mpath.write_text(json.dumps(_jsonable(m), indent=1, allow_nan=False))
     return out
+
+def run_summary(out,  # a run folder
+               ) -> str | None:  # the workflow's one-line summary, or None when it wrote none
+    "The one-line summary a workflow wrote under the key `summary` of its `metrics.json` (first line, at most 300 characters)."
+    try: s = json.loads((Path(out) / "metrics.json").read_text()).get("summary")
+    except (OSError, ValueError, AttributeError): return None
+    return s.strip().splitlines()[0][:300] if isinstance(s, str) and s.strip() else None
 
 # %% ../nbs/api/80_workflows.ipynb #baeb7dcd
 def workflow_help(name: str) -> str:
@@ -506,8 +539,7 @@ def run_cli(argv: list[str] | None = None) -> int:
             if not lg.handlers: lg.addHandler(logging.StreamHandler(sys.stdout))
             lg.setLevel(logging.INFO)
         out = Path(a.out) if a.out else _new_run_dir(Path("runs"), a.workflow)
-        print(f"diffnb run {a.workflow}: running into {out}", flush=True)
-        run_workflow(a.workflow, params, out=out, store_dir=a.store_dir, log_output=a.log_output)
+        run_workflow(a.workflow, params, out=out, store_dir=a.store_dir, log_output=a.log_output, announce=True)
     except DiffnbError as e:
         print(f"diffnb run: error: {e}", file=sys.stderr); return 2
     except Exception as e:
@@ -516,4 +548,6 @@ def run_cli(argv: list[str] | None = None) -> int:
               f"{out / (a.workflow + '.ipynb')}", file=sys.stderr)
         return 1
     print(f"diffnb run {a.workflow}: done in {time.perf_counter() - t0:.1f} s; outputs in {out}")
+    summary = run_summary(out)        # the workflow's own one-line result, last
+    if summary: print(f"{a.workflow}: {summary}")
     return 0

@@ -2,39 +2,34 @@
 model, folds grouped by experiment, and the `images` path on TIFF files written here."""
 import json
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import assert_quiet_kernel
 
 DELAYS = [-1.0, 1.0, 3.0, 10.0]
+# the least that still runs every section: fewer images, experiments, folds and epochs
+SMALL = ("-p", "n_ideal", "64", "-p", "n_lab", "64", "-p", "n_experiments", "4", "-p", "n_folds", "2", "-p", "ccnn_epochs", "1",
+         "-p", "dr_epochs", "1", "-p", "gan_pretrain_epochs", "0", "-p", "delays_ps", "[-2.0, 3.0, 12.0]")
 
 
-def diffnb(*args, cwd=None, timeout=600):
-    return subprocess.run([sys.executable, "-c", "import sys; from diffnb.cli import main; sys.exit(main())", *args],
-                          capture_output=True, text=True, timeout=timeout, cwd=cwd)
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    "One tiny run with a user delay series of 4 TIFF frames (lab-like Bi images of 32² px)."
+def _write_frames(folder):
+    "A user delay series of 4 TIFF frames (lab-like Bi images of 32² px) in `folder`/frames."
     import tifffile
     from diffnb.sim.powder import BismuthRingSampler
-    tmp = tmp_path_factory.mktemp("bismuth")
     s = 32 / 256
     lab = dict(center_shift_px=[0.0, 3 * s], beam_width_px=[1.5 * s, 4 * s], stop_radius_px=[6 * s, 12 * s],
                stop_arm_width_px=[3 * s, 6 * s], psf_sigma_px=[0.5 * s, 1.5 * s], gain_correlation_px=16 * s)
     x, _, _ = BismuthRingSampler((32, 32), mode="lab", pixels_per_inv_angstrom=16.0, fwhm_range=(0.05, 0.08), lab=lab).sample(7, range(4))
-    frames = tmp / "frames"; frames.mkdir()
+    frames = folder / "frames"; frames.mkdir()
     for i, img in enumerate(x[:, 0].numpy()): tifffile.imwrite(frames / f"frame_{i:02d}.tif", img.astype(np.float32))
-    out = tmp / "run"          # the glob is relative to the folder the command runs in, not to the run folder
-    r = diffnb("run", "bismuth", "--out", str(out), "--store-dir", str(tmp / "stores"), "-p", "images", "frames/*.tif",
-               "-p", "images_delays_ps", str(DELAYS), cwd=tmp)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    return out, json.loads((out / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def run(workflow_run):
+    "One tiny run (shared by the session) with a user delay series of 4 TIFF frames; the glob is relative to the folder the command runs in."
+    return workflow_run("bismuth", "-p", "images", "frames/*.tif", "-p", "images_delays_ps", str(DELAYS), setup=_write_frames)
 
 
 def test_outputs_metrics_figures_models(run):
@@ -104,14 +99,11 @@ def test_images_parameter_reads_the_users_tiffs(run):
     assert "user_images" in m["tables"]
 
 
-def test_radial_domain_randomised_regressor(tmp_path):
+def test_radial_domain_randomised_regressor(workflow_run):
     "dr_arch 'radial': the ensemble members are azimuthal-average models, saved, reloaded and scored on the experiment."
     from diffnb.learn.io import load_model
-    out = tmp_path / "run"
-    r = diffnb("run", "bismuth", "--out", str(out), "--store-dir", str(tmp_path / "stores"), "-p", "dr_arch", "radial",
-               "-p", "dr_loss", "mse", cwd=tmp_path)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    m = json.loads((out / "metrics.json").read_text())
+    # a second, smaller run (the shared one keeps the default ccnn members with the relative loss)
+    out, m = workflow_run("bismuth", "-p", "dr_arch", "radial", "-p", "dr_loss", "mse", *SMALL)
     assert m["parameters"]["dr_arch"] == "radial" and m["parameters"]["dr_loss"] == "mse"
     members = sorted((out / "models").glob("domain_randomised_*"))
     assert len(members) == m["parameters"]["n_ensemble"]
@@ -120,3 +112,7 @@ def test_radial_domain_randomised_regressor(tmp_path):
         assert type(net).__name__ == "TargetScaled" and type(net.model).__name__ == "RadialProfileNet"
         assert json.loads((folder / "model.json").read_text())["provenance"]["loss"] == "mse"
     assert 0 <= m["metrics"]["cv.domain_randomised.mean_rel_error"] < 10
+
+
+def test_no_kernel_transport_warning(run):
+    assert_quiet_kernel(run[0])

@@ -1,15 +1,13 @@
 """The `lacbed` study: a determined sampler input (potential over a fixed field of view), the shift invariance that
 makes `shift_invariant_mse` the right inverse score, the formula-grouped split, and a tiny `diffnb run lacbed`."""
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 from ase.build import bulk
 
-from conftest import ROOT
+from conftest import assert_quiet_kernel, run_record
 
 
 def silicon(a=5.4309):
@@ -73,21 +71,15 @@ def test_grouped_split_never_shares_a_formula(seed):
     assert 0 < (folds == 1).sum() < len(formulas)
 
 
-def test_lacbed_tiny_run_end_to_end(tmp_path):
+def test_lacbed_tiny_run_end_to_end(workflow_run):
     from diffnb.data import open_store, verify
     from diffnb.learn.gan import translate
     from diffnb.learn.io import load_model
     from diffnb.learn.metrics import pearson
     from diffnb.workflows import workflow_parameters
-    out, stores = tmp_path / "run", tmp_path / "stores"
-    src = ROOT / "nbs" / "workflows" / "lacbed.ipynb"
-    before = src.read_bytes()
-    args = []                                                           # the tiny defaults
-    r = subprocess.run([sys.executable, "-c", "import sys; from diffnb.cli import main; sys.exit(main())", "run", "lacbed",
-                        "--out", str(out), "--store-dir", str(stores), *args],
-                       capture_output=True, text=True, timeout=600, cwd=tmp_path)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    assert src.read_bytes() == before
+    out, _ = workflow_run("lacbed")                                     # the tiny defaults
+    before, after = run_record(out)["source_sha"]
+    assert after == before                                             # papermill never ran in place
     m = json.loads((out / "metrics.json").read_text())
     assert set(m["parameters"]) == set(workflow_parameters("lacbed")) and m["run"]["completed"]
     met = m["metrics"]
@@ -120,3 +112,8 @@ def test_lacbed_tiny_run_end_to_end(tmp_path):
     r_mean = float(pearson(pred.reshape(-1, 1, *pred.shape[-2:]), torch.as_tensor(st.targets[:][idx]).reshape(-1, 1, *pred.shape[-2:])).mean())
     assert np.isclose(r_mean, met["test.forward.r.mean"], atol=1e-4)
     assert (out / "models" / "inverse" / "model.safetensors").exists()
+
+
+def test_no_kernel_transport_warning(workflow_run):
+    out, _ = workflow_run("lacbed")
+    assert_quiet_kernel(out)

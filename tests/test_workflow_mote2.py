@@ -2,30 +2,22 @@
 (distance of a latent code to the 2H→1T' path) against a brute-force distance, and the unseen instrument of the
 transfer study against the training instrument."""
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import assert_quiet_kernel, diffnb_cli
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    "One tiny run shared by the tests of this file: (run folder, metrics.json)."
-    tmp = tmp_path_factory.mktemp("mote2")
-    out = tmp / "run"
-    r = _diffnb_run(tmp, out, "-p", "seed", "1", "-p", "epochs", "3")
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    return out, json.loads((out / "metrics.json").read_text())
+def run(workflow_run):
+    "One tiny run shared by the tests of this session: (run folder, metrics.json)."
+    return workflow_run("mote2", "-p", "seed", "1", "-p", "epochs", "3")
 
 
 def _diffnb_run(tmp, out, *args):
-    return subprocess.run([sys.executable, "-c", "import sys; from diffnb.cli import main; sys.exit(main())",
-                           "run", "mote2", "--out", str(out), "--store-dir", str(tmp / "stores"), *args],
-                          capture_output=True, text=True, timeout=600, cwd=tmp)
+    return diffnb_cli("run", "mote2", "--out", str(out), "--store-dir", str(tmp / "stores"), *args, cwd=tmp)
 
 
 def test_mote2_tiny_run_outputs(run):
@@ -226,3 +218,7 @@ def test_head_only_fine_tuning_changes_only_the_last_layer(run):
     assert m["metrics"]["transfer.head_tuned.lr"] == pytest.approx(m["parameters"]["lr"])
     meta = json.loads((out / m["models"]["transfer_randomised_head_refit"] / "model.json").read_text())["provenance"]
     assert meta["readout_refit"] is True and meta["rehearsal_weight"] == m["parameters"]["ft_rehearsal_weight"]
+
+
+def test_no_kernel_transport_warning(run):
+    assert_quiet_kernel(run[0])

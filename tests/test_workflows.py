@@ -1,6 +1,7 @@
 """`diffnb run` and the workflow notebooks: listing, parameter help and checks, a tiny speckle run end to end,
 cached stores, the packaged copies, and the papermill `parameters` tag surviving nbdev-clean."""
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -10,12 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, assert_quiet_kernel, diffnb_cli as diffnb, run_record
 
-
-def diffnb(*args, cwd=None, timeout=300):
-    return subprocess.run([sys.executable, "-c", "import sys; from diffnb.cli import main; sys.exit(main())", *args],
-                          capture_output=True, text=True, timeout=timeout, cwd=cwd)
+SPECKLE = ("-p", "seed", "3")            # the shared tiny speckle run: the defaults with a seed given on the command line
 
 
 def cli(capsys, *args):
@@ -69,17 +67,15 @@ def test_parameter_types_follow_the_defaults():
     with pytest.raises(ValueError, match="a string"): check_parameters("speckle", {"arch": 50})
 
 
-def test_speckle_tiny_run_end_to_end(tmp_path):
+def test_speckle_tiny_run_end_to_end(workflow_run):
     from diffnb.learn.io import load_model, predict
     from diffnb.data import verify, open_store
     from diffnb.sim.speckle import SpeckleSampler
     from diffnb.workflows import store_path, workflow_parameters
-    src = ROOT / "nbs" / "workflows" / "speckle.ipynb"
-    before = src.read_bytes()
-    out, stores = tmp_path / "run", tmp_path / "stores"
-    r = diffnb("run", "speckle", "--out", str(out), "--store-dir", str(stores), "-p", "seed", "3", cwd=tmp_path, timeout=600)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    assert src.read_bytes() == before                                  # papermill never ran in place
+    out, _ = workflow_run("speckle", *SPECKLE)
+    stores = out.parent / "stores"
+    before, after = run_record(out)["source_sha"]
+    assert after == before                                             # papermill never ran in place
     nb = json.loads((out / "speckle.ipynb").read_text())
     assert any("injected-parameters" in c["metadata"].get("tags", []) for c in nb["cells"])
     m = json.loads((out / "metrics.json").read_text())
@@ -119,15 +115,12 @@ def test_speckle_tiny_run_end_to_end(tmp_path):
     assert "study_comparison" in m["tables"]
 
 
-def test_speckle_radial_model_run(tmp_path):
-    "arch 'radial': the azimuthal-average model trains, is saved and reloaded, and reproduces its reported test accuracy."
+def test_speckle_radial_model_run(workflow_run):
+    "arch 'radial' (the tiny default): the azimuthal-average model trains, is saved and reloaded, and reproduces its reported test accuracy."
     from diffnb.learn.io import load_model, predict
     from diffnb.data import open_store
-    out = tmp_path / "run"
-    r = diffnb("run", "speckle", "--out", str(out), "--store-dir", str(tmp_path / "stores"), "-p", "arch", "radial",
-               "-p", "image_size", "33", "-p", "epochs", "2", cwd=tmp_path, timeout=600)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    m = json.loads((out / "metrics.json").read_text())
+    out, m = workflow_run("speckle", *SPECKLE)
+    assert m["parameters"]["arch"] == "radial"
     for kind in ("mono", "poly"):
         model = load_model(out / "models" / kind, device="cpu")
         assert type(model.model).__name__ == "RadialProfileNet"
@@ -136,6 +129,120 @@ def test_speckle_radial_model_run(tmp_path):
         p = predict(model, st.images[:][test_idx], progress=False).probabilities.argmax(1)
         assert np.isclose(np.mean(p == st.targets[:][test_idx]), m["metrics"][f"test.{kind}.cnn.accuracy"])
     assert (out / "saliency_gradcam.png").stat().st_size > 5000
+
+
+def test_speckle_cnn_model_run(workflow_run):
+    "arch 'cnn' (a small run): the compact CNN trains, is reloaded, reproduces its test accuracy, and gets a Grad-CAM row."
+    from diffnb.learn.io import load_model, predict
+    from diffnb.data import open_store
+    out, m = workflow_run("speckle", "-p", "arch", "cnn", "-p", "image_size", "32", "-p", "k_max", "0.2", "-p", "epochs", "1",
+                          "-p", "fluences", "[10.0]", "-p", "n_saliency", "2")
+    for kind in ("mono", "poly"):
+        model = load_model(out / "models" / kind, device="cpu")
+        assert type(model.model).__name__ == "ConversionCNN"
+        st = open_store(out / "stores" / kind)
+        test_idx = np.flatnonzero(st.load_split("train_valid_test") == 2)
+        p = predict(model, st.images[:][test_idx], progress=False).probabilities.argmax(1)
+        assert np.isclose(np.mean(p == st.targets[:][test_idx]), m["metrics"][f"test.{kind}.cnn.accuracy"])
+    assert (out / "saliency_gradcam.png").stat().st_size > 5000
+
+
+def test_speckle_tiny_defaults_train_a_model_that_works(workflow_run):
+    "The demo: at its tiny defaults the speckle model counts monodisperse disks on the held-out test set (≥ 95 %), ahead of the first moment, and says so last."
+    out, m = workflow_run("speckle", *SPECKLE)
+    met = m["metrics"]
+    assert met["test.mono.cnn.accuracy"] >= 0.95 and met["test.mono.cnn.accuracy"] > met["test.mono.first_moment.accuracy"]
+    assert met["test.mono.n"] >= 30
+    lines = run_record(out)["stdout"].strip().splitlines()
+    assert lines[-1] == f"speckle: {m['summary']}", lines[-3:]
+    assert f"{met['test.mono.cnn.accuracy']:.2f}" in lines[-1] and f"{met['test.mono.first_moment.accuracy']:.2f}" in lines[-1]
+
+
+def test_no_kernel_transport_warning(workflow_run):
+    "The kernel talks over IPC sockets: no 'Kernel is running over TCP without encryption' in a `diffnb run`'s output."
+    out, _ = workflow_run("speckle", *SPECKLE)
+    assert_quiet_kernel(out)
+
+
+def test_summary_line_of_a_run(tmp_path):
+    "A workflow's `summary` in metrics.json: its first line, at most 300 characters; nothing when absent or not text."
+    from diffnb.workflows import run_summary
+    assert run_summary(tmp_path) is None                                  # no metrics.json
+    for summary, want in (("acc 0.98", "acc 0.98"), ("  two\nlines ", "two"), ("x" * 400, "x" * 300), ("", None), (3, None),
+                          (None, None)):
+        (tmp_path / "metrics.json").write_text(json.dumps({"summary": summary}))
+        assert run_summary(tmp_path) == want, summary
+    (tmp_path / "metrics.json").write_text("[1, 2]")
+    assert run_summary(tmp_path) is None
+
+
+@pytest.mark.parametrize("target", ["inside", "itself"])
+def test_read_only_out_is_refused_before_anything_runs(tmp_path, target):
+    "--out in a read-only folder, or an empty read-only folder itself: one clear message, exit 2, nothing started."
+    import stat
+    ro = tmp_path / "ro"; ro.mkdir(); ro.chmod(0o555)
+    try:
+        if os.access(ro, os.W_OK): pytest.skip("this user can write read-only folders (root): see the test below")
+        out = ro / "run" if target == "inside" else ro
+        r = diffnb("run", "speckle", "--out", str(out), "--store-dir", str(tmp_path / "stores"), cwd=tmp_path)
+        assert r.returncode == 2, (r.returncode, r.stdout[-1000:], r.stderr[-2000:])
+        assert "out must be a folder diffnb can write" in r.stderr and "read-only" in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert "running into" not in r.stdout
+        assert list(ro.iterdir()) == [] and not (tmp_path / "stores").exists()   # nothing was started
+    finally:
+        ro.chmod(stat.S_IRWXU)
+
+
+@pytest.mark.parametrize("target", ["inside", "itself", "store_dir"])
+def test_read_only_out_is_refused_for_any_user(tmp_path, monkeypatch, capsys, target):
+    "The same on a read-only file system, where not even root may write (simulated: the system's access check says no)."
+    ro = tmp_path / "ro"; ro.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == ro and mode & os.W_OK else real_access(p, mode, **kw))
+    monkeypatch.chdir(tmp_path)
+    out_dir = {"inside": ro / "run", "itself": ro, "store_dir": tmp_path / "run"}[target]
+    stores = ro / "stores" if target == "store_dir" else tmp_path / "stores"
+    code, out, err = cli(capsys, "run", "speckle", "--out", str(out_dir), "--store-dir", str(stores))
+    name = "store_dir" if target == "store_dir" else "out"
+    assert code == 2 and f"{name} must be a folder diffnb can write ({ro} is read-only" in err, err
+    assert "running into" not in out
+    assert list(ro.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["ro"]
+
+
+def test_out_that_cannot_be_created_is_refused(tmp_path):
+    "A run folder in a place where no folder can be made (here /proc) is a message, not a traceback."
+    if not Path("/proc/self").exists(): pytest.skip("no /proc")
+    r = diffnb("run", "speckle", "--out", "/proc/diffnb-no-such-folder/run", "--store-dir", str(tmp_path / "stores"), cwd=tmp_path)
+    assert r.returncode == 2 and "out must be a folder diffnb can" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert "running into" not in r.stdout and not (tmp_path / "stores").exists()
+
+
+def test_read_only_store_dir_is_refused(tmp_path):
+    "A store cache that cannot be written is refused before the run folder is made."
+    import stat
+    ro = tmp_path / "ro"; ro.mkdir(); ro.chmod(0o555)
+    try:
+        if os.access(ro, os.W_OK): pytest.skip("this user can write read-only folders (root)")
+        r = diffnb("run", "speckle", "--out", str(tmp_path / "run"), "--store-dir", str(ro / "stores"), cwd=tmp_path)
+        assert r.returncode == 2 and "store_dir must be a folder diffnb can write" in r.stderr, r.stderr
+        assert not (tmp_path / "run").exists()
+    finally:
+        ro.chmod(stat.S_IRWXU)
+
+
+def test_out_under_a_file_is_refused(tmp_path, capsys):
+    (tmp_path / "f").write_text("mine")
+    code, out, err = cli(capsys, "run", "speckle", "--out", str(tmp_path / "f" / "run"))
+    assert code == 2 and "out must be a folder (the path" in err and "is a file" in err, err
+    assert (tmp_path / "f").read_text() == "mine"
+
+
+def test_refused_out_is_not_announced(tmp_path, capsys):
+    "A run folder that is refused is never announced as the folder being run into."
+    (tmp_path / "full").mkdir(); (tmp_path / "full" / "x").write_text("")
+    code, out, err = cli(capsys, "run", "speckle", "--out", str(tmp_path / "full"))
+    assert code == 2 and "a new or empty folder" in err
+    assert "running into" not in out, out
 
 
 def test_parameters_tag_survives_nbdev_clean(tmp_path):
@@ -180,7 +287,8 @@ def test_every_parameter_is_seen_by_papermill_and_documented(name):
     nb = _json.loads(workflow_path(name).read_text())
     cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
     src = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
-    assigned = [t.id for node in ast.parse(src).body if isinstance(node, ast.Assign) for t in node.targets]
+    assigned = [t.id for node in ast.parse(src).body if isinstance(node, (ast.Assign, ast.AnnAssign))
+                for t in (node.targets if isinstance(node, ast.Assign) else [node.target])]   # `x = 1` and `x: str = None`
     params = workflow_parameters(name)
     assert list(params) == assigned
     undocumented = [k for k, p in params.items() if p.full_scale is None or not p.help]
