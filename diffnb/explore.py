@@ -10,6 +10,7 @@ Docs: https://diffnb.github.io/diffnb/api/explore.html.md"""
 from __future__ import annotations
 
 import argparse
+import html
 import io
 import json
 import math
@@ -19,6 +20,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -27,15 +29,15 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .core import DiffnbValueError, check_choice, check_int, check_positive, fail, numpy_rng, torch_rng
+from .core import DiffnbFileNotFoundError, DiffnbValueError, check_choice, check_int, check_positive, fail, numpy_rng, torch_rng
 
 # %% auto #0
-__all__ = ['EXPLORERS', 'register_explorer', 'Explorer', 'powder_explorer', 'lacbed_explorer', 'mote2_explorer',
-           'speckle_explorer', 'detector_explorer', 'explorer_notebook', 'voila_command', 'explore_cli']
+__all__ = ['EXPLORERS', 'MAX_PAGES', 'register_explorer', 'Explorer', 'powder_explorer', 'lacbed_explorer', 'mote2_explorer',
+           'speckle_explorer', 'detector_explorer', 'explorer_notebook', 'voila_config', 'voila_command', 'explore_cli']
 
 # %% ../nbs/api/70_explore.ipynb #15c3e153
 from .scattering import bismuth_b_iso
-from .sim.detector import LabDomain
+from .sim.detector import LabDomain, scale_to_dose, shot_noise
 from .sim.powder import BI_ENERGY_KEV, PowderRings, bismuth_atoms
 
 # %% ../nbs/api/70_explore.ipynb #5f3064f1
@@ -73,21 +75,39 @@ class Explorer:
                  draw: Callable,          # draw(data, values) -> matplotlib Figure
                  caches: dict | None = None,  # {name: lru_cache-wrapped function} for `cache_info`
                  note: str = "",          # one line under the title (units, what is cached)
+                 preview: dict | None = None,  # control values of a cheap first frame (web app: shown while the full one computes)
                 ):
         import ipywidgets as W
         self.name, self.title, self.controls = name, title, dict(controls)
         self._compute, self._draw, self.caches = compute, draw, dict(caches or {})
-        self.image = W.Image(format="png", layout=W.Layout(max_width="100%"))
+        self.image = W.Image(format="png", layout=W.Layout(max_width="100%", height="auto"))   # scales down to the page
         self.status = W.HTML()
         self.updates, self.last_update_s, self.data, self._hold = 0, float("nan"), None, False
+        self._lock, self.preview = threading.RLock(), dict(preview or {})
         for w in self.controls.values():
             w.observe(self._changed, names="value")
             if hasattr(w, "style") and hasattr(w.style, "description_width") and not w.style.description_width:
                 w.style.description_width = "100px"      # room for the units in the labels
         head = W.HTML(f"<h3 style='margin:0'>{title}</h3><div style='color:#555'>{note}</div>")
+        figure = W.Box([self.image], layout=W.Layout(flex="1 1 0%", min_width="0"))   # takes the width the controls leave
         self.widget = W.VBox([head, W.HBox([W.VBox(list(self.controls.values()), layout=W.Layout(min_width="330px")),
-                                            self.image]), self.status])
-        self.update()
+                                            figure], layout=W.Layout(width="100%")), self.status],
+                             layout=W.Layout(width="100%"))
+        if self.preview and Explorer.first_frame_in_background: self._start_with_preview()
+        else: self.update()
+
+    first_frame_in_background = False   # `diffnb explore` sets it: cheap preview first, the full first frame in a thread
+
+    def _start_with_preview(self):
+        "Show the preview state's figure now, then compute the real first frame in a background thread."
+        t0 = time.perf_counter()
+        data = self._compute(**{**self.values, **self.preview})
+        self.image.value = _png(self._draw(data, {**self.values, **self.preview}))
+        self.data = data
+        what = ", ".join(f"{k} = {v}" for k, v in self.preview.items())
+        self.status.value = (f"<span style='color:#777'>computing the full first frame… (shown: a quick preview with {html.escape(what)}, "
+                             f"{1000 * (time.perf_counter() - t0):.0f} ms)</span>")
+        threading.Thread(target=self._update_shown, daemon=True).start()
 
     @property
     def values(self) -> dict:
@@ -95,7 +115,13 @@ class Explorer:
         return {k: w.value for k, w in self.controls.items()}
 
     def _changed(self, change):
-        if not self._hold: self.update()
+        if not self._hold: self._update_shown()
+
+    def _update_shown(self):
+        "`update` for the page: an error becomes one line under the figure instead of a traceback."
+        try: self.update()
+        except Exception as e:   # the page must stay usable whatever a control's value does to the computation
+            self.status.value = f"<span style='color:#b00'>cannot show this state: {html.escape(str(e) or type(e).__name__)}</span>"
 
     def set(self, **values):
         "Set several controls at once and update once."
@@ -113,11 +139,13 @@ class Explorer:
 
     def update(self):
         "Recompute (through the caches) and redraw; returns the data dict."
-        t0 = time.perf_counter()
-        self.data = self._compute(**self.values)
-        self.image.value = _png(self.figure())
-        self.last_update_s = time.perf_counter() - t0
-        self.updates += 1
+        with self._lock:                         # one update at a time (a control may move during the first frame)
+            t0 = time.perf_counter()
+            if self.updates: self.status.value = "<span style='color:#777'>computing…</span>"
+            self.data = self._compute(**self.values)
+            self.image.value = _png(self.figure())
+            self.last_update_s = time.perf_counter() - t0
+            self.updates += 1
         what = "first update (set-up included)" if self.updates == 1 else "update"
         self.status.value = f"<span style='color:#777'>{what}: {1000 * self.last_update_s:.0f} ms</span>"
         return self.data
@@ -162,13 +190,12 @@ def powder_explorer(shape=(256, 256),                  # (H, W) [px]
 
     def compute(temperature_k, fwhm_inv_a, dose_e_per_px, lab, seed):
         img, prof, b = ideal(float(temperature_k), float(fwhm_inv_a))
-        dom = LabDomain(pixels_per_inv_angstrom=ppia, dose_e_per_px=(dose_e_per_px, dose_e_per_px),
-                        **({} if lab else dict(center_shift_px=(0, 0), ellipticity=(0, 0), substrate=(0, 0), background=(0, 0),
-                                              halo=(0, 0), beam=(0, 0), stop_radius_px=(0, 0), stop_arm_width_px=(0, 0),
-                                              psf_sigma_px=(0, 0), gain_sigma=(0, 0), readout_e=(0, 0),
-                                              dead_fraction=(0, 0), hot_fraction=(0, 0))))
-        counts, _ = dom(img[None], int(seed), [0])
-        return dict(ideal=img.numpy(), counts=counts[0].numpy(), s=s, profile=prof, b_iso=b)
+        if lab:
+            dom = LabDomain(pixels_per_inv_angstrom=ppia, dose_e_per_px=(dose_e_per_px, dose_e_per_px))
+            counts = dom(img[None], int(seed), [0])[0][0]
+        else:   # Poisson counts of the ideal pattern at this dose: the detector model with every other effect off
+            counts = shot_noise(scale_to_dose(img, float(dose_e_per_px)), torch_rng(int(seed)))
+        return dict(ideal=img.numpy(), counts=counts.numpy(), s=s, profile=prof, b_iso=b)
 
     def draw(d, v):
         fig, ax = _figure(3)
@@ -191,7 +218,7 @@ def powder_explorer(shape=(256, 256),                  # (H, W) [px]
         lab=W.Checkbox(value=True, description="lab effects"),
         seed=W.IntSlider(value=0, min=0, max=99, description="seed", continuous_update=False))
     return Explorer("powder", "Bismuth powder rings", controls, compute, draw, caches={"ideal": ideal},
-                    note=f"{BI_ENERGY_KEV:.0f} keV electrons, {ppia:g} px per 1/Å; s = 1/d")
+                    note=f"{BI_ENERGY_KEV:.0f} keV electrons, {ppia:g} px per 1/Å; s = 1/d", preview={"lab": False})
 
 # %% ../nbs/api/70_explore.ipynb #f5f2b73e
 @register_explorer("lacbed")
@@ -424,16 +451,17 @@ def detector_explorer(image=None,                            # (H, W) ideal imag
         dead_fraction=f(5e-4, 0, 0.01, 1e-4, "dead px", ".4f"), hot_fraction=f(5e-5, 0, 0.001, 1e-5, "hot px", ".5f"),
         seed=W.IntSlider(value=0, min=0, max=99, description="seed", continuous_update=False))
     for w in controls.values(): w.style = {"description_width": "90px"}
-    return Explorer("detector", "Detector / lab-domain model", controls, compute, draw,
+    quick = {k: 0.0 for k in ("substrate", "halo", "beam", "stop_radius_px", "stop_arm_width_px", "psf_sigma_px")}
+    return Explorer("detector", "Detector / lab-domain model", controls, compute, draw, preview=quick,
                     note=f"{H}×{W_} px image, {ppia:g} px per 1/Å; intensities of the additive terms relative to the image mean")
 
 # %% ../nbs/api/70_explore.ipynb #87d16a29
-_PLUGINS = ("diffnb.explore_models",)   # modules whose explorers join the registry when the CLI needs them
+_PLUGINS = {"model": "diffnb.explore_models", "latent": "diffnb.explore_models"}   # explorers registered by other modules
 
-def _load_plugins():
-    "Import the explorer modules that are not imported with `diffnb.explore` (they need the learn layer)."
+def _load_plugins(name: str | None = None):
+    "Import the module that registers explorer `name` (None: every such module; they need the learn layer)."
     import importlib
-    for mod in _PLUGINS:
+    for mod in sorted(set(_PLUGINS.values()) if name is None else {_PLUGINS.get(name)} - {None}):
         try: importlib.import_module(mod)
         except ModuleNotFoundError as e:
             if e.name != mod: raise
@@ -442,7 +470,7 @@ def explorer_notebook(name: str,        # registered explorer name
                       folder,           # folder to write the notebook (and its kernel spec) into
                       **kwargs,         # JSON-serialisable keyword arguments of the explorer's factory
                      ) -> Path:         # path of the notebook
-    "Write a one-cell notebook that displays explorer `name`, with a kernel spec for this Python interpreter."
+    "Write a one-cell notebook that displays explorer `name` (or one line saying why it cannot), with a kernel spec for this Python."
     if name not in EXPLORERS: fail("name", name, f"one of {sorted(EXPLORERS)}", DiffnbValueError)
     try: args = json.dumps(kwargs)
     except (TypeError, ValueError): fail("kwargs", kwargs, "JSON-serialisable keyword arguments (numbers, strings, lists)")
@@ -455,9 +483,14 @@ def explorer_notebook(name: str,        # registered explorer name
         "display_name": "diffnb explore", "language": "python", "metadata": {"debugger": False}}))
     module = EXPLORERS[name].__module__       # the module that registers it (imported by the kernel)
     call = f"EXPLORERS[{name!r}](**json.loads({args!r}))" if kwargs else f"EXPLORERS[{name!r}]()"
-    src = ("import json\nimport matplotlib\nmatplotlib.use('Agg')\nfrom IPython.display import display\n"
+    src = ("import html, json\nimport matplotlib\nmatplotlib.use('Agg')\nfrom IPython.display import HTML, display\n"
            + ("" if module == "__main__" else f"import {module}\n")
-           + f"from diffnb.explore import EXPLORERS\nexplorer = {call}\ndisplay(explorer.widget)")
+           + "from diffnb.explore import EXPLORERS, Explorer\n"
+           + "Explorer.first_frame_in_background = True   # a quick first figure, the full one follows\n"
+           + f"try:\n    explorer = {call}\n"
+           + "except Exception as e:   # one line for the reader, not a traceback\n"
+           + f"    display(HTML(f\"<p style='color:#b00'><b>diffnb explore {name}:</b> {{html.escape(str(e) or type(e).__name__)}}</p>\"))\n"
+           + "else:\n    display(explorer.widget)")
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(src)])
     nb.metadata["kernelspec"] = {"name": "diffnb-explore", "display_name": "diffnb explore", "language": "python"}
     nb.metadata["title"] = f"diffnb explore {name}"
@@ -470,68 +503,129 @@ def _free_port() -> int:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
+def _port_free(port: int) -> bool:
+    "Whether 127.0.0.1:`port` can be bound now."
+    with socket.socket() as s:
+        try: s.bind(("127.0.0.1", port))
+        except OSError: return False
+    return True
+
+# %% ../nbs/api/70_explore.ipynb #58e8f09f
+MAX_PAGES = 4   # kernels a `diffnb explore` server runs at once (each open page has one; the preheated one counts)
+
+def voila_config(max_kernels: int = MAX_PAGES,  # most kernels at once
+                ) -> dict:                       # Voilà/Jupyter server configuration (written as voila.json)
+    "Server settings of `diffnb explore`: local Host names only (DNS rebinding), same-origin websockets, no other port, a kernel cap."
+    max_kernels = check_int("max_kernels", max_kernels, min_value=1)
+    return {"Voila": {"port_retries": 0,                                  # a busy port is an error, not a silent move
+                      "tornado_settings": {"allow_remote_access": False,  # Host must be 127.0.0.1/localhost (jupyter_server's check)
+                                           "local_hostnames": ["localhost"], "allow_origin": ""}},   # websockets: same origin only
+            "VoilaConfiguration": {"multi_kernel_manager_class": "diffnb.explore.ExplorerKernelManager"},
+            "ExplorerKernelManager": {"max_kernels": max_kernels}}
+
+def _explorer_kernel_manager():
+    "jupyter_server's kernel manager, refusing a new kernel beyond `max_kernels` (each page of the server starts one)."
+    from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
+    from tornado.web import HTTPError
+    from traitlets import Integer
+    class ExplorerKernelManager(AsyncMappingKernelManager):
+        max_kernels = Integer(MAX_PAGES, config=True, help="most kernels at once (open pages, the preheated one included)")
+        async def start_kernel(self, *args, **kwargs):
+            if kwargs.get("kernel_id") is None and len(self.list_kernel_ids()) >= self.max_kernels:
+                raise HTTPError(503, f"diffnb explore serves at most {self.max_kernels} pages at once: close one and reload")
+            return await super().start_kernel(*args, **kwargs)
+    return ExplorerKernelManager
+
+_LAZY = {}
+def __getattr__(name):   # PEP 562: `ExplorerKernelManager` is built on first use, so `import diffnb.explore` skips jupyter_server
+    if name != "ExplorerKernelManager": raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name not in _LAZY: _LAZY[name] = _explorer_kernel_manager()
+    return _LAZY[name]
+
 def voila_command(notebook,             # notebook to serve
                   port: int,            # TCP port on 127.0.0.1
                   open_browser: bool = True,  # let Voilà open the page in the default browser
-                 ) -> list:             # argv of the Voilà server
+                 ) -> list:             # argv of the Voilà server (run it in the folder holding `voila_config()` as voila.json)
     "The Voilà command line that serves `notebook` on 127.0.0.1:`port`."
     port = check_int("port", port, min_value=1)
     if port > 65535: fail("port", port, "a TCP port 1…65535")
     cmd = [sys.executable, "-m", "voila", str(notebook), f"--port={port}", "--Voila.ip=127.0.0.1",
-           "--strip_sources=True", "--show_tracebacks=True", "--theme=light",
+           f"--Voila.config_file_paths={Path(notebook).resolve().parent}",   # voila.json beside the notebook, no user config
+           "--strip_sources=True", "--show_tracebacks=False", "--theme=light",
            "--preheat_kernel=True", "--pool_size=1"]   # the first page is computed before anyone asks for it
     return cmd + ([] if open_browser else ["--no-browser"])
 
+def _literal(text: str):
+    "A `--sampler-config` value: a Python literal (number, tuple, list, True/False/None) or else the text itself."
+    import ast
+    try: v = ast.literal_eval(text)
+    except (ValueError, SyntaxError): return text
+    return list(v) if isinstance(v, tuple) else v
+
+def _sampler_config(items: list) -> dict:
+    "{key: value} from `--sampler-config K=V` arguments."
+    out = {}
+    for it in items:
+        k, eq, v = it.partition("=")
+        if not eq or not k.strip().isidentifier(): fail("--sampler-config", it, "KEY=VALUE, e.g. n=257 or shape=(256,256)")
+        v = _literal(v.strip())
+        try: json.dumps(v)
+        except (TypeError, ValueError): fail("--sampler-config", it, "a number, string, list, True/False or None")
+        out[k.strip()] = v
+    return out
+
 def explore_cli(argv: list | None = None,  # arguments after `diffnb explore`
                ) -> int:                   # process exit code
-    "`diffnb explore NAME [--model DIR] [--port P] [--no-browser]`: serve an explorer as a local web app with Voilà."
-    _load_plugins()
+    "`diffnb explore NAME [--model DIR] [--sampler-config K=V] [--port P] [--no-browser]`: serve an explorer with Voilà."
     ap = argparse.ArgumentParser(prog="diffnb explore", description="Serve a diffnb explorer as a local web app (Voilà, 127.0.0.1 only).")
-    ap.add_argument("name", nargs="?", help=f"explorer: {', '.join(sorted(EXPLORERS))}")
+    ap.add_argument("name", nargs="?", help="explorer (see --list)")
     ap.add_argument("--model", action="append", default=[], metavar="DIR",
                     help="saved model directory, for the explorers `model` and `latent` (repeat for a deep ensemble)")
     ap.add_argument("--sampler", default=None, help="registered sampler of the `model` explorer (default: the model's provenance)")
+    ap.add_argument("--sampler-config", action="append", default=[], metavar="K=V",
+                    help="sampler setting of the `model` explorer, overriding the recorded one (repeat), e.g. n=257")
     ap.add_argument("--codes", default=None, metavar="NPZ",
                     help="latent codes for `latent`: .npz with `codes` (N, D), optional `labels` (N,) and `path_codes` (M, D)")
-    ap.add_argument("--port", type=int, default=None, help="TCP port (default: a free one)")
+    ap.add_argument("--port", type=int, default=None, help="TCP port on 127.0.0.1 (default: a free one); a busy port is refused")
     ap.add_argument("--no-browser", action="store_true", help="do not open a browser, only print the address")
     ap.add_argument("--list", action="store_true", help="list the explorers and exit")
     a = ap.parse_args(argv)
+    _load_plugins(None if (a.list or not a.name) else a.name)
     if a.list or not a.name:
         for k, f in sorted(EXPLORERS.items()): print(f"{k:<10} {(f.__doc__ or '').strip()}")
         return 0 if a.list else 2
-    if a.name not in EXPLORERS:
-        print(f"diffnb explore: unknown explorer {a.name!r}; choose from {sorted(EXPLORERS)}", file=sys.stderr)
-        return 2
-    kwargs = {}
+    def refuse(msg, code=2):
+        print(f"diffnb explore {a.name}: {msg}", file=sys.stderr); return code
+    if a.name not in EXPLORERS: return refuse(f"unknown explorer; choose from {sorted(EXPLORERS)}")
     needs_model = getattr(EXPLORERS[a.name], "needs_model", False)
-    if needs_model and not a.model:
-        print(f"diffnb explore {a.name}: give the saved model with --model DIR", file=sys.stderr)
-        return 2
-    if (a.model or a.sampler or a.codes) and not needs_model:
-        print(f"diffnb explore {a.name}: --model, --sampler and --codes are for the explorers that show a model", file=sys.stderr)
-        return 2
-    if a.model:
+    if needs_model and not a.model: return refuse("give the saved model with --model DIR")
+    if (a.model or a.sampler or a.codes or a.sampler_config) and not needs_model:
+        return refuse("--model, --sampler, --sampler-config and --codes are for the explorers that show a model")
+    if a.port is not None and not 1 <= a.port <= 65535: return refuse(f"--port {a.port} is not a TCP port (1…65535)")
+    if a.port is not None and not _port_free(a.port):
+        return refuse(f"port {a.port} on 127.0.0.1 is in use (another `diffnb explore`?): choose another --port or leave it out")
+    kwargs = {}
+    try:
         for m in a.model:
-            if not Path(m).exists():
-                print(f"diffnb explore: model directory {m!r} does not exist", file=sys.stderr); return 2
-        paths = [str(Path(m).resolve()) for m in a.model]
-        kwargs["model_dir"] = paths[0] if len(paths) == 1 else paths
-    if a.sampler: kwargs["sampler"] = a.sampler
-    if a.codes:
-        if not Path(a.codes).is_file():
-            print(f"diffnb explore: codes file {a.codes!r} does not exist", file=sys.stderr); return 2
-        kwargs["codes"] = str(Path(a.codes).resolve())
-    try: EXPLORERS[a.name].check_args(**kwargs) if hasattr(EXPLORERS[a.name], "check_args") else None
-    except (ValueError, FileNotFoundError) as e:
-        print(f"diffnb explore {a.name}: error: {e}", file=sys.stderr); return 2
+            if not Path(m).exists(): fail("--model", m, "an existing model directory", DiffnbFileNotFoundError)
+        if a.model:
+            paths = [str(Path(m).resolve()) for m in a.model]
+            kwargs["model_dir"] = paths[0] if len(paths) == 1 else paths
+        if a.sampler: kwargs["sampler"] = a.sampler
+        kwargs.update(_sampler_config(a.sampler_config))
+        if a.codes:
+            if not Path(a.codes).is_file(): fail("--codes", a.codes, "an existing .npz file", DiffnbFileNotFoundError)
+            kwargs["codes"] = str(Path(a.codes).resolve())
+        check = getattr(EXPLORERS[a.name], "check_args", None)
+        if check is not None: check(**kwargs)     # the model and its sampler, before a server starts
+    except (ValueError, FileNotFoundError, TypeError) as e: return refuse(f"error: {e}")
     import importlib.util
     if importlib.util.find_spec("voila") is None:
-        print("diffnb explore needs Voilà: pip install 'diffnb[explore]' (or use the explorer inline in Jupyter)", file=sys.stderr)
-        return 1
+        return refuse("needs Voilà: pip install 'diffnb[explore]' (or use the explorer inline in Jupyter)", 1)
     port = a.port if a.port is not None else _free_port()
     with tempfile.TemporaryDirectory(prefix="diffnb-explore-") as tmp:
         nb = explorer_notebook(a.name, tmp, **kwargs)
+        (Path(tmp) / "voila.json").write_text(json.dumps(voila_config()))
         env = dict(os.environ)
         env["JUPYTER_PATH"] = os.pathsep.join([tmp] + ([env["JUPYTER_PATH"]] if env.get("JUPYTER_PATH") else []))
         pkg_root = str(Path(__file__).resolve().parents[1])     # the kernel imports this very diffnb
@@ -541,9 +635,11 @@ def explore_cli(argv: list | None = None,  # arguments after `diffnb explore`
         def _stop(signum, frame): raise KeyboardInterrupt
         try: signal.signal(signal.SIGTERM, _stop)   # a terminated `diffnb explore` also stops its server
         except ValueError: pass                       # not the main thread
-        try: return proc.wait()
+        try: rc = proc.wait()
         except KeyboardInterrupt:
             proc.terminate()
             try: proc.wait(timeout=10)
             except subprocess.TimeoutExpired: proc.kill()
             return 0
+        if rc: print(f"diffnb explore {a.name}: the server stopped (exit {rc}); see its messages above", file=sys.stderr)
+        return rc

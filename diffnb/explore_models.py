@@ -154,8 +154,9 @@ def _sampler_spec(meta: dict) -> tuple:
     prov = meta.get("provenance") or {}
     if not isinstance(prov, dict): return None, {}
     s = prov.get("sampler")
-    if isinstance(s, dict): return s.get("name"), dict(s.get("config") or {})
-    return (s if isinstance(s, str) else None), dict(prov.get("config") or {})
+    if isinstance(s, dict): return s.get("name"), dict(s.get("sampler_config") or s.get("config") or {})
+    config = prov.get("sampler_config", prov.get("config"))    # "config": the key of models saved before the learners' one
+    return (s if isinstance(s, str) else None), dict(config if isinstance(config, dict) else {})
 
 def _constructor_config(name: str, config: dict) -> dict:
     "The entries of `config` that the factory registered as `name` accepts."
@@ -308,10 +309,12 @@ def model_explorer(model_dir,        # saved model directory (`save_model`), or 
                     note=f"{Path(str(ref.path)).name}: input {tuple(ref.input_shape or smp.image_shape)}, "
                          f"preprocessing {[s.name for s in ref.steps] or 'none'}")
 
-def _check_model_args(model_dir, sampler=None, **kw):
-    "Quick checks for `diffnb explore model` before a server starts: every model directory is readable."
-    for d in (model_dir if isinstance(model_dir, (list, tuple)) else [model_dir]): read_model_meta(d)
+def _check_model_args(model_dir, sampler=None, mc_dropout=0, device=None, **sampler_config):
+    "Checks for `diffnb explore model` before a server starts: every model is readable and its sampler makes its input."
     if sampler is not None and sampler not in SAMPLERS: fail("sampler", sampler, f"one of {sorted(SAMPLERS)}")
+    for d in (model_dir if isinstance(model_dir, (list, tuple)) else [model_dir]):
+        if read_model_meta(d).get("task") in ("classification", "regression", "image_to_image"):
+            model_sampler(d, sampler, **sampler_config)
 
 model_explorer.needs_model, model_explorer.check_args = True, _check_model_args
 

@@ -2,7 +2,9 @@
 
 Steps: nbdev's own processing of the notebooks (`_proc/`, the same input Quarto would render: show_doc
 signatures, directives removed, frontmatter), then every processed notebook rendered to static HTML in
-`_docs/` with nbconvert, with a navigation bar; and README.md written from nbs/index.ipynb.
+`_docs/` with nbconvert, with a navigation bar, a search box (a static index, `search-index.js`, searched in the
+browser), previous/next links and every link's fragment matched to an id of its target page; the workflows' results
+(JSON, figures) are copied beside the workflow pages; and README.md written from nbs/index.ipynb.
 
 Usage: python tools/offline_docs.py [--readme-only] [--check-readme]
 """
@@ -100,7 +102,10 @@ def _nav(pages, here: str, depth: int) -> str:
         links = [f'<a href="{up}{rel}"{here_cls if rel == here else ""} title="{html.escape(d or "", quote=True)}">'
                  f'{html.escape(t)}</a>' for sec, rel, t, d in pages if sec == key]
         items.append(f'<details><summary>{_section_label(key)}</summary><div class="menu">{"".join(links)}</div></details>')
-    return f'<nav class="diffnb-nav">{"".join(items)}</nav>'
+    items.append('<div class="diffnb-search"><input type="search" id="diffnb-q" placeholder="Search the docs" aria-label="Search the docs">'
+                 '<div class="diffnb-hits" id="diffnb-hits"></div></div>')
+    return (f'<nav class="diffnb-nav" data-root="{up}">{"".join(items)}</nav>'
+            f'<script defer src="{up}_static/search.js"></script>')
 
 
 CSS = """<style>
@@ -113,6 +118,14 @@ CSS = """<style>
 .diffnb-title h1{margin:.2em 0;font-size:2.1em}.diffnb-title .description{color:#444;font-size:1.1em;margin:.3em 0 0 0}
 .diffnb-note{border-left:4px solid #2b5277;background:#f3f6f9;padding:.5em 1em;margin:.5em 0}
 .diffnb-src pre{font-size:12px;line-height:1.35}.diffnb-src .ln{color:#999;display:inline-block;width:4em;user-select:none}
+.diffnb-source{float:right;font-size:.6em;font-weight:normal;margin-left:1em}
+.diffnb-search{margin-left:auto;position:relative}.diffnb-search input{width:16em;padding:.2em .4em;border-radius:4px;border:0}
+.diffnb-hits{display:none;position:absolute;right:0;top:2em;width:32em;max-height:70vh;overflow:auto;background:#fff;color:#222;
+ box-shadow:0 4px 14px rgba(0,0,0,.35);padding:.3em .6em;font-size:.9em}.diffnb-hits a{color:#1f3b57;display:block;padding:.3em 0;border-bottom:1px solid #eee}
+.diffnb-hits small{color:#555;display:block}
+.diffnb-pager{max-width:1100px;margin:2em auto;padding:1em;display:flex;justify-content:space-between;gap:1em;border-top:1px solid #ccc;
+ font-family:system-ui,sans-serif}.diffnb-pager a{text-decoration:none;color:#1f3b57}
+.diffnb-figure{margin:1em 0}.diffnb-figure img{max-width:100%}.diffnb-figure figcaption{color:#555;font-size:.9em}
 </style>"""
 
 
@@ -235,6 +248,148 @@ def _sidebar(cfg, pages) -> None:
                                                                 sort_keys=False, allow_unicode=True))
 
 
+def _is_setup_cell(cell) -> bool:
+    "A code cell that only sets up the session (matplotlib backend, warnings filters): not shown to a reader."
+    lines = [l.strip() for l in cell.source.splitlines() if l.strip() and not l.strip().startswith("#")]
+    setup = re.compile(r"^(import (matplotlib|warnings)|matplotlib\.use\(.*\)|%matplotlib \w+|warnings\.(filterwarnings|simplefilter)\(.*\))$")
+    return bool(lines) and all(setup.match(l) for l in lines) and not cell.get("outputs")
+
+
+def _clean_signature(md: str) -> str:
+    "show_doc markdown: `x:NoneType=None` (the annotation inferred from a None default) reads `x=None`."
+    return re.sub(r"NoneType", "None", re.sub(r"\s*:\s*NoneType\s*=\s*None", "=None", md))
+
+
+def _source_beside_heading(body: str) -> str:
+    "Move show_doc's `source` link (a paragraph above the heading) into the heading, floated right."
+    return re.sub(r'<p><a href="([^"]+)">source</a></p>\s*(<h([1-6])[^>]*>)(.*?)(</h\3>)',
+                  r'\2\4<a class="diffnb-source" href="\1">source</a>\5', body, flags=re.S)
+
+
+def _ids(body: str) -> set:
+    return {html.unescape(i) for i in re.findall(r'\sid="([^"]+)"', body)}
+
+
+def _slug(s: str) -> str:
+    "A fragment as Quarto/pandoc and nbconvert would both spell it: lower case, hyphens, no punctuation but _ . -"
+    return re.sub(r"[^\w.-]", "", re.sub(r"\s+", "-", html.unescape(s).strip().lower()))
+
+
+def _match_fragment(frag: str, ids: set) -> str | None:
+    "The id of the target page that `frag` means: exact, else case and punctuation aside, else its class (`Cls.method` → `Cls`)."
+    if frag in ids: return frag
+    by_slug = {}
+    for i in sorted(ids): by_slug.setdefault(_slug(i), i)
+    while frag:
+        if _slug(frag) in by_slug: return by_slug[_slug(frag)]
+        if "." not in frag: return None
+        frag = frag.rsplit(".", 1)[0]          # a method documented with its class
+    return None
+
+
+def _fix_fragments(bodies: dict) -> int:
+    "Point every local `href=page#frag` at an id that exists on that page (in place); returns how many links changed."
+    ids = {rel: _ids(b) for rel, b in bodies.items()}
+    changed = 0
+    for rel in bodies:
+        base = Path(rel).parent
+        def fix(m):
+            nonlocal changed
+            url = html.unescape(m.group(1))
+            if re.match(r"^[a-z][a-z0-9+.-]*:|^//", url): return m.group(0)
+            path, _, frag = url.partition("#")
+            target = rel if not path else os.path.normpath((base / path).as_posix())
+            if target not in ids or not frag: return m.group(0)
+            got = _match_fragment(frag, ids[target])
+            if got == frag: return m.group(0)
+            changed += 1
+            new = path + ("#" + got if got else "")
+            if not got: print(f"offline docs: {rel}: no anchor {frag!r} on {target}; linking the page", file=sys.stderr)
+            return f'href="{html.escape(new, quote=True)}"'
+        bodies[rel] = re.sub(r'href="([^"]*#[^"]*)"', fix, bodies[rel])
+    return changed
+
+
+def _page_text(body: str) -> list:
+    "[(anchor id, heading, text)] of a page's sections (h1–h3), for the search index."
+    main = re.sub(r"<(script|style|nav|header)[^>]*>.*?</\1>", " ", body, flags=re.S)
+    main = re.sub(r'<div class="diffnb-pager".*?</div>', " ", main, flags=re.S)
+    parts = re.split(r'(<h[1-3][^>]*\sid="[^"]+"[^>]*>.*?</h[1-3]>)', main, flags=re.S)
+    out, anchor, head = [], "", ""
+    def text(h): return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", h))).replace("¶", "").strip()
+    for part in parts:
+        m = re.match(r'<h[1-3][^>]*\sid="([^"]+)"[^>]*>(.*?)</h[1-3]>', part, flags=re.S)
+        if m: anchor, head = html.unescape(m.group(1)), text(m.group(2).split('<a class="diffnb-source"')[0]); continue
+        t = text(part)
+        if t or head: out.append((anchor, head, t[:4000]))
+    return out
+
+
+SEARCH_JS = r"""(function(){
+// Client-side search of the offline site: search-index.js (built with the pages) defines window.DIFFNB_SEARCH.
+const nav=document.querySelector('.diffnb-nav'), q=document.getElementById('diffnb-q'), hits=document.getElementById('diffnb-hits');
+if(!nav||!q||!hits) return;
+const root=nav.getAttribute('data-root')||'';
+const norm=s=>s.toLowerCase().normalize('NFKD').replace(/[\u2010-\u2015\u2212]/g,'-').replace(/[\u0300-\u036f]/g,'');
+function load(cb){ if(window.DIFFNB_SEARCH) return cb();
+  const s=document.createElement('script'); s.src=root+'search-index.js'; s.onload=cb; document.head.appendChild(s); }
+function esc(s){ return s.replace(/[&<>"]/g,c=>({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;'}[c])); }
+function run(){ const words=norm(q.value).split(/\s+/).filter(w=>w.length>1);
+  if(!words.length){ hits.style.display='none'; return; }
+  const found=[];
+  for(const e of window.DIFFNB_SEARCH){ const hay=norm(e.p+' '+e.h+' '+e.x); let score=0, ok=true;
+    for(const w of words){ const i=hay.indexOf(w); if(i<0){ok=false;break;} score+=norm(e.h).includes(w)?3:1; score+=norm(e.p).includes(w)?2:0; }
+    if(ok) found.push([score,e]); }
+  found.sort((a,b)=>b[0]-a[0]);
+  hits.innerHTML=found.length?found.slice(0,30).map(([s,e])=>{ const t=norm(e.x), i=Math.max(0,t.indexOf(words[0])-60);
+      return '<a class="diffnb-hit" href="'+root+e.u+(e.a?'#'+encodeURIComponent(e.a):'')+'">'+esc(e.p)+(e.h&&e.h!==e.p?' › '+esc(e.h):'')+
+             '<small>'+esc(e.x.slice(i,i+160))+'…</small></a>'; }).join('')
+    :'<small>No page mentions all of these words.</small>';
+  hits.style.display='block'; }
+q.addEventListener('input',()=>load(run));
+q.addEventListener('keydown',e=>{ if(e.key==='Escape'){ hits.style.display='none'; q.blur(); } });
+document.addEventListener('click',e=>{ if(!e.target.closest('.diffnb-search')) hits.style.display='none'; });
+})();
+"""
+
+
+def _pager(pages, i: int, depth: int) -> str:
+    "Previous/next links in reading order."
+    up = "../" * depth
+    prev = pages[i - 1] if i > 0 else None
+    nxt = pages[i + 1] if i + 1 < len(pages) else None
+    a = lambda p, rel, label: f'<a rel="{rel}" href="{up}{p[1]}">{label}</a>'
+    return ('<div class="diffnb-pager">' + (a(prev, "prev", f"← {html.escape(prev[2])}") if prev else "<span></span>")
+            + (a(nxt, "next", f"{html.escape(nxt[2])} →") if nxt else "<span></span>") + "</div>")
+
+
+RESULTS_DIR = Path("workflows") / "results"   # inside nbs/: each workflow's recorded results (JSON, figures)
+FIGURE_PREFERENCE = ("summary", "results", "confusion", "parity", "histogram", "curve")
+
+
+def _study_figure(nbs: Path, study: str) -> Path | None:
+    "The figure the Results page shows for `study`: a PNG under nbs/workflows/results/<study>/ (or `<study>_*.png`), if any."
+    d = nbs / RESULTS_DIR
+    pngs = sorted((d / study).glob("*.png")) if (d / study).is_dir() else []
+    pngs += sorted(d.glob(f"{study}_*.png")) + sorted(d.glob(f"{study}.png"))
+    if not pngs: return None
+    rank = lambda p: next((k for k, w in enumerate(FIGURE_PREFERENCE) if w in p.stem.lower()), len(FIGURE_PREFERENCE))
+    return min(pngs, key=lambda p: (rank(p), p.name))
+
+
+def _results_figures(body: str, nbs: Path, rel: str) -> str:
+    "On the Results page: under each study's heading (`<h2 id=\"bismuth…\">`), that study's figure when one was recorded."
+    up = "../" * rel.count("/")
+    def add(m):
+        study = re.match(r"[`']?(\w+)", html.unescape(re.sub(r"<[^>]+>", "", m.group(2)))).group(1)
+        fig = _study_figure(nbs, study)
+        if fig is None: return m.group(0)
+        src = (RESULTS_DIR / fig.relative_to(nbs / RESULTS_DIR)).as_posix()
+        return (m.group(0) + f'<figure class="diffnb-figure"><img src="{up}{src}" alt="{study}: {html.escape(fig.stem)}">'
+                f'<figcaption>{html.escape(fig.name)} (recorded run)</figcaption></figure>')
+    return re.sub(r'(<h2[^>]*\sid="[^"]+"[^>]*>)(.*?)</h2>', add, body, flags=re.S)
+
+
 def build(root: Path = ROOT, out: Path | None = None) -> Path:
     "Process the notebooks with nbdev and render them to `_docs/` as static HTML; return the output folder."
     from nbconvert import HTMLExporter
@@ -270,15 +425,20 @@ def build(root: Path = ROOT, out: Path | None = None) -> Path:
     if katex is None: print("offline docs: KaTeX not found (install Debian's libjs-katex or npm): math stays as LaTeX", file=sys.stderr)
     else: shutil.copytree(katex, out / "_static" / "katex", symlinks=False)
     _source_pages(root, out)
+    (out / "_static").mkdir(exist_ok=True)
+    (out / "_static" / "search.js").write_text(SEARCH_JS)
+    results = Path(cfg.nbs_path) / RESULTS_DIR
+    if results.is_dir():    # the results JSON and figures the workflow and Results pages link to
+        shutil.copytree(results, out / RESULTS_DIR, ignore=shutil.ignore_patterns("*.ipynb", ".*"))
     from nbconvert.preprocessors import TagRemovePreprocessor
     exporter = HTMLExporter(template_name="lab", exclude_input_prompt=True, exclude_output_prompt=True)
     exporter.register_preprocessor(TagRemovePreprocessor(remove_input_tags={"remove_input"}), enabled=True)
     nav_pages = [(s, r, t, d) for s, r, t, d, _, _ in pages]
-    pngs = {}
+    pngs, bodies = {}, {}
     for sec, rel, title, desc, _, p in pages:
         nb = nbformat.read(p, as_version=4)
         nb.metadata.pop("widgets", None)      # no widget manager from a CDN: widget outputs become static below
-        nb.cells = [c for c in nb.cells if not (c.cell_type == "raw" and c.source.startswith("---"))]
+        nb.cells = [c for c in nb.cells if not (c.cell_type == "raw" and c.source.startswith("---")) and not _is_setup_cell(c)]
         for c in nb.cells:   # execnb records timings (non-string) that nbformat's schema rejects
             c.metadata = {k: v for k, v in c.metadata.items() if k == "tags"}
             if c.cell_type == "markdown":   # `#| export` prose (module docstrings): the directive is not text
@@ -290,7 +450,7 @@ def build(root: Path = ROOT, out: Path | None = None) -> Path:
             c.source = "\n".join(l for l in c.source.splitlines() if not l.startswith("#|")).strip("\n")
             for o in c.get("outputs", []):   # Quarto-only link attributes of show_doc's source links
                 if "text/markdown" in o.get("data", {}):
-                    o["data"]["text/markdown"] = re.sub(r"\{target=[^}]*\}", "", o["data"]["text/markdown"])
+                    o["data"]["text/markdown"] = _clean_signature(re.sub(r"\{target=[^}]*\}", "", o["data"]["text/markdown"]))
         body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
         depth = rel.count("/")
         body = re.sub(r'<script[^>]*src="https?://[^"]*"[^>]*>\s*</script>', "", body)          # CDN scripts (MathJax, require.js)
@@ -299,10 +459,20 @@ def build(root: Path = ROOT, out: Path | None = None) -> Path:
         head = (f'<header class="diffnb-title"><h1 class="title">{html.escape(title)}</h1>'
                 + (f'<p class="description">{_inline_md(desc)}</p>' if desc else "") + "</header>")
         body = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + CSS + _nav(nav_pages, rel, depth) + head, body, count=1)
-        body = _rewrite_links(body, rel, names)
+        body = _rewrite_links(_source_beside_heading(body), rel, names)
+        if rel == "explanations/results.html": body = _results_figures(body, Path(cfg.nbs_path), rel)
+        bodies[rel] = body
+    fixed = _fix_fragments(bodies)
+    index = []
+    for i, (sec, rel, title, *_rest) in enumerate(pages):
+        body = bodies[rel].replace("</body>", _pager(pages, i, rel.count("/")) + "</body>", 1)
+        index += [{"p": title, "u": rel, "a": a, "h": h, "x": x} for a, h, x in _page_text(body)]
         target = out / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(body)
+    import json
+    (out / "search-index.js").write_text("window.DIFFNB_SEARCH = " + json.dumps(index, ensure_ascii=False) + ";\n")
+    print(f"offline docs: {fixed} link fragments matched to their page's ids; search index of {len(index)} sections")
     return out
 
 
