@@ -130,32 +130,29 @@ class ChunkBatchDL:
 from fastcore.basics import patch
 
 @patch
-def _read(self: ChunkBatchDL, chunks, samples):
-    "x, y of `samples` (in that order), from the store's `chunks` (ascending) or the cache."
+def _load(self: ChunkBatchDL, chunks, samples, buf: dict):
+    """(x, y, pos): tensors holding the samples of `chunks`, and the rows of `samples` in them. With the cache, the
+    fold's tensors (a chunk is copied in when first read); else `buf`, tensors reused from buffer to buffer in a pass."""
     st, idx, c = self.store, self.dataset.indices, self._cache
-    def rows(k):
-        a, b = np.searchsorted(idx, st.chunk_range(int(k)))
-        images, targets, _ = st.read_chunk(int(k), params=False)  # checked against its checksum on first read
-        r = idx[a:b] - int(k) * st.chunk_size
-        return a, b, images[r], None if targets is None else targets[r]
-    if c is None:
-        parts = [rows(k) for k in chunks]
-        members = np.concatenate([idx[a:b] for a, b, _, _ in parts])
-        pos = torch.from_numpy(np.searchsorted(members, samples))
-        x = torch.from_numpy(np.concatenate([p[2] for p in parts]))[pos]
-        y = None if parts[0][3] is None else torch.from_numpy(np.concatenate([p[3] for p in parts]))[pos]
-        return x, y
-    for k in chunks:
-        if int(k) in c["filled"]: continue
-        a, b, xk, yk = rows(k)
-        if c["x"] is None:
-            c["x"] = torch.empty((len(idx), *xk.shape[1:]), dtype=torch.float32)
-            c["y"] = None if yk is None else torch.empty((len(idx), *yk.shape[1:]), dtype=torch.from_numpy(yk[:0]).dtype)
-        c["x"][a:b] = torch.from_numpy(xk)
-        if yk is not None: c["y"][a:b] = torch.from_numpy(yk)
-        c["filled"].add(int(k))
-    pos = torch.from_numpy(np.searchsorted(idx, samples))
-    return c["x"][pos], None if c["y"] is None else c["y"][pos]
+    cached, members, at = c is not None, [], 0
+    if not cached: c = buf
+    for k in map(int, chunks):
+        a, b = np.searchsorted(idx, st.chunk_range(k))
+        if not cached: members.append(idx[a:b])
+        elif k in c["filled"]: continue
+        images, targets, _ = st.read_chunk(k, params=False)  # checked against its checksum on first read
+        r = torch.from_numpy(idx[a:b] - k * st.chunk_size)
+        if c["x"] is None:  # allocated once: fresh memory for every buffer would cost page faults
+            rows = len(idx) if cached else min(len(idx), self.buffer_chunks * st.chunk_size)
+            c["x"] = torch.empty((rows, *images.shape[1:]), dtype=torch.float32)
+            c["y"] = None if targets is None else torch.empty((rows, *targets.shape[1:]), dtype=torch.from_numpy(targets).dtype)
+        dst = slice(a, b) if cached else slice(at, at + b - a)
+        torch.index_select(torch.from_numpy(images), 0, r, out=c["x"][dst])
+        if targets is not None: torch.index_select(torch.from_numpy(targets), 0, r, out=c["y"][dst])
+        at += b - a
+        if cached: c["filled"].add(k)
+    pos = np.searchsorted(idx if cached else np.concatenate(members), samples)
+    return c["x"], c["y"], torch.from_numpy(pos)
 
 @patch
 def _emit(self: ChunkBatchDL, x, y):
@@ -170,19 +167,20 @@ def _emit(self: ChunkBatchDL, x, y):
 @patch
 def batches(self: ChunkBatchDL, epoch: int = 0):
     "The batches of pass `epoch` (the same for the same seed and epoch; validation ignores `epoch`)."
-    bs, rest = self.bs, None
+    bs, rest, buf = self.bs, None, {"x": None, "y": None}
     for chunks, samples in chunk_buffers(self.dataset.indices, self.store.chunk_size, self.shuffle, self.seed, epoch,
                                          self.buffer_chunks):
-        x, y = self._read(chunks, samples)
+        x, y, pos = self._load(chunks, samples, buf)
+        take = lambda p: (torch.index_select(x, 0, p), None if y is None else torch.index_select(y, 0, p))  # copies
         i = 0
         if rest is not None:  # complete the batch carried over from the previous buffer
-            need = bs - len(rest[0])
-            if len(x) < need: rest = (torch.cat([rest[0], x]), _cat(rest[1], y)); continue
-            yield self._emit(torch.cat([rest[0], x[:need]]), _cat(rest[1], None if y is None else y[:need]))
-            i, rest = need, None
-        while i + bs <= len(x):
-            yield self._emit(x[i:i + bs], None if y is None else y[i:i + bs]); i += bs
-        if i < len(x): rest = (x[i:], None if y is None else y[i:])
+            head = take(pos[:bs - len(rest[0])])
+            rest, i = (torch.cat([rest[0], head[0]]), _cat(rest[1], head[1])), len(head[0])
+            if len(rest[0]) < bs: continue
+            yield self._emit(*rest); rest = None
+        while i + bs <= len(pos):
+            yield self._emit(*take(pos[i:i + bs])); i += bs
+        if i < len(pos): rest = take(pos[i:])
     if rest is not None and not self.drop_last: yield self._emit(*rest)
 
 @patch
