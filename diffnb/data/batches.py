@@ -202,6 +202,7 @@ def batch_dataloaders(source,           # a store: path/URL or `SampleStore`
                       batch_tfms=None,  # callables x → x on each batch, e.g. [LogIntensity()]
                       device=None,      # torch device of the batches (default: `default_device()`)
                       fold: int | None = None,  # held-out fold (default 1 for two-way splits; required for k-fold)
+                      holdout: int | None = None,  # a fold served by neither loader (the test fold of a three-way split)
                       valid_pct: float = 0.2,   # validation fraction when `split` is None
                       seed: int = 0,    # seed of the default split and of the training order
                       cache="auto",     # keep each fold in memory: True, False or "auto" (if it fits)
@@ -218,9 +219,13 @@ def batch_dataloaders(source,           # a store: path/URL or `SampleStore`
     else: folds = np.asarray(split)
     if folds.shape != (len(store),): fail("split", folds, f"one fold per sample (length {len(store)})", ShapeError)
     if fold is None:
-        if folds.max() > 1: fail("fold", fold, f"the held-out fold (0..{int(folds.max())}) of this k-fold split")
+        if folds.max() > (1 if holdout is None else 2): fail("fold", fold, f"the held-out fold (0..{int(folds.max())}) of this k-fold split")
         fold = 1
+    if holdout is not None:
+        holdout = check_int("holdout", holdout, min_value=0, max_value=int(folds.max()))
+        if holdout == fold: fail("holdout", holdout, f"a fold other than the validation fold {fold}")
     tr, va = fold_indices(folds, fold)
+    if holdout is not None: tr = tr[folds[tr] != holdout]
     if not len(tr) or not len(va): fail("split", split, "a training and a validation fold that are not empty")
     device = as_device(device)
     kw = dict(bs=bs, seed=seed, device=device, batch_tfms=batch_tfms, buffer_chunks=buffer_chunks, cache=cache)
