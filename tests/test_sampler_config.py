@@ -5,7 +5,8 @@ import pytest
 from diffnb.data.store import SAMPLERS, available_samplers, get_sampler
 
 SMALL = {  # cheap constructor arguments per sampler (the defaults of some build large grids)
-    "speckle.mono": dict(n=16), "speckle.poly": dict(n=16), "powder.bismuth": dict(shape=(32, 32)),
+    "speckle.mono": dict(n=16), "speckle.poly": dict(n=16), "speckle.poly_study": dict(n=16),
+    "powder.bismuth": dict(shape=(32, 32)),
 }
 
 
@@ -17,3 +18,17 @@ def test_config_rebuilds_the_sampler(name):
     assert again.config == s.config and again.version == s.version
     (x1, y1, _), (x2, y2, _) = s.sample(3, [0, 1]), again.sample(3, [0, 1])
     assert np.array_equal(np.asarray(x1), np.asarray(x2)) and np.array_equal(np.asarray(y1), np.asarray(y2))
+
+
+def test_study_protocol_round_trips_through_the_store(tmp_path):
+    from diffnb.data.store import generate, open_store, verify
+    s = get_sampler("speckle.poly_study", n=16, radii_seed=5, total_area=2 * np.pi * 90.0**2)
+    generate(s, 8, tmp_path / "s.zarr", seed=1, chunk_size=4, scheduler="synchronous", progress=False)
+    st = open_store(tmp_path / "s.zarr")
+    meta = st.meta["sampler"]
+    assert meta["name"] == "speckle.poly_study"
+    assert meta["config"]["radii_seed"] == 5 and meta["config"]["total_area"] == 2 * np.pi * 90.0**2
+    again = get_sampler(meta["name"], **meta["config"])  # what `repair` does
+    assert again.class_radii.keys() == s.class_radii.keys()
+    assert all(np.array_equal(again.class_radii[k], s.class_radii[k]) for k in s.class_radii)
+    assert np.array_equal(np.asarray(again.sample(1, range(8))[0]), st.images[:]) and verify(tmp_path / "s.zarr").ok

@@ -158,3 +158,58 @@ def test_complex_contrast_matches_finufft_and_brute_force():
         got = speckle(d, n=33, contrast=cj, method=method, complex_output=True, dtype=torch.float64).numpy()
         got = got * np.exp(-1j * (KX + KY) * d.box / 2)  # the library measures positions from the box centre
         np.testing.assert_allclose(got, A, rtol=0, atol=1e-9 * np.abs(A).max())
+
+
+def test_study_protocol_radii_fixed_per_class_positions_fresh():
+    from diffnb.sim.speckle import STUDY_CODE_TOTAL_AREA, STUDY_MARGIN, STUDY_TOTAL_AREA, study_radii
+    s = SpeckleSampler(radii="per_class", radii_seed=11, n=17)
+    assert s.name == "speckle.poly_study" and s.config["total_area"] == STUDY_CODE_TOTAL_AREA
+    by_class = {}
+    for seed in (0, 1):
+        for i in range(120): d = s.disks(seed, i); by_class.setdefault(d.n_disks, []).append(d)
+    assert len(by_class) == 19
+    for N, ds in by_class.items():
+        assert all(np.array_equal(d.radii, ds[0].radii) for d in ds)              # identical radii in every pattern
+        np.testing.assert_allclose(sum(np.pi * ds[0].radii**2), STUDY_CODE_TOTAL_AREA, rtol=1e-12)  # exact area
+        if len(ds) > 1: assert not np.allclose(ds[0].centres, ds[1].centres)     # positions are fresh
+        for d in ds:  # centres in [90, L − 90], edges at least the 2-px gap apart
+            assert d.centres.min() >= STUDY_MARGIN and d.centres.max() <= 2000 - STUDY_MARGIN
+            gap = np.hypot(*(d.centres[:, None] - d.centres[None]).transpose(2, 0, 1)) - d.radii[:, None] - d.radii[None]
+            assert (gap[~np.eye(N, dtype=bool)] >= 2.0 - 1e-9).all()
+    # the code's area is π times the text's: Σr² = 2π·90²
+    np.testing.assert_allclose(np.sum(study_radii(4, 11)**2), 2 * np.pi * 90.0**2, rtol=1e-12)
+    t = SpeckleSampler(radii="per_class", radii_seed=11, total_area=STUDY_TOTAL_AREA, n=17)
+    np.testing.assert_allclose(np.pi * np.sum(t.class_radii[9]**2), STUDY_TOTAL_AREA, rtol=1e-12)
+    np.testing.assert_allclose(t.class_radii[9], s.class_radii[9] / np.sqrt(np.pi), rtol=1e-12)  # same draw, scaled
+    other = SpeckleSampler(radii="per_class", radii_seed=12, n=17)
+    assert all(not np.allclose(other.class_radii[N], s.class_radii[N]) for N in range(2, 21))
+
+
+def test_study_radii_follow_the_area_coefficient_draw():
+    from diffnb.sim.speckle import study_radii
+    # c_i ~ N(3, 1) kept if positive: within a class the areas r_i² / mean(r²) = c_i / mean(c); pooled over many
+    # classes their spread is σ/mean(c) = 1/3 (less the 1/N of the class mean: √(1 − 1/N)/3 to first order)
+    a = np.concatenate([study_radii(10, seed)**2 / np.mean(study_radii(10, seed)**2) for seed in range(2000)])
+    assert abs(a.mean() - 1) < 1e-12
+    assert abs(a.std() - np.sqrt(1 - 1 / 10) / 3) < 0.01
+    with pytest.raises(ValueError, match="radii_seed must be an integer >= 0"): study_radii(3, -1)
+    with pytest.raises(ValueError, match="total_area must be positive"): study_radii(3, 0, 0.0)
+
+
+def test_fresh_radii_sampler_is_unchanged_by_the_study_protocol():
+    # the registered fresh-radii samplers keep their recorded config (stores made before still match) and draw
+    # fresh radii in every pattern of a class
+    s = SpeckleSampler(polydispersity=1 / 3, n=17)
+    assert s.name == "speckle.poly" and s.class_radii is None
+    assert sorted(s.config) == sorted(["polydispersity", "n_min", "n_max", "n", "grid", "k_step", "box", "total_area",
+                                       "min_gap", "block", "standardise", "fluence"])
+    assert s.config["total_area"] == 2 * np.pi * 90.0**2
+    ds = [d for d in (s.disks(0, i) for i in range(80)) if d.n_disks == 8]
+    assert len(ds) >= 2 and not np.allclose(ds[0].radii, ds[1].radii)
+    # a sample is the speckle of the disk system of its own stream (the placement of `disk_system`)
+    from diffnb.core import numpy_rng
+    rng = numpy_rng(4, 9); N = int(rng.integers(2, 21))
+    d = disk_system(N, rng, polydispersity=1 / 3)
+    np.testing.assert_array_equal(s.disks(4, 9).centres, d.centres)
+    x = s.sample(4, [9])[0][0, 0]
+    assert torch.equal(x, preprocess(speckle([d], n=17))[0])

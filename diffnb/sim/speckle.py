@@ -1,6 +1,7 @@
 """Coherent X-ray speckle of random 2-D disk systems (mono- and polydisperse): disk placement, analytic speckle
 by separable matrix DFT or finufft, the study's rasterise + FFT reference path, preprocessing, the first-moment
-baseline with a nearest-class-mean classifier, and a labelled sampler.
+baseline with a nearest-class-mean classifier, and labelled samplers (fresh radii per pattern, or the study's
+radii fixed per class).
 
 Docs: https://diffnb.github.io/diffnb/api/sim.speckle.html.md"""
 
@@ -22,14 +23,17 @@ from ..core import (check_device, check_memory, check_scalar, DiffnbValueError, 
                          check_positive, check_range, check_shape, fail, numpy_rng, torch_rng)
 
 # %% auto #0
-__all__ = ['STUDY_BOX', 'STUDY_PADDED', 'STUDY_TOTAL_AREA', 'RSA_JAMMING', 'MOMENT_VARIANTS', 'study_k_step', 'DiskSystem',
-           'disk_system', 'airy_amplitude', 'k_axes', 'speckle', 'rasterise_disks', 'raster_speckle', 'central_mask',
-           'preprocess', 'photon_noise', 'first_moment', 'NearestClassMean', 'SpeckleSampler']
+__all__ = ['STUDY_BOX', 'STUDY_PADDED', 'STUDY_TOTAL_AREA', 'STUDY_CODE_TOTAL_AREA', 'STUDY_MARGIN', 'RSA_JAMMING',
+           'MOMENT_VARIANTS', 'study_k_step', 'DiskSystem', 'disk_system', 'study_radii', 'airy_amplitude', 'k_axes',
+           'speckle', 'rasterise_disks', 'raster_speckle', 'central_mask', 'preprocess', 'photon_noise', 'first_moment',
+           'NearestClassMean', 'SpeckleSampler']
 
 # %% ../../nbs/api/23_sim.speckle.ipynb #e7d3c0c6
 STUDY_BOX = 2000.0            # side of the study's simulation box [px]
 STUDY_PADDED = 18001          # size of the study's zero-padded FFT [px]
-STUDY_TOTAL_AREA = 2 * math.pi * 90.0**2  # total disk area of the study [px²]
+STUDY_TOTAL_AREA = 2 * math.pi * 90.0**2  # total disk area of the study's text [px²]
+STUDY_CODE_TOTAL_AREA = math.pi * STUDY_TOTAL_AREA  # total disk area of the study's code, Σr² = 2π·90² [px²]
+STUDY_MARGIN = 90.0           # the study's centres lie in [90, L − 90] [px]
 
 def study_k_step(padded: int = STUDY_PADDED,  # size of the zero-padded FFT [px]
                 ) -> float:                    # pixel width of the study's FFT crop [rad/px]
@@ -64,8 +68,9 @@ def _draw_radii(rng, n_disks, total_area, polydispersity):
     else: fail("polydispersity", polydispersity, "small enough that positive radii can be drawn")
     return r * math.sqrt(total_area / (math.pi * np.sum(r**2)))  # rescale: Σ πr² = A exactly
 
-def _place(rng, radii, box, min_gap, max_attempts, batch=16):
-    "Random sequential addition with a cell grid; returns centres (n, 2) or None when a disk cannot be placed."
+def _place(rng, radii, box, min_gap, max_attempts, batch=16, margin=None):
+    """Random sequential addition with a cell grid; returns centres (n, 2) or None when a disk cannot be placed.
+    Centres are uniform in [r, box − r] (disk inside the box) or, with `margin`, in [margin, box − margin]."""
     n = len(radii)
     cell = 2 * radii.max() + min_gap
     n_cells = max(1, int(box // cell))
@@ -77,7 +82,8 @@ def _place(rng, radii, box, min_gap, max_attempts, batch=16):
         r = radii[i]
         placed = False
         for _ in range(max(1, max_attempts // batch)):
-            cand = rng.uniform(r, box - r, size=(batch, 2))
+            lo = r if margin is None else margin
+            cand = rng.uniform(lo, box - lo, size=(batch, 2))
             ci = np.minimum((cand / cell).astype(int), n_cells - 1)
             if n_placed <= 256:  # few disks: one vectorised test against all of them
                 nb = order[:n_placed]
@@ -109,33 +115,56 @@ def disk_system(n_disks: int,          # number of disks (>= 1)
                 max_attempts: int = 100_000,  # candidate centres tried per disk before giving up
                 *,
                 index=None,             # sample index: the stream is `numpy_rng(seed, index)`
+                radii=None,             # (n_disks,) given radii [px] (then `total_area`, `polydispersity` are unused)
+                margin: float | None = None,  # centres uniform in [margin, box − margin] [px]; None: disks inside the box
                ) -> DiskSystem:
-    "n random non-overlapping disks of total area `total_area` fully inside a square box (RSA placement)."
+    "n random non-overlapping disks of total area `total_area` (or of given `radii`) in a square box (RSA placement)."
     n_disks = check_int("n_disks", n_disks, min_value=1)
     for k, v in dict(box=box, total_area=total_area, polydispersity=polydispersity, min_gap=min_gap).items(): check_scalar(k, v)
     check_positive("box", box); check_positive("total_area", total_area)
     check_range("polydispersity", polydispersity, 0, 1)
     check_positive("min_gap", min_gap, allow_zero=True)
     max_attempts = check_int("max_attempts", max_attempts, min_value=1)
+    if margin is not None:
+        check_scalar("margin", margin); check_range("margin", margin, 0, box / 2, hi_inclusive=False)
+    if radii is not None:
+        radii = np.asarray(radii, dtype=float)
+        if radii.shape != (n_disks,): fail("radii", radii, f"a 1-d array of n_disks = {n_disks} radii", ShapeError)
+        check_finite("radii", radii); check_positive("radii", radii)
+        total_area = float(np.pi * np.sum(radii**2))
     cover = total_area / box**2
     if cover > RSA_JAMMING:
         fail("total_area", total_area, f"<= {RSA_JAMMING} of the box area {box**2:g} px² (RSA jamming limit) "
              f"so that the disks can be placed")
     rng = seed if isinstance(seed, np.random.Generator) else numpy_rng(seed, index)
-    radii = _draw_radii(rng, n_disks, float(total_area), float(polydispersity))
+    if radii is None: radii = _draw_radii(rng, n_disks, float(total_area), float(polydispersity))
     # each disk keeps the area of a disk of radius R + min_gap/2 free of other disks: that is what must not jam
     cover_gap = float(np.sum(np.pi * (radii + min_gap / 2) ** 2)) / box**2
     if cover_gap > RSA_JAMMING:
         fail("n_disks", n_disks, f"a packing that can be placed: with min_gap {min_gap} px the disks and their gaps would "
              f"cover {cover_gap:.3g} of the box, above the RSA jamming limit {RSA_JAMMING}")
-    if 2 * radii.max() > box:
+    if margin is None and 2 * radii.max() > box:
         fail("total_area", total_area, f"small enough that every disk fits in the box (largest diameter "
              f"{2 * radii.max():.4g} px > box {box:g} px)")
-    centres = _place(rng, radii, float(box), float(min_gap), max_attempts)
+    centres = _place(rng, radii, float(box), float(min_gap), max_attempts, margin=None if margin is None else float(margin))
     if centres is None:
         fail("n_disks", n_disks, f"a packing that can be placed: {max_attempts} attempts failed to place a disk "
              f"(coverage {cover:.3f}, min_gap {min_gap} px); lower n_disks, total_area or min_gap")
     return DiskSystem(centres, radii, float(box))
+
+# %% ../../nbs/api/23_sim.speckle.ipynb #f427320a
+def study_radii(n_disks: int,          # number of disks N (the class)
+                radii_seed: int = 0,    # seed of the per-class draw; the stream is `numpy_rng(radii_seed, n_disks)`
+                total_area: float = STUDY_CODE_TOTAL_AREA,  # total area of the N disks, Σ πr² [px²]
+               ) -> np.ndarray:         # (N,) radii [px]
+    "The study's per-class radii: area coefficients c_i ~ Normal(3, 1) kept if positive, r_i² ∝ c_i, Σ πr_i² = `total_area`."
+    n_disks = check_int("n_disks", n_disks, min_value=1)
+    radii_seed = check_int("radii_seed", radii_seed, min_value=0)
+    check_scalar("total_area", total_area); check_positive("total_area", total_area)
+    rng = numpy_rng(radii_seed, n_disks)
+    c = rng.normal(3.0, 1.0, n_disks)
+    while (bad := c <= 0).any(): c[bad] = rng.normal(3.0, 1.0, bad.sum())  # kept if positive (P(c ≤ 0) = 0.13 %)
+    return np.sqrt(c / c.sum() * (total_area / math.pi))
 
 # %% ../../nbs/api/23_sim.speckle.ipynb #40337001
 def airy_amplitude(x):
@@ -470,24 +499,31 @@ class SpeckleSampler:
     target_shape = ()
 
     def __init__(self,
-                 polydispersity: float = 0.0,  # σ/mean of the radii (study: 0 mono, 1/3 poly)
+                 polydispersity: float = 0.0,  # σ/mean of fresh radii (study's text: 0 mono, 1/3 poly)
                  n_min: int = 2,               # fewest disks (first class)
                  n_max: int = 20,              # most disks (last class)
                  n: int = 257,                 # pixels per side of the pattern
                  grid: str = "centered",       # "centered" or "quadrant"
                  k_step: float | None = None,  # pixel width w [rad/px]; default π/box
                  box: float = STUDY_BOX,       # box side [px]
-                 total_area: float = STUDY_TOTAL_AREA,  # total disk area [px²]
+                 total_area: float | None = None,  # total disk area [px²]; None: STUDY_TOTAL_AREA (fresh), STUDY_CODE_TOTAL_AREA (per_class)
                  min_gap: float = 2.0,         # minimum gap between disks [px]
                  block: int = 11,              # blocked centre [pixels]; 0 = none
                  standardise: bool = True,     # standardise each pattern
                  fluence: float | None = None,  # photons per px² for Poisson noise; None = noiseless
+                 radii: str = "fresh",         # "fresh": drawn per pattern; "per_class": the study's, fixed per class
+                 radii_seed: int = 0,          # per_class: seed of the per-class radii (`study_radii`)
+                 margin: float | None = None,  # per_class: centres in [margin, box − margin] [px]; None: 90 px · box/2000
                 ):
+        check_choice("radii", radii, ("fresh", "per_class"))
         check_range("polydispersity", polydispersity, 0, 1)
         n_min = check_int("n_min", n_min, min_value=1); n_max = check_int("n_max", n_max, min_value=n_min)
         n = check_int("n", n, min_value=3); check_choice("grid", grid, ("centered", "quadrant"))
         if k_step is not None: check_positive("k_step", k_step)
-        check_positive("box", box); check_positive("total_area", total_area)
+        check_positive("box", box)
+        per_class = radii == "per_class"
+        if total_area is None: total_area = STUDY_CODE_TOTAL_AREA if per_class else STUDY_TOTAL_AREA
+        check_positive("total_area", total_area)
         if fluence is not None: check_positive("fluence", fluence)
         central_mask(n, block, grid)  # validates block
         self.config = dict(polydispersity=float(polydispersity), n_min=n_min, n_max=n_max, n=n, grid=grid,
@@ -495,21 +531,40 @@ class SpeckleSampler:
                            total_area=float(total_area), min_gap=float(min_gap), block=int(block),
                            standardise=bool(standardise), fluence=None if fluence is None else float(fluence))
         self.name = "speckle.mono" if polydispersity == 0 else "speckle.poly"
+        self.class_radii = None
+        if per_class:
+            if polydispersity != 0:
+                fail("polydispersity", polydispersity, "0 with radii='per_class' (the per-class radii have σ/mean = 1/3 "
+                     "on the area; polydispersity sets fresh radii)")
+            radii_seed = check_int("radii_seed", radii_seed, min_value=0)
+            margin = STUDY_MARGIN * box / STUDY_BOX if margin is None else margin
+            check_scalar("margin", margin); check_range("margin", margin, 0, box / 2, hi_inclusive=False)
+            del self.config["polydispersity"]  # not a setting of this protocol
+            self.config.update(radii="per_class", radii_seed=radii_seed, margin=float(margin))
+            self.name = "speckle.poly_study"
+            self.class_radii = {N: study_radii(N, radii_seed, total_area) for N in range(n_min, n_max + 1)}
+            for N, r in self.class_radii.items():  # fail now, not in the middle of a long generation
+                disk_system(N, numpy_rng(radii_seed, (N, 0)), box=box, min_gap=min_gap, radii=r, margin=margin)
         self.image_shape = (1, n, n)
         self.classes = [str(i) for i in range(n_min, n_max + 1)]
+
+    def disks(self, seed: int, index: int) -> DiskSystem:
+        "The disk system of sample `index` of a run seeded with `seed` (its class is its number of disks)."
+        cfg = self.config
+        rng = numpy_rng(seed, index)
+        k = int(rng.integers(cfg["n_min"], cfg["n_max"] + 1))
+        if self.class_radii is not None:
+            return disk_system(k, rng, box=cfg["box"], min_gap=cfg["min_gap"], radii=self.class_radii[k],
+                               margin=cfg["margin"])
+        return disk_system(k, rng, box=cfg["box"], total_area=cfg["total_area"],
+                           polydispersity=cfg["polydispersity"], min_gap=cfg["min_gap"])
 
     def sample(self, seed: int, indices: Sequence[int]):
         "Images (B, 1, n, n) float32, targets (B,) int64 = n_disks − n_min, params (columns of length B)."
         cfg = self.config
         check_int("seed", seed, min_value=0)
         indices = [check_int("index", i, min_value=0) for i in indices]
-        systems, n_disks = [], []
-        for i in indices:
-            rng = numpy_rng(seed, i)
-            k = int(rng.integers(cfg["n_min"], cfg["n_max"] + 1))
-            systems.append(disk_system(k, rng, box=cfg["box"], total_area=cfg["total_area"],
-                                       polydispersity=cfg["polydispersity"], min_gap=cfg["min_gap"]))
-            n_disks.append(k)
+        systems = [self.disks(seed, i) for i in indices]
         # one system at a time: a batched matrix product may round differently with the batch size, and a
         # sample must be bitwise the same whatever batch it is drawn in
         I = torch.cat([speckle([s], n=cfg["n"], grid=cfg["grid"], k_step=cfg["k_step"], box=cfg["box"]) for s in systems]) \
@@ -519,10 +574,12 @@ class SpeckleSampler:
                              for b, i in enumerate(indices)]) if len(indices) else I
         raw_m1 = first_moment(I, "raw", cfg["k_step"], cfg["grid"], box=cfg["box"]).numpy() if len(indices) else np.zeros(0)
         x = preprocess(I, cfg["block"], cfg["standardise"], cfg["grid"]) if (cfg["block"] or cfg["standardise"]) else I
-        nd = np.asarray(n_disks, np.int64)
+        nd = np.asarray([s.n_disks for s in systems], np.int64)
         radii = [s.radii for s in systems]
+        spread = ([r.std() / r.mean() for r in radii] if self.class_radii is not None  # per class: the class's own σ/mean
+                  else np.full(len(nd), cfg["polydispersity"]))
         params = {"n_disks": nd,
-                  "polydispersity": np.full(len(nd), cfg["polydispersity"]),
+                  "polydispersity": np.asarray(spread, np.float64),
                   "mean_radius": np.array([r.mean() for r in radii]),
                   "min_radius": np.array([r.min() for r in radii]),
                   "max_radius": np.array([r.max() for r in radii]),
