@@ -16,6 +16,7 @@ Modules:
 - `diffnb.sim.mote2`: Monolayer MoTe2 (2H and 1T'): structures shipped with diffnb, phonon snapshots as displacement fields, the 2H→1T' transformation path, and the seeded samplers of the `mote2` study (seven labelled classes, and the VAE sets).
 - `diffnb.sim.potential`: Crystallographic structure factors F(g) from electron scattering factors, the Bloch-wave potential coefficients U_g, zone-axis frames and zero-order-Laue-zone lattices, and the projected potential ρ(r) of one unit cell (Webb, Beanland & Römer 2024, Eq. 1).
 - `diffnb.sim.powder`: Kinematic electron powder (polycrystalline ring) patterns with Debye–Waller damping: 1-D profiles I(s), 2-D ring images, the bismuth preset of the `bismuth` study, and a labelled sampler of ideal and lab-like Bi ring images.
+- `diffnb.sim.refine`: Refinement of thickness, Debye–Waller factors and low-order structure factors against LACBED bright-field patterns, by gradient through a differentiable Bloch-wave forward model (after FELIX, Beanland et al.).
 - `diffnb.sim.speckle`: Coherent X-ray speckle of random 2-D disk systems (mono- and polydisperse): disk placement, analytic speckle by separable matrix DFT or finufft, the study's rasterise + FFT reference path, preprocessing, the first-moment baseline with a nearest-class-mean classifier, and a labelled sampler.
 - `diffnb.structure`: Crystal structures as `ase.Atoms`: reading CIF (symmetry-expanded, with occupancies and displacement parameters) and other formats, and random but valid cubic crystals for all 36 cubic space groups."""
 
