@@ -28,7 +28,7 @@ from .potential import _PARAMETRIZATIONS, _check_atoms, reciprocal_basis, site_p
 # %% auto #0
 __all__ = ['bright_field', 'UgOrbit', 'ug_orbits', 'LacbedModel', 'zncc', 'RefineResult', 'plot_fit', 'refine', 'refine_cli']
 
-# %% ../../nbs/api/21b_sim.refine.ipynb #c71e6e1c
+# %% ../../nbs/api/21b_sim.refine.ipynb #afa92304
 def _divided_differences(lam, st):
     "F_ij = (e^{iσtλ_i} − e^{iσtλ_j})/(λ_i − λ_j), and its limit iσt e^{iσtλ_i}(1 − ix − ⅔x²), x = σt(λ_i − λ_j)/2, where |x| < 1e-4."
     e = torch.exp(1j * st * lam)                                               # (P, n)
@@ -54,8 +54,11 @@ class _BrightField(torch.autograd.Function):
             ab = c[:, 0, :] * cinv[:, :, 0]                                    # (e₀ᵀC)_j (C⁻¹e₀)_j
         ctx.save_for_backward(lam, c, None if hermitian else cinv, sigma, t)
         ctx.hermitian, ctx.real = hermitian, not a.is_complex()
-        st = sigma[None, :, None] * t[:, None, None]                           # (T, P, 1)
-        return (ab[None] * torch.exp(1j * st * lam[None])).sum(-1)             # (T, P)
+        out = []
+        for k in range(0, len(t), 32):                                         # thickness blocks bound the memory
+            st = sigma[None, :, None] * t[k:k + 32, None, None]                # (T, P, 1)
+            out.append((ab[None] * torch.exp(1j * st * lam[None])).sum(-1))    # (T, P)
+        return torch.cat(out)
 
     @staticmethod
     def backward(ctx, g):                                                      # g = ∂L/∂ψ̄₀, (T, P)
@@ -415,7 +418,7 @@ def plot_fit(res: RefineResult):   # matplotlib Figure
     fig.tight_layout()
     return fig
 
-# %% ../../nbs/api/21b_sim.refine.ipynb #520776af
+# %% ../../nbs/api/21b_sim.refine.ipynb #ebff25a4
 def _weights(p, weights):
     if isinstance(weights, str):
         check_choice("weights", weights, ("auto", "poisson", "uniform"))
@@ -428,21 +431,19 @@ def _weights(p, weights):
     check_positive("weights", w, allow_zero=True)
     return w
 
-def _thickness_scan(fit, lo, hi, step=2.0, block=48):
+def _thickness_scan(fit, lo, hi, step=2.0):
     "χ² (profiled scale/background) of each pattern on its own grid t₀·[lo, hi]; best thickness per pattern."
     grids, chis = [], []
     _, b, ug, kap = fit.physical(torch.as_tensor(fit.th0))
     kap = kap if (fit.kap0 or fit.free["absorption"]) else None
     for p, t0 in enumerate(fit.t0):
         ts = np.linspace(lo * t0, hi * t0, max(int(round((hi - lo) * t0 / step)) + 1, 3))
-        c = []
         with torch.no_grad():
-            for i in range(0, len(ts), block):
-                sim = fit.model(ts[i:i + block], b, ug if len(ug) else None, kap)
-                y, w = fit.y[p:p + 1].expand_as(sim), fit.w[p:p + 1].expand_as(sim)
-                a_, b_ = _scale_background(sim, y, w)
-                c.append((w * (y - a_[:, None, None] * sim - b_[:, None, None]) ** 2).sum((1, 2)).cpu().numpy())
-        grids.append(ts); chis.append(np.concatenate(c))
+            sim = fit.model(ts, b, ug if len(ug) else None, kap)              # one decomposition for every thickness
+            y, w = fit.y[p:p + 1].expand_as(sim), fit.w[p:p + 1].expand_as(sim)
+            a_, b_ = _scale_background(sim, y, w)
+            chis.append((w * (y - a_[:, None, None] * sim - b_[:, None, None]) ** 2).sum((1, 2)).cpu().numpy())
+        grids.append(ts)
     return [float(g[np.argmin(c)]) for g, c in zip(grids, chis)], grids, chis
 
 def _covariance(fit, th, n_data):
