@@ -28,6 +28,7 @@ SUBCOMMANDS = {
     "run":      ("diffnb.workflows", "run_cli", "execute a workflow notebook (papermill) into runs/WORKFLOW/TIMESTAMP"),
     "predict":  ("diffnb.learn.predict", "predict_cli", "predict with a saved model on image files (TIFF, DM, MRC, EMD, npy) into a CSV"),
     "explore":  ("diffnb.explore", "explore_cli", "serve an interactive explorer of a simulator as a local web app (Voila)"),
+    "refine":   ("diffnb.sim.refine", "refine_cli", "refine thickness, B and low-order U_g against LACBED patterns (Bloch waves, L-BFGS)"),
 }
 
 def _epilog() -> str:
