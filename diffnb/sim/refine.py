@@ -23,7 +23,7 @@ from ..core import (DiffnbError, DiffnbValueError, ShapeError, check_choice, che
 from ..scattering import electron_form_factor
 from ..structure import read_structure
 from .bloch import MAX_THICKNESS, bloch_setup, g_max_for_beams, lacbed_tilts
-from .potential import _PARAMETRIZATIONS, _check_atoms, reciprocal_basis, site_properties
+from .potential import _PARAMETRIZATIONS, _checked_crystal, reciprocal_basis, site_properties
 
 # %% auto #0
 __all__ = ['bright_field', 'UgOrbit', 'ug_orbits', 'LacbedModel', 'zncc', 'RefineResult', 'plot_fit', 'refine', 'refine_cli']
@@ -158,7 +158,7 @@ class LacbedModel:
                  b_groups: str = "element",   # one B per "element" or per symmetry-independent "site"
                  parametrization: str = "kirkland",
                  device=None):                # torch device
-        vol = _check_atoms(atoms)
+        vol = _checked_crystal(atoms).volume
         check_scalar("energy_kev", energy_kev, lo=1e-3); check_scalar("alpha", alpha); check_positive("alpha", alpha)
         check_choice("b_groups", b_groups, ("element", "site")); check_choice("parametrization", parametrization, _PARAMETRIZATIONS)
         n = check_int("pixels", pixels, min_value=2)
