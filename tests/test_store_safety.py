@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffnb.core import DiffnbValueError
+from diffnb.core import DiffnbError, DiffnbValueError
 from diffnb.data import SlitSampler, generate, verify, open_store, repair, dataloaders, generate_cli, verify_cli
 from diffnb.data.store import (StoreLock, StoreLockedError, StoreWarning, MalformedStoreError, DamagedStoreError,
                                repair_cli, LOCK_NAME, _parse_params, EXIT_OK, EXIT_DAMAGED, EXIT_USAGE, EXIT_MALFORMED,
@@ -406,3 +406,215 @@ def test_sampler_config_is_parsed_strictly(tmp_path, capsys):
         assert _parse_params("speckle.mono", ["fluence=1e3", "k_step=none"]) == dict(fluence=1000.0, k_step=None)
         with pytest.raises(DiffnbValueError, match="-p fluence must be a number"):
             _parse_params("speckle.mono", ["fluence=lots"])
+
+
+# ---------------------------------------------------------------- 10. readers check the identity; downgrades; chunk shapes
+def swap_classes(path):
+    "Swap the first two class names in the provenance (a scrambled vocabulary)."
+    f = Path(path) / "zarr.json"
+    doc = json.loads(f.read_text())
+    c = doc["attributes"]["diffnb"]["sampler"]["classes"]
+    c[0], c[1] = c[1], c[0]
+    f.write_text(json.dumps(doc))
+
+
+def test_readers_check_the_provenance_checksum_when_they_open(tmp_path):
+    s = small(tmp_path / "s.zarr")
+    swap_classes(s.path)
+    for read in (lambda: open_store(s.path), lambda: dataloaders(s.path, bs=4, device="cpu"),
+                 lambda: ZarrDataset(s.path, [0, 1])):
+        with pytest.raises(MalformedStoreError, match="provenance checksum mismatch"):
+            read()
+    assert verify_cli([s.path]) == EXIT_MALFORMED
+
+
+def drop_identity(path):
+    f = Path(path) / "zarr.json"
+    doc = json.loads(f.read_text())
+    del doc["attributes"]["diffnb"]["identity_hash"]
+    f.write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize("change", [dict(seed=4), {"sampler.classes": ["2", "1", "3", "4"]}])
+def test_a_store_downgraded_to_format_1_never_verifies(tmp_path, change, capsys):
+    s = small(tmp_path / "s.zarr")
+    drop_identity(s.path)
+    edit_meta(s.path, format=1, **change)
+    rep = verify(s.path)
+    assert rep.status == "malformed" and "declares format 1 but the store carries format-2 fields" in rep.problems[0]
+    assert verify_cli([s.path]) == EXIT_MALFORMED
+    with pytest.raises(MalformedStoreError, match="format-2 fields"):
+        open_store(s.path)
+    with pytest.raises(MalformedStoreError, match="cannot be repaired"):
+        repair(s.path)
+
+
+def test_a_format_1_store_is_read_as_legacy_with_a_warning(tmp_path, capsys):
+    s = small(tmp_path / "s.zarr")
+    ref = s.images[:]
+    drop_identity(s.path)
+    edit_meta(s.path, format=1)
+    f = Path(s.path) / "chunks_done" / "zarr.json"  # as written before format 2: no identity kept with chunks_done
+    doc = json.loads(f.read_text()); doc.get("attributes", {}).pop("diffnb_identity", None); f.write_text(json.dumps(doc))
+    with pytest.warns(StoreWarning, match="legacy format 1"):
+        st = open_store(s.path)
+    assert np.array_equal(st.images[:], ref)
+    rep = verify(s.path)
+    assert rep.ok and rep.legacy and "legacy format 1" in str(rep)
+
+
+def test_an_absurd_chunk_shape_is_malformed_and_repair_refuses_before_allocating(tmp_path, capsys):
+    s = small(tmp_path / "s.zarr")
+    f = Path(s.path) / "images" / "zarr.json"
+    doc = json.loads(f.read_text())
+    doc["chunk_grid"]["configuration"]["chunk_shape"] = [8, 1, 200000, 200000]  # 1.3 TB per chunk
+    f.write_text(json.dumps(doc))
+    assert verify_cli([s.path]) == EXIT_MALFORMED
+    assert "has chunk shape (8, 1, 200000, 200000), expected (8, 1, 16, 16)" in capsys.readouterr().out
+    with pytest.raises(MalformedStoreError, match="cannot be repaired"):
+        repair(s.path)
+    assert repair_cli([s.path]) == EXIT_MALFORMED
+
+
+# ---------------------------------------------------------------- 11. a full disk, empty locks, stale locks, chunk sizes
+def test_disk_full_mid_generation_is_one_message_and_the_store_resumes(tmp_path, monkeypatch, capsys):
+    import errno
+    import zarr.storage._local as zlocal
+    real_put = zlocal._put
+    def put(path, value, *a, **kw):  # the disk fills up when chunk 2's images are written
+        if Path(path).as_posix().endswith("images/c/2/0/0/0"): raise OSError(errno.ENOSPC, "No space left on device")
+        return real_put(path, value, *a, **kw)
+    monkeypatch.setattr(zlocal, "_put", put)
+    out = tmp_path / "full.zarr"
+    args = ["toy.slits", "--n", "32", "--out", str(out), "--seed", "3", *CLI]
+    assert generate_cli(args) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert "is full (No space left on device): 2/4 chunks are complete and kept" in err and "run the same command" in err
+    assert not (out / LOCK_NAME).exists()
+    monkeypatch.undo()
+    assert generate_cli(args) == EXIT_OK and verify(out).ok
+    assert np.array_equal(open_store(out).images[:], small(tmp_path / "ref.zarr").images[:])
+
+
+def test_a_lock_that_cannot_be_written_is_not_left_behind(tmp_path, monkeypatch):
+    import errno
+    import diffnb.data.store as store_module
+    def full(f, data): raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(store_module, "_write_lock_file", full)
+    out = tmp_path / "a" / "s.zarr"
+    with pytest.raises(DiffnbError, match="no space left on the device to write the writer lock"):
+        small(out)
+    assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00\x00{half a lock"])
+def test_an_empty_or_unreadable_lock_left_behind_is_stale(tmp_path, content, capsys):
+    out = tmp_path / "s.zarr"; out.mkdir()
+    lock = out / LOCK_NAME
+    lock.write_bytes(content)
+    then = time.time() - 3600; os.utime(lock, (then, then))
+    assert generate_cli(["toy.slits", "--n", "16", "--out", str(out), *CLI]) == EXIT_OK
+    assert "warning: breaking the writer lock" in capsys.readouterr().err
+    assert not lock.exists() and verify(out).ok
+
+
+def test_verify_says_a_lock_of_a_killed_writer_is_stale_and_how_to_go_on(tmp_path, capsys):
+    s = small(tmp_path / "s.zarr")
+    code = f"import time; from diffnb.data.store import StoreLock; StoreLock({s.path!r}).acquire(); print('held', flush=True); time.sleep(120)"
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert p.stdout.readline().strip() == "held"
+    os.kill(p.pid, signal.SIGKILL); p.wait()
+    assert (Path(s.path) / LOCK_NAME).exists()
+    assert verify_cli([s.path]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert f"stale writer lock: held by pid {p.pid}" in out and "a process that no longer exists" in out, out
+    assert "run the same generate command again" in out and "being written" not in out
+
+
+@pytest.mark.parametrize("chunk", ["1e8", "100000000"])
+def test_a_huge_chunk_size_for_a_few_samples_is_not_refused(tmp_path, chunk, capsys):
+    out = tmp_path / "s.zarr"
+    assert generate_cli(["toy.slits", "--n", "8", "--out", str(out), "--chunk-size", chunk, "--seed", "3",
+                         "--scheduler", "synchronous", "--no-progress", "-p", "image_size=16"]) == EXIT_OK
+    st = open_store(out)
+    assert (st.chunk_size, st.n_chunks) == (8, 1) and verify(out).ok
+    assert np.array_equal(st.images[:], small(tmp_path / "ref.zarr", n=8).images[:])
+
+
+# ---------------------------------------------------------------- 12. property: crafted store metadata
+from hypothesis import HealthCheck, given, settings, strategies as hs  # noqa: E402
+
+_DELETE = object()
+_JSON = hs.recursive(hs.none() | hs.booleans() | hs.integers(-2**70, 2**70) | hs.floats(allow_nan=False) | hs.text(max_size=6),
+                     lambda inner: hs.lists(inner, max_size=4) | hs.dictionaries(hs.text(max_size=5), inner, max_size=3),
+                     max_leaves=8)
+_FIELDS = ["format", "seed", "n", "chunk_size", "n_chunks", "param_names", "param_dtypes", "identity_hash",
+           "sampler.name", "sampler.version", "sampler.config", "sampler.classes", "sampler.image_shape",
+           "sampler.target_shape", "sampler.task", "images:shape", "images:chunk_shape", "targets:chunk_shape",
+           "chunks_done:chunk_shape", "chunks_done:attributes"]
+_TEMPLATE = {}
+
+
+def _template():
+    "A small sound store, made once per test session."
+    if not _TEMPLATE:
+        import tempfile
+        _TEMPLATE["path"] = small(Path(tempfile.mkdtemp()) / "template.zarr").path
+    return _TEMPLATE["path"]
+
+
+def _craft(path, where, value):
+    "Set (or delete) one metadata field of the store at `path`; returns (old, new) JSON texts."
+    array, _, key = where.rpartition(":")
+    f = Path(path) / (f"{array}/zarr.json" if array else "zarr.json")
+    doc = json.loads(f.read_text())
+    if array:
+        parent, key = (doc["chunk_grid"]["configuration"], key) if key == "chunk_shape" else (doc, key)
+    else:
+        parent = doc["attributes"]["diffnb"]
+        if "." in key: a, key = key.split("."); parent = parent[a]
+    old = json.dumps(parent.get(key, "<absent>"), sort_keys=True)
+    if value is _DELETE: parent.pop(key, None)
+    else: parent[key] = value
+    f.write_text(json.dumps(doc))
+    return old, json.dumps(parent.get(key, "<absent>"), sort_keys=True)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(where=hs.sampled_from(_FIELDS), value=_JSON | hs.just(_DELETE) |
+       hs.lists(hs.integers(-3, 10**9), min_size=1, max_size=5))
+def test_crafted_store_metadata_is_refused_with_a_message_never_trusted(tmp_path_factory, where, value):
+    import shutil
+    path = tmp_path_factory.mktemp("crafted") / "s.zarr"
+    shutil.copytree(_template(), path)
+    old, new = _craft(path, where, value)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StoreWarning)
+        try: open_store(path)
+        except DiffnbError: pass  # a clear, typed refusal (anything else fails the test)
+        rep = verify(path)
+    assert rep.exit_code in (EXIT_OK, EXIT_DAMAGED, EXIT_MALFORMED)
+    optional = where == "chunks_done:attributes" and not (isinstance(value, dict) and "diffnb_identity" in value)
+    if old != new and not optional:  # (format-2 stores written before the copy on chunks_done have none)
+        assert not rep.ok, (where, value, str(rep))
+        if rep.malformed:
+            with pytest.raises(MalformedStoreError):
+                repair(path)
+
+
+def test_a_store_recorded_with_a_chunk_size_above_n_still_resumes(tmp_path, monkeypatch):
+    import builtins
+    import diffnb.data.generation as generation
+    # a store as written before chunk sizes were lowered to n: chunk_size 64 for 32 samples (one chunk either way)
+    monkeypatch.setattr(generation, "min", lambda *a, **k: a[0] if a == (64, 32) else builtins.min(*a, **k), raising=False)
+    old = generate(SlitSampler(image_size=16), 32, tmp_path / "s.zarr", seed=3, chunk_size=64, scheduler="synchronous",
+                   progress=False)
+    assert old.chunk_size == 64 and old.n_chunks == 1
+    monkeypatch.undo()
+    (Path(old.path) / "chunks_done" / "c" / "0").unlink()  # interrupted: chunk 0 not recorded
+    again = generate(SlitSampler(image_size=16), 32, old.path, seed=3, chunk_size=64, scheduler="synchronous",
+                     progress=False)
+    assert again.chunk_size == 64 and verify(again.path).ok
+    assert np.array_equal(again.images[:], small(tmp_path / "ref.zarr").images[:])

@@ -31,8 +31,8 @@ from .sampler import get_sampler, _resolve_sampler
 from .store import (EXIT_DAMAGED, EXIT_MALFORMED, EXIT_OK, FORMAT_VERSION, LOCK_NAME, MalformedStoreError,
                                MAX_CHUNKS, SampleStore, StoreLock, StoreLockedError, StoreWarning, _available_memory,
                                _check_writable, _digest, _exists, _fmt_bytes, _foreign_message, _has_member,
-                               _identity_hash, _is_url, _LAYOUT, _list_files, _PARAM_NAME, _read_root_meta,
-                               _remove_members, _zstore)
+                               _identity_hash, _is_url, _LAYOUT, _list_files, _no_space, _PARAM_NAME,
+                               _read_root_meta, _remove_members, _zstore)
 
 # %% auto #0
 __all__ = ['generate', 'VerifyReport', 'verify', 'repair']
@@ -115,7 +115,7 @@ def _create_store(path, storage_options, meta, target_dtype):
     smp = g.create_array("sample", shape=(n,), dtype="int64", chunks=(block,), dimension_names=("sample",))
     for a in range(0, n, block): smp[a:a + block] = np.arange(a, min(n, a + block))  # bounded memory for any n
     g.create_array("chunks_done", shape=(meta["n_chunks"],), dtype="uint64", chunks=(1,), fill_value=0,
-                   dimension_names=("chunk",))
+                   dimension_names=("chunk",), attributes={"diffnb_identity": meta.get("identity_hash")})
     return g
 
 # %% ../../nbs/api/41b_data.generation.ipynb #f7aad7ec
@@ -234,7 +234,7 @@ def _check_disk(path, storage_options, n_samples, per, max_bytes, allow_large):
 def _inspect(path, storage_options):
     "What is at `path`: ('absent'|'empty'|'store'|'malformed'|'foreign', provenance or error)."
     if not _exists(path, storage_options): return "absent", None
-    files = [f for f in _list_files(path, storage_options) if f != LOCK_NAME]
+    files = [f for f in _list_files(path, storage_options) if not f.startswith(LOCK_NAME)]
     if not files: return "empty", None
     try: meta = _read_root_meta(path, storage_options)
     except (OSError, ValueError, UnicodeDecodeError): meta = None
@@ -247,6 +247,17 @@ def _nothing_done(path, storage_options) -> bool:
     "Whether a store we just began has no finished chunk (or is not even complete as a skeleton)."
     try: return SampleStore(path, storage_options).n_complete == 0
     except Exception: return True
+
+# %% ../../nbs/api/41b_data.generation.ipynb #8194b372
+def _disk_full(path, storage_options, e: BaseException) -> DiffnbError:
+    "One message for a disk that filled up while the store at `path` was written, saying what was kept and how to go on."
+    try:
+        st = SampleStore(path, storage_options, check_provenance=False)
+        kept = f"{st.n_complete}/{st.n_chunks} chunks are complete and kept"
+    except Exception: kept = "no chunk was complete, so nothing was kept"
+    why = getattr(e, "strerror", None) or "No space left on device"
+    return DiffnbError(f"the disk of store {str(path)!r} is full ({why}): {kept}; free some space (or choose another "
+                       "path) and run the same command again: it resumes from the chunks already written")
 
 # %% ../../nbs/api/41b_data.generation.ipynb #8be03794
 def generate(sampler,  # a Sampler, or a registered sampler name (see `SAMPLERS`)
@@ -274,6 +285,7 @@ def generate(sampler,  # a Sampler, or a registered sampler name (see `SAMPLERS`
                                (isinstance(scheduler, str) and "://" in scheduler)):
         fail("scheduler", scheduler, "None, 'processes', 'threads', 'synchronous' or an address like 'tcp://host:8786'")
     sampler = _resolve_sampler(sampler)
+    requested, chunk_size = chunk_size, min(chunk_size, n)  # zarr allocates whole chunks: never more than n samples
     _check_writable(path)
     _check_memory(sampler, chunk_size, n_workers if scheduler in (None, "processes") else None, allow_large)
     try: resumable = _read_root_meta(path, storage_options) is not None
@@ -305,6 +317,8 @@ def generate(sampler,  # a Sampler, or a registered sampler name (see `SAMPLERS`
     try:
         with StoreLock(path, storage_options, break_lock=break_lock, action="generate"):
             kind, old = _inspect(path, storage_options)
+            if kind == "store" and old["n"] == n and old["chunk_size"] > n and requested >= n:  # one chunk either way
+                meta = {**meta, "chunk_size": old["chunk_size"]}; meta["identity_hash"] = _identity_hash(meta)
             if kind == "foreign":
                 raise DiffnbValueError(_foreign_message(path, old, "exists and is not one of diffnb's stores; it holds"))
             if kind == "malformed" and not overwrite:
@@ -341,9 +355,10 @@ def generate(sampler,  # a Sampler, or a registered sampler name (see `SAMPLERS`
                 if fresh: _create_store(path, storage_options, meta, "int64" if sampler.task == "classification" else "float32")
                 out = _run_chunks(sampler, path, storage_options, meta, list(range(meta["n_chunks"])), recorded,
                                   client, progress)
-            except BaseException:
+            except BaseException as e:
                 if fresh and _nothing_done(path, storage_options):  # never leave a skeleton behind
                     with contextlib.suppress(DiffnbError): _remove_members(path, storage_options)
+                if _no_space(e): raise _disk_full(path, storage_options, e) from e
                 raise
     finally:
         if own_client is not None: own_client.close()
@@ -394,6 +409,8 @@ class VerifyReport:
     bad_chunks: list = field(default_factory=list)
     malformed: bool = False
     writer: str = ""  # who holds the writer lock while the store was checked ('' = nobody)
+    stale_lock: bool = False  # that writer is gone (its run was interrupted)
+    legacy: bool = False  # a format-1 store: its provenance has no checksum
     ok = property(lambda self: not self.problems)
     status = property(lambda self: "ok" if self.ok else "malformed" if self.malformed else "damaged")
     exit_code = property(lambda self: {"ok": EXIT_OK, "damaged": EXIT_DAMAGED, "malformed": EXIT_MALFORMED}[self.status])
@@ -404,6 +421,13 @@ class VerifyReport:
             if self.n_recorded > self.n_complete:
                 head += f" ({self.n_recorded - self.n_complete} marked done but failing their checksum)"
         note = f"\n  (being written: the writer lock is held by {self.writer})" if self.writer else ""
+        if self.stale_lock:
+            who = (f"{self.writer.split(' since ')[0]}, a process that no longer exists" if self.writer.startswith("pid ")
+                   else f"{self.writer}, left by a writer that is gone")
+            note = (f"\n  (stale writer lock: held by {who}, so the run that held it was interrupted; run the same "
+                    "generate command again to resume it (it breaks the stale lock), or repair the store)")
+        if self.legacy: note += ("\n  (legacy format 1: written before provenance checksums, so its metadata could not be "
+                                 "checked against its data; generate it again to get format 2)")
         return head + (" — OK" if self.ok else "\n" + "\n".join(f"  - {p}" for p in self.problems)) + note
 
 # %% ../../nbs/api/41b_data.generation.ipynb #74eefe73
@@ -412,15 +436,13 @@ def verify(path,  # store to check (local directory or URL)
           ) -> VerifyReport:
     "Check a store's provenance (and its checksum), array shapes, completeness, finiteness and every chunk's checksum."
     rep = VerifyReport(str(path))
-    try: st = SampleStore(path, storage_options)
+    try: st = SampleStore(path, storage_options, check_provenance=False)
     except MalformedStoreError as e:
         rep.malformed = True; rep.problems.append(str(e)); return rep
-    m = st.meta
-    rep.n_chunks, rep.writer = st.n_chunks, StoreLock(path, storage_options).holder()
-    if "identity_hash" in m and m["identity_hash"] != _identity_hash(m):
-        rep.malformed = True
-        rep.problems.append("provenance checksum mismatch: the recorded sampler, config, seed, format or sizes were "
-                            "changed after the store was written, so its metadata no longer describe its data")
+    lock = StoreLock(path, storage_options)
+    rep.n_chunks, rep.writer, rep.legacy = st.n_chunks, lock.holder(), st.legacy
+    rep.stale_lock = bool(rep.writer) and lock.stale()
+    if st.provenance_problems: rep.malformed = True; rep.problems += st.provenance_problems
     for key in st.expected_arrays():
         try: st.array(key)
         except MalformedStoreError as e: rep.malformed = True; rep.problems.append(str(e))
@@ -471,7 +493,10 @@ def repair(path,  # store to repair (local directory or URL)
             recorded = SampleStore(path, storage_options).done  # re-read under the lock: chunks still sound are kept
             if client is None and scheduler != "synchronous":
                 own, cluster = _start_client(scheduler, n_workers); client = own
-            _run_chunks(sampler, path, storage_options, m, rep.bad_chunks, recorded, client, progress)
+            try: _run_chunks(sampler, path, storage_options, m, rep.bad_chunks, recorded, client, progress)
+            except BaseException as e:
+                if _no_space(e): raise _disk_full(path, storage_options, e) from e
+                raise
     finally:
         if own is not None: own.close()
         if cluster is not None: cluster.close()

@@ -10,12 +10,14 @@ Docs: https://diffnb.github.io/diffnb/api/data.store.html.md"""
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import hashlib
 import importlib
 import json
 import os
 import re
 import socket
+import time
 import warnings
 from pathlib import Path
 
@@ -179,9 +181,46 @@ def _pid_alive(pid: int, start=None) -> bool:
     now = _proc_start(pid)
     return not (start is not None and now is not None and now != start)  # a reused pid started later
 
+# %% ../../nbs/api/41_data.store.ipynb #71e386d2
+_LOCK_GRACE_S = 5.0  # age after which an empty or unreadable lock file is stale [s]
+
+def _no_space(e: BaseException) -> bool:
+    "Whether `e`, or an exception it was raised from, is a full disk or an exceeded quota."
+    for _ in range(20):
+        if e is None: return False
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT): return True
+        e = e.__cause__ or e.__context__
+    return False
+
+# %% ../../nbs/api/41_data.store.ipynb #da2d1faa
+def _write_lock_file(f, data: bytes):
+    "Create the file `f` (exclusively), write `data` and sync it; a file that could not be written whole is removed."
+    fd = os.open(f, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    try:
+        try:
+            if os.write(fd, data) != len(data): raise OSError(errno.EIO, "short write of the lock file")
+            os.fsync(fd)
+        finally: os.close(fd)
+    except BaseException:
+        Path(f).unlink(missing_ok=True); raise
+
+# %% ../../nbs/api/41_data.store.ipynb #ad47dd3a
+def _create_lock_file(f: Path, data: bytes) -> bool:
+    "Create the lock file `f` holding `data` (False if it exists): written aside, then hard-linked into place."
+    aside = f.with_name(f"{LOCK_NAME}.{os.getpid()}.{os.urandom(4).hex()}")
+    _write_lock_file(aside, data)
+    try:
+        try: os.link(aside, f); return True
+        except FileExistsError: return False
+        except OSError as e:  # a file system without hard links: exclusive create, then write
+            if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS): raise
+        try: _write_lock_file(f, data); return True
+        except FileExistsError: return False
+    finally: aside.unlink(missing_ok=True)
+
 # %% ../../nbs/api/41_data.store.ipynb #7e767131
 class StoreLock:
-    "Exclusive writer lock of the store at `path`: `.diffnb.lock` created with O_CREAT|O_EXCL; a context manager that creates the directory if needed."
+    "Exclusive writer lock of the store at `path`: `.diffnb.lock`, created whole and atomically (`_create_lock_file`); a context manager that creates the directory if needed."
     def __init__(self, path, storage_options: dict | None = None, break_lock: bool = False, action: str = "write"):
         self.path, self.storage_options, self.break_lock, self.action = path, storage_options, break_lock, action
         self.info, self.made = None, []
@@ -206,12 +245,22 @@ class StoreLock:
         "Who holds the lock, in words ('' when unlocked)."
         info = self._read()
         if info is None: return ""
-        if "unreadable" in info: return "an unreadable lock file"
+        if "unreadable" in info: return "an empty or unreadable lock file"
         return f"pid {info['pid']} on host {info['host']} since {info.get('time', '?')} ({info.get('action', 'write')})"
 
     def _stale(self, info) -> bool:
-        return ("unreadable" not in info and info["host"] == socket.gethostname()
-                and not _pid_alive(info["pid"], info.get("pid_start")))
+        "A lock of a process of this host that no longer runs, or an empty or unreadable lock file older than a few seconds."
+        if "unreadable" in info:  # a live writer never leaves one (`_create_lock_file`): a writer that failed midway did
+            fs, f = self._lockfile()
+            if fs is not None: return False
+            try: return time.time() - f.stat().st_mtime > _LOCK_GRACE_S
+            except OSError: return False
+        return info["host"] == socket.gethostname() and not _pid_alive(info["pid"], info.get("pid_start"))
+
+    def stale(self) -> bool:
+        "Whether the lock is held by a writer that is gone (False when nobody holds it)."
+        info = self._read()
+        return info is not None and self._stale(info)
 
     def acquire(self):
         me = dict(pid=os.getpid(), host=socket.gethostname(), pid_start=_proc_start(os.getpid()),
@@ -228,18 +277,20 @@ class StoreLock:
         for _ in range(5):
             if fs is None:
                 try:
-                    fd = os.open(f, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-                    try: os.write(fd, data); os.fsync(fd)
-                    finally: os.close(fd)
-                    self.info = me; return self
-                except FileExistsError: pass
+                    if _create_lock_file(f, data): self.info = me; return self
+                except OSError as e:
+                    self._cleanup_dirs()
+                    if not _no_space(e): raise
+                    raise DiffnbError(f"store {str(self.path)!r}: no space left on the device to write the writer lock "
+                                      f"({e.strerror or e}); nothing was written — free some space and try again") from e
             elif not fs.exists(f):  # object stores have no atomic create: advisory lock
                 fs.pipe_file(f, data); self.info = me; return self
             info = self._read()
             if info is None: continue  # released meanwhile: try again
             who = self.holder()
             if self.break_lock or self._stale(info):
-                why = "break_lock=True" if self.break_lock else "its process is no longer running"
+                why = ("break_lock=True" if self.break_lock else "its process is no longer running" if "unreadable" not in info
+                       else "a writer that could not finish writing it, e.g. on a full disk, left it")
                 warnings.warn(f"breaking the writer lock of {str(self.path)!r} held by {who} ({why})", StoreWarning, stacklevel=3)
                 self._break(fs, f, info)
                 continue
@@ -256,9 +307,11 @@ class StoreLock:
         aside = f.with_name(f"{LOCK_NAME}.{os.getpid()}.{os.urandom(4).hex()}")
         try: os.rename(f, aside)
         except FileNotFoundError: return
-        try: moved = json.loads(aside.read_bytes())
+        raw = aside.read_bytes()
+        try: moved = json.loads(raw)
         except ValueError: moved = None
-        if "unreadable" in info or moved == info: aside.unlink(); return
+        same = raw[:200].decode("utf-8", "replace") == info["unreadable"] if "unreadable" in info else moved == info
+        if same: aside.unlink(); return
         try: os.link(aside, f)  # we moved someone else's fresh lock: put it back
         except FileExistsError: pass
         aside.unlink()
@@ -340,6 +393,33 @@ def _check_meta(meta, path) -> dict:
         bad("missing 'identity_hash' (the checksum of the store's identity)")
     return meta
 
+# %% ../../nbs/api/41_data.store.ipynb #8c0211af
+_LEGACY = ("store {path!r} is in the legacy format 1, written before provenance checksums: its metadata cannot be checked "
+           "against its data; generate it again to get format 2")
+
+def _provenance_problems(meta: dict, group) -> tuple[list[str], bool]:
+    "(problems of the store's identity, whether it is a genuine legacy format-1 store) for checked provenance `meta`."
+    h, out = meta.get("identity_hash"), []
+    if h is not None and h != _identity_hash(meta):
+        out.append("provenance checksum mismatch: the recorded sampler (name, version, config, classes, shapes, task), seed, "
+                   "format or sizes were changed after the store was written, so its metadata no longer describe its data")
+    try: copy = dict(group["chunks_done"].attrs).get("diffnb_identity")
+    except Exception: copy = None  # a missing or unreadable array is reported by `SampleStore.array`
+    if meta["format"] >= 2:
+        if copy is not None and copy != h and not out:
+            out.append("provenance checksum mismatch: the identity recorded with chunks_done differs from the provenance's")
+        return out, False
+    marks = [k for k, v in [("identity_hash", h), ("chunks_done identity", copy)] if v is not None]
+    try:
+        if "splits" in group:
+            marks += [f"checksum of split {k!r}" for k, a in group["splits"].arrays()
+                      if "checksum" in (dict(a.attrs).get("diffnb_split") or {})]
+    except Exception: pass  # an unreadable split is reported when it is loaded
+    if marks:
+        out.append(f"the provenance declares format 1 but the store carries format-2 fields ({', '.join(marks)}): it was "
+                   "edited after it was written")
+    return out, not out
+
 # %% ../../nbs/api/41_data.store.ipynb #70676822
 def _param_bytes(v: np.ndarray) -> bytes:
     if v.dtype.kind in "iufb": return np.ascontiguousarray(v).tobytes()
@@ -370,7 +450,9 @@ def _available_memory():
 class SampleStore:
     """Lazy view of a diffnb Zarr dataset: images, targets, parameter table, provenance and splits.
     Indexing (`store[i]`, `read_chunk`) checks each chunk it touches against its checksum (once per chunk)."""
-    def __init__(self, path, storage_options: dict | None = None, mode: str = "r"):
+    def __init__(self, path, storage_options: dict | None = None, mode: str = "r",
+                 check_provenance: bool = True,  # raise on a provenance checksum mismatch; warn on a legacy store
+                ):
         self.path, self.storage_options = (path if _is_url(path) else str(path)), storage_options
         if not _exists(path, storage_options):
             raise DiffnbFileNotFoundError(f"path must be an existing diffnb store, got {str(path)!r} (not found)")
@@ -384,6 +466,10 @@ class SampleStore:
         if meta is None:
             raise DiffnbValueError(f"path must be a diffnb store, got {str(path)!r} (no diffnb provenance attributes)")
         self.meta = _check_meta(meta, path)
+        self.provenance_problems, self.legacy = _provenance_problems(self.meta, self.group)
+        if check_provenance and self.provenance_problems:
+            raise MalformedStoreError(f"store {str(path)!r}: {self.provenance_problems[0]}")
+        if check_provenance and self.legacy: warnings.warn(_LEGACY.format(path=str(path)), StoreWarning, stacklevel=3)
         self._arrays, self._checked = {}, {}
 
     n = property(lambda self: int(self.meta["n"]))
@@ -420,6 +506,9 @@ class SampleStore:
             if a.chunks[0] != want:
                 raise MalformedStoreError(f"store {self.path!r}: array '{key}' is chunked by {a.chunks[0]} along its "
                                           f"first axis, expected {want}")
+            if tuple(a.chunks) != (want, *shape[1:]):  # whole samples per chunk: a larger chunk would be allocated whole
+                raise MalformedStoreError(f"store {self.path!r}: array '{key}' has chunk shape {tuple(a.chunks)}, expected "
+                                          f"{(want, *shape[1:])} (whole samples, one chunk per generation chunk)")
             self._arrays[key] = a
         return self._arrays[key]
 

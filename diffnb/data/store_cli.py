@@ -166,7 +166,8 @@ def generate_cli(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=_count, required=True, help="number of samples")
     p.add_argument("--out", required=True, help="output store (directory or fsspec URL)")
     p.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
-    p.add_argument("--chunk-size", type=int, default=64, help="samples per task and Zarr chunk (default 64)")
+    p.add_argument("--chunk-size", type=_count, default=64,
+                   help="samples per task and Zarr chunk (default 64; at most --n are used)")
     p.add_argument("--scheduler", default=None,
                    help="Dask scheduler address (tcp://host:8786), or processes (default LocalCluster), threads, synchronous")
     p.add_argument("--workers", type=int, default=None, help="LocalCluster workers (default: sized to the machine)")
