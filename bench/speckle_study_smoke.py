@@ -5,7 +5,7 @@ test), trains the workflow's compact CNN (`conversion_cnn`, conv/pool stages 32-
 for a few epochs from `batch_dataloaders` and reports validation and held-out test macro-F1, the first-moment
 baseline on the same split, and the wall times. Not a result: a check that the path runs end to end at a small scale.
 
-Usage: python bench/speckle_study_smoke.py [--n 2280] [--size 64] [--epochs 2] [--radii-seed 0] [--log] [--threads 1]
+Usage: python bench/speckle_study_smoke.py [--n 2280] [--size 64] [--epochs 2] [--radii-seed 0] [--threads 1]
 """
 import argparse
 import shutil
@@ -29,7 +29,6 @@ def main():
     p.add_argument("--radii-seed", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--log", action="store_true", help="raw intensities in the store, log(I + 1) as the input")
     p.add_argument("--store", default=None, help="keep the store here (reused when it exists)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -37,7 +36,6 @@ def main():
     from diffnb.core import default_device
     from diffnb.data import generate, get_sampler, make_split, open_store
     from diffnb.data.batches import ChunkBatchDL, batch_dataloaders
-    from diffnb.data.loaders import LogIntensity
     from diffnb.learn.learner import classification_learner
     from diffnb.learn.metrics import macro_f1
     from diffnb.sim.speckle import NearestClassMean
@@ -45,7 +43,7 @@ def main():
     tmp = Path(tempfile.mkdtemp())
     try:
         sampler = get_sampler("speckle.poly_study", n=a.size, k_step=a.k_max / (a.size // 2), block=a.block,
-                              radii_seed=a.radii_seed, standardise=not a.log)
+                              radii_seed=a.radii_seed)
         path = Path(a.store) if a.store else tmp / "study.zarr"
         t = time.perf_counter()
         st = open_store(path) if path.exists() else generate(sampler, a.n, path, seed=a.seed, chunk_size=256,
@@ -56,16 +54,14 @@ def main():
         rest = np.flatnonzero(folds == 0)
         folds[rest[make_split(len(rest), "stratified", valid_pct=0.1 / 0.9, by=y[rest], seed=a.seed + 1) == 1]] = 1
         device = default_device()
-        tfms = [LogIntensity()] if a.log else None
-        dls = batch_dataloaders(st, split=folds, fold=1, holdout=2, bs=a.bs, device=device, seed=a.seed, cache=True,
-                                batch_tfms=tfms)
+        dls = batch_dataloaders(st, split=folds, fold=1, holdout=2, bs=a.bs, device=device, seed=a.seed, cache=True)
         set_seed(a.seed, reproducible=True)
         learn = classification_learner(dls, "conversion_cnn", {"channels": [32, 64, 128, 256], "hidden": [256],
                                                                "img_size": a.size})
         t = time.perf_counter()
         with learn.no_bar(): learn.fit_one_cycle(a.epochs, a.lr)
         t_fit = time.perf_counter() - t
-        test = ChunkBatchDL(st, np.flatnonzero(folds == 2), bs=256, device=device, batch_tfms=tfms, split_idx=1)
+        test = ChunkBatchDL(st, np.flatnonzero(folds == 2), bs=256, device=device)
         n_classes = len(st.classes)
         f1 = {}
         for name, dl in (("valid", dls.valid), ("test", test)):
@@ -75,7 +71,7 @@ def main():
         ncm = NearestClassMean().fit(m1[folds == 0], y[folds == 0])
         f1["first_moment_test"] = macro_f1(torch.as_tensor(ncm.predict(m1[folds == 2])), torch.as_tensor(y[folds == 2]),
                                            n_classes=n_classes)
-        print(f"{sampler.name} radii_seed {a.radii_seed}, {a.n} patterns {a.size}², input {'log(I + 1)' if a.log else 'standardised I'}, train/valid/test "
+        print(f"{sampler.name} radii_seed {a.radii_seed}, {a.n} patterns {a.size}², train/valid/test "
               f"{(folds == 0).sum()}/{(folds == 1).sum()}/{(folds == 2).sum()}, device {device}, {a.threads} thread(s)")
         print(f"generate {t_gen:.1f} s; fit {a.epochs} epochs {t_fit:.1f} s ({t_fit / a.epochs:.1f} s/epoch)")
         print(f"macro-F1: CNN valid {f1['valid']:.3f}, CNN test {f1['test']:.3f}; first-moment baseline test "
