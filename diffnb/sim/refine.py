@@ -293,7 +293,7 @@ def _check_patterns(patterns) -> np.ndarray:
         raise DiffnbValueError(f"patterns contain {int(bad.sum())} NaN/Inf pixel(s) (first in pattern {k}): mask or repair them first")
     return p
 
-# %% ../../nbs/api/21b_sim.refine.ipynb #49f2387f
+# %% ../../nbs/api/21b_sim.refine.ipynb #1263b3d2
 def _softplus_inv(y): return y + math.log(-math.expm1(-y))
 
 class _Fit:
@@ -321,19 +321,21 @@ class _Fit:
 
     def physical(self, th):
         "θ → (thickness, B, U_g, κ) tensors."
-        t = torch.as_tensor(self.t0).clone(); b = torch.as_tensor(self.b0).clone()
-        re = torch.as_tensor(self.ug0.real).clone(); im = torch.as_tensor(self.ug0.imag).clone()
-        kap = torch.tensor(float(self.kap0 or 0.0), dtype=torch.float64)
+        dev = self.model.device
+        th = torch.as_tensor(th).to(dev)
+        t = torch.as_tensor(self.t0, device=dev).clone(); b = torch.as_tensor(self.b0, device=dev).clone()
+        re = torch.as_tensor(self.ug0.real, device=dev).clone(); im = torch.as_tensor(self.ug0.imag, device=dev).clone()
+        kap = torch.tensor(float(self.kap0 or 0.0), dtype=torch.float64, device=dev)
         for j, (kind, i, part, tr, sc) in enumerate(self.names):
             v = sc * torch.nn.functional.softplus(th[j]) if tr == "softplus" else sc * th[j]
-            if kind == "thickness": t = t.index_put((torch.tensor([i]),), v.reshape(1))
-            elif kind == "b_iso": b = b.index_put((torch.tensor([i]),), v.reshape(1))
+            if kind == "thickness": t = t.index_put((torch.tensor([i], device=dev),), v.reshape(1))
+            elif kind == "b_iso": b = b.index_put((torch.tensor([i], device=dev),), v.reshape(1))
             elif kind == "absorption": kap = v
             elif part == "axis":
                 ax = self.model.free_orbits[i].axis
-                re = re.index_put((torch.tensor([i]),), (v * ax.real).reshape(1)); im = im.index_put((torch.tensor([i]),), (v * ax.imag).reshape(1))
-            elif part == "re": re = re.index_put((torch.tensor([i]),), v.reshape(1))
-            else: im = im.index_put((torch.tensor([i]),), v.reshape(1))
+                re = re.index_put((torch.tensor([i], device=dev),), (v * ax.real).reshape(1)); im = im.index_put((torch.tensor([i], device=dev),), (v * ax.imag).reshape(1))
+            elif part == "re": re = re.index_put((torch.tensor([i], device=dev),), v.reshape(1))
+            else: im = im.index_put((torch.tensor([i], device=dev),), v.reshape(1))
         return t, b, torch.complex(re, im), kap
 
     def simulate(self, th):
