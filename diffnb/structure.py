@@ -26,7 +26,7 @@ from .core import (DiffnbFileNotFoundError, StructureError, check_int, fail, num
 # %% auto #0
 __all__ = ['MAX_B_ISO', 'ICSD_A_QUANTILES', 'ICSD_N_ELEMENTS_P', 'ICSD_ELEMENT_COUNTS', 'CUBIC_SPACE_GROUPS', 'site_occupancy',
            'site_b_iso', 'check_b_iso', 'check_occupancy', 'check_structure', 'validate_atoms', 'read_structure',
-           'random_cubic_crystal', 'feasible_space_groups']
+           'random_cubic_crystal', 'feasible_space_groups', 'icsd_prototypes', 'icsd_prototype_crystal']
 
 # %% ../nbs/api/10_structure.ipynb #2dd59845
 MAX_B_ISO = 50.0  # [Å²] largest accepted B (U_iso ≈ 0.63 Å²); larger values are almost surely a unit error
@@ -376,3 +376,35 @@ def feasible_space_groups(max_atoms: int = 40,  # most atoms in the primitive ce
             except StructureError: pass
     return tuple(out)
 
+
+# %% ../nbs/api/10_structure.ipynb #3366c376
+@functools.lru_cache(maxsize=1)
+def _prototype_tables():
+    import csv, json
+    from importlib.resources import files
+    base = files("diffnb").joinpath("data", "lacbed")
+    protos = {p["label"]: p for p in json.loads(base.joinpath("cubic_prototypes.json").read_text())}
+    rows = [dict(r, icsd_code=int(r["icsd_code"]), space_group=int(r["space_group"]), a=float(r["a"]))
+            for r in csv.DictReader(io.StringIO(base.joinpath("icsd_prototypes.csv").read_text()))]
+    return protos, rows
+
+def icsd_prototypes() -> list:   # one dict per entry: icsd_code, formula, space_group, a [Å], prototype, mapping
+    "The cubic ICSD entries matched to an AFLOW prototype (metadata only), in the order `icsd_prototype_crystal` indexes them."
+    return [dict(r) for r in _prototype_tables()[1]]
+
+def icsd_prototype_crystal(i: int,                  # entry index, 0 ≤ i < len(icsd_prototypes())
+                           b_iso: float | None = None,  # Debye–Waller B of every site [Å²] (None: none stored)
+                          ) -> ase.Atoms:           # conventional cubic cell, info: icsd_code, formula, space_group, prototype
+    "Crystal of ICSD-derived prototype entry i: the entry's elements on the prototype's sites at the entry's a."
+    protos, rows = _prototype_tables()
+    i = check_int("i", i, min_value=0, max_value=len(rows) - 1)
+    r = rows[i]; p = protos[r["prototype"]]
+    mapping = dict(x.split(":") for x in r["mapping"].split(";"))
+    atoms = ase.Atoms([mapping[s] for s, _ in p["sites"]], scaled_positions=[x for _, x in p["sites"]],
+                      cell=np.eye(3) * r["a"], pbc=True)
+    atoms.arrays["occupancy"] = np.ones(len(atoms))
+    if b_iso is not None:
+        check_positive("b_iso", b_iso, allow_zero=True)
+        atoms.arrays["b_iso"] = np.full(len(atoms), float(b_iso))
+    atoms.info.update(icsd_code=r["icsd_code"], formula=r["formula"], space_group=r["space_group"], prototype=r["prototype"])
+    return atoms

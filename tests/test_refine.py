@@ -208,3 +208,14 @@ def test_cli_writes_refined_json_and_figure(tmp_path, capsys):
     rc = refine_cli([str(tmp_path / "p0.npy"), "--structure", str(cif), "--energy-kev", "200", "--alpha", "0.5",
                      "--thickness", "-5"])
     assert rc == 2 and "thickness" in capsys.readouterr().err
+
+
+def test_refine_recovers_absorption():
+    """Proportional absorption κ = U'/U free (general eigen-decomposition path): recovered within 3 standard errors."""
+    clean = lacbed(gaas(), E, 1500.0, pixels=12, alpha=0.5, g_max=1.0, absorption=("proportional", 0.08))[0, 0].numpy()
+    y = np.random.default_rng(4).poisson(1e4 * clean / clean.mean()).astype(float)
+    r = refine(y, gaas(), E, 0.5, 1500.0, free="thickness,absorption", g_max=1.0, absorption=("proportional", 0.04),
+               scan=None, progress=False)
+    k = r.parameters["absorption"]
+    assert abs(k["value"] - 0.08) < 3 * k["stderr"] and k["stderr"] < 0.01, k
+    assert abs(r.parameters["thickness"][0]["value"] - 1500.0) < 3 * r.parameters["thickness"][0]["stderr"]

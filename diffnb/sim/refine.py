@@ -87,12 +87,12 @@ def bright_field(a: torch.Tensor,      # structure matrices A, (P, n, n): real s
     if a.ndim != 3 or a.shape[-1] != a.shape[-2]: fail("a", tuple(a.shape), "a batch of square matrices (P, n, n)")
     return _BrightField.apply(a, sigma, thickness, bool(hermitian))
 
-# %% ../../nbs/api/21b_sim.refine.ipynb #0fb8ed63
+# %% ../../nbs/api/21b_sim.refine.ipynb #50b62e69
 @dataclass
 class UgOrbit:
     "Symmetry-equivalent reflections of the structure matrix: U(member) = phase · U(rep) (or · conj U(rep))."
     hkl: tuple            # representative (h, k, l)
-    s: float              # |g| = 1/d [1/Å]
+    s: float              # |g| = 1/d [1/Å] (nan when not given)
     members: np.ndarray   # indices into the unique reflection list
     phase: np.ndarray     # complex unit phases, one per member
     conj: np.ndarray      # bool: member = phase · conj(U(rep))
@@ -111,12 +111,14 @@ def _space_group(atoms, b, o, symprec=1e-4):
 def ug_orbits(hkl,           # (M, 3) integer reflections d (the unique g − h of a beam set, 000 included)
               ops,           # space-group operations [(W, w)] in fractional coordinates
               origin,        # origin x₀ (fractional) of the U_g phases (an inversion centre, or 0)
-             ) -> list:      # UgOrbit per orbit, 000 excluded, by |hkl| then descending indices
+              s=None,        # |g| of each reflection [1/Å] for the ordering (None: h² + k² + l², cubic cells)
+             ) -> list:      # UgOrbit per orbit, 000 excluded, by |g| then descending indices
     "Orbits of reflections under the space group and Friedel's law, with the phases that tie U_g of equivalents."
     hkl = np.asarray(hkl, int)
     lut = {tuple(h): i for i, h in enumerate(hkl.tolist())}
     x0 = np.asarray(origin, float)
-    order = sorted(range(len(hkl)), key=lambda i: (float(np.round(np.abs(hkl[i]) @ np.abs(hkl[i]), 9)), tuple(-hkl[i])))
+    size = (hkl * hkl).sum(1) if s is None else np.round(np.asarray(s, float) ** 2, 9)
+    order = sorted(range(len(hkl)), key=lambda i: (float(size[i]), tuple(-hkl[i])))
     done, orbits = set(), []
     for i in order:
         d = hkl[i]
@@ -134,11 +136,11 @@ def ug_orbits(hkl,           # (M, 3) integer reflections d (the unique g − h 
                 elif axis is None: axis = np.sqrt((p if cj else p0) / (p0 if cj else p))   # U = φ U*: U ∈ √φ ℝ
         done.update(members)
         idx = np.array(sorted(members))
-        orbits.append(UgOrbit(tuple(int(x) for x in d), 0.0, idx, np.array([members[j][0] for j in idx]),
+        orbits.append(UgOrbit(tuple(int(x) for x in d), float(np.sqrt(size[i])) if s is not None else float("nan"), idx, np.array([members[j][0] for j in idx]),
                               np.array([members[j][1] for j in idx]), None if axis is None else complex(axis), forbidden))
     return orbits
 
-# %% ../../nbs/api/21b_sim.refine.ipynb #808c25cc
+# %% ../../nbs/api/21b_sim.refine.ipynb #96876a46
 def _pixel_orbits(ops, n):
     "Flat index of the orbit representative of every pixel of an n×n field under the pattern point operations."
     j, i = np.meshgrid(np.arange(n), np.arange(n))
@@ -190,8 +192,7 @@ class LacbedModel:
         self.b_names, self._grp = names, torch.as_tensor(grp, device=self.device)
         self.b_start = np.array([b[np.asarray(grp) == k].mean() for k in range(len(names))])
         u_iam = site.sum(0)
-        self.orbits = [o_ for o_ in ug_orbits(self.refl, ops, self.origin)]
-        for o_ in self.orbits: o_.s = float(s[o_.members[0]])
+        self.orbits = ug_orbits(self.refl, ops, self.origin, s)
         big = np.abs(u_iam).max()
         self.free_orbits = [o_ for o_ in self.orbits if not o_.forbidden and np.abs(u_iam[o_.members]).max() > 1e-6 * big]
         self.real = bool(np.abs(u_iam.imag).max() <= 1e-12 * big and    # every U real, free ones tied to the real axis
@@ -293,7 +294,7 @@ def _check_patterns(patterns) -> np.ndarray:
         raise DiffnbValueError(f"patterns contain {int(bad.sum())} NaN/Inf pixel(s) (first in pattern {k}): mask or repair them first")
     return p
 
-# %% ../../nbs/api/21b_sim.refine.ipynb #49f2387f
+# %% ../../nbs/api/21b_sim.refine.ipynb #1263b3d2
 def _softplus_inv(y): return y + math.log(-math.expm1(-y))
 
 class _Fit:
@@ -321,19 +322,21 @@ class _Fit:
 
     def physical(self, th):
         "θ → (thickness, B, U_g, κ) tensors."
-        t = torch.as_tensor(self.t0).clone(); b = torch.as_tensor(self.b0).clone()
-        re = torch.as_tensor(self.ug0.real).clone(); im = torch.as_tensor(self.ug0.imag).clone()
-        kap = torch.tensor(float(self.kap0 or 0.0), dtype=torch.float64)
+        dev = self.model.device
+        th = torch.as_tensor(th).to(dev)
+        t = torch.as_tensor(self.t0, device=dev).clone(); b = torch.as_tensor(self.b0, device=dev).clone()
+        re = torch.as_tensor(self.ug0.real, device=dev).clone(); im = torch.as_tensor(self.ug0.imag, device=dev).clone()
+        kap = torch.tensor(float(self.kap0 or 0.0), dtype=torch.float64, device=dev)
         for j, (kind, i, part, tr, sc) in enumerate(self.names):
             v = sc * torch.nn.functional.softplus(th[j]) if tr == "softplus" else sc * th[j]
-            if kind == "thickness": t = t.index_put((torch.tensor([i]),), v.reshape(1))
-            elif kind == "b_iso": b = b.index_put((torch.tensor([i]),), v.reshape(1))
+            if kind == "thickness": t = t.index_put((torch.tensor([i], device=dev),), v.reshape(1))
+            elif kind == "b_iso": b = b.index_put((torch.tensor([i], device=dev),), v.reshape(1))
             elif kind == "absorption": kap = v
             elif part == "axis":
                 ax = self.model.free_orbits[i].axis
-                re = re.index_put((torch.tensor([i]),), (v * ax.real).reshape(1)); im = im.index_put((torch.tensor([i]),), (v * ax.imag).reshape(1))
-            elif part == "re": re = re.index_put((torch.tensor([i]),), v.reshape(1))
-            else: im = im.index_put((torch.tensor([i]),), v.reshape(1))
+                re = re.index_put((torch.tensor([i], device=dev),), (v * ax.real).reshape(1)); im = im.index_put((torch.tensor([i], device=dev),), (v * ax.imag).reshape(1))
+            elif part == "re": re = re.index_put((torch.tensor([i], device=dev),), v.reshape(1))
+            else: im = im.index_put((torch.tensor([i], device=dev),), v.reshape(1))
         return t, b, torch.complex(re, im), kap
 
     def simulate(self, th):
@@ -471,7 +474,7 @@ def _covariance(fit, th, n_data):
         cov = torch.linalg.pinv(jac.T @ (w[:, None] * jac), hermitian=True) * red
     return cov.cpu().numpy(), red, sim, a, bk
 
-# %% ../../nbs/api/21b_sim.refine.ipynb #522dd8b0
+# %% ../../nbs/api/21b_sim.refine.ipynb #4354d42f
 def refine(patterns,                   # (n, N, N) or (N, N) bright-field discs on the `lacbed` grid (row 0 = most negative k_y)
            structure,                  # ase.Atoms or a CIF/POSCAR path (B and occupancy as read)
            energy_kev: float,          # electron energy [keV]
@@ -570,7 +573,7 @@ def refine(patterns,                   # (n, N, N) or (N, N) bright-field discs 
     fitted = (a[:, None, None] * sim + bk[:, None, None]).cpu().numpy()
     par = {"thickness": [{"value": float(v), "stderr": float(e) if fr["thickness"] else None} for v, e in zip(t, t_err)],
            "b_iso": {n: {"value": float(v), "stderr": float(e) if fr["b_iso"] else None} for n, v, e in zip(model.b_names, b, b_err)},
-           "ug": [{"hkl": list(model.free_orbits[k].hkl), "value": [float(u.real), float(u.imag)], "stderr": [float(x) for x in ug_err[k]]}
+           "ug": [{"hkl": list(model.free_orbits[k].hkl), "value": [float(u.real) + 0.0, float(u.imag) + 0.0], "stderr": [float(x) for x in ug_err[k]]}
                   for k, u in enumerate(ugv)],
            "scale": [{"value": float(v), "stderr": float(e)} for v, e in zip(a.cpu().numpy(), err[k0:k0 + len(p)])],
            "background": [{"value": float(v), "stderr": float(e)} for v, e in zip(bk.cpu().numpy(), err[k0 + len(p):])]}
@@ -580,7 +583,7 @@ def refine(patterns,                   # (n, N, N) or (N, N) bright-field discs 
     if out is not None: out_res.write(out)
     return out_res
 
-# %% ../../nbs/api/21b_sim.refine.ipynb #ba701b51
+# %% ../../nbs/api/21b_sim.refine.ipynb #dcc62f61
 def refine_cli(argv: list[str] | None = None) -> int:
     "`diffnb refine PATTERN... --structure CIF --energy-kev E --alpha A --thickness T...`: 0 on success, 2 on bad input."
     import argparse, sys
@@ -613,7 +616,9 @@ def refine_cli(argv: list[str] | None = None) -> int:
     par = res.parameters
     for i, t in enumerate(par["thickness"]): print(f"thickness[{i}] = {t['value']:.2f} ± {t['stderr'] or 0:.2f} Å")
     for k, b in par["b_iso"].items(): print(f"B({k}) = {b['value']:.4f} ± {b['stderr'] or 0:.4f} Å²")
-    for u in par["ug"]: print(f"U{tuple(u['hkl'])} = {u['value'][0]:.6f} {u['value'][1]:+.6f}i ± {max(u['stderr']):.6f} 1/Å²")
+    for u in par["ug"]:
+        im = f" {u['value'][1]:+.6f}i" if u["value"][1] or u["stderr"][1] else ""
+        print(f"U{tuple(u['hkl'])} = {u['value'][0]:.6f}{im} ± {max(u['stderr']):.6f} 1/Å²")
     print(f"R = {', '.join(f'{r:.5f}' for r in res.r)}; reduced χ² = {res.chi2:.3f}; {res.n_evaluations} evaluations, {res.wall_s:.1f} s"
           + (f"; wrote {a.out}/refined.json and fit.png" if a.out else ""))
     return 0
