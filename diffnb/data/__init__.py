@@ -25,6 +25,3 @@ def __getattr__(name):
     "Import the fastai loaders lazily (PEP 562)."
     if name in _LOADERS: return getattr(_importlib.import_module("diffnb.data.loaders"), name)
     raise AttributeError(f"module 'diffnb.data' has no attribute {name!r}")
-
-# %% ../../nbs/api/40_data.ipynb #a17bd45c
-register_sampler("speckle.poly_study", "diffnb.sim.speckle:SpeckleSampler", {"radii": "per_class"})

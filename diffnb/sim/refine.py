@@ -605,7 +605,7 @@ def refine_cli(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     a = p.parse_args(argv)
     try:
-        from diffnb.learn.io import read_images            # the file readers of the CLI (only this command needs them)
+        from diffnb.data.images import read_images         # the file readers of the CLI (only this command needs them)
         images, _ = read_images(a.patterns)
         if images.shape[1] != 1: raise ShapeError(f"each pattern must be one N×N image, got {images.shape[1]} channels")
         res = refine(images[:, 0], a.structure, a.energy_kev, a.alpha, a.thickness, free=a.free, zone=tuple(a.zone),
