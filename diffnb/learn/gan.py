@@ -24,7 +24,9 @@ __all__ = ['ADV_LOSSES', 'ConditionalCritic', 'PairGANCallback', 'critic_adv_los
            'L2Term', 'SSIMTerm', 'PSNRTerm', 'PerceptualTerm', 'PhysicsTerm', 'l2_term', 'ssim_term', 'psnr_term',
            'perceptual_term', 'physics_term', 'PairGANLoss', 'PairDL', 'pair_dataloaders', 'sample_pairs',
            'image_metrics', 'generator_learner', 'gan_learner', 'pix2pix_learner', 'pix2pixhd_learner',
-           'save_generator', 'translate', 'show_translations']
+           'save_generator', 'translate', 'show_translations', 'NORMS', 'OUT_ACTS', 'Pix2PixUnet', 'pix2pix_unet',
+           'unet_resnet', 'ResnetBlock', 'Pix2PixHDGenerator', 'pix2pixhd_global', 'pix2pixhd_local', 'PatchGAN',
+           'MultiscaleCritic', 'patchgan', 'multiscale_critic']
 
 # %% ../../nbs/api/56_learn.gan.ipynb #5a600be9
 from fastai.callback.core import Callback
@@ -36,6 +38,7 @@ from fastprogress.fastprogress import progress_bar
 
 from ..data.loaders import FloatImage, FloatTarget
 from .gan_nets import *
+_all_ = ["NORMS", "OUT_ACTS", "Pix2PixUnet", "pix2pix_unet", "unet_resnet", "ResnetBlock", "Pix2PixHDGenerator", "pix2pixhd_global", "pix2pixhd_local", "PatchGAN", "MultiscaleCritic", "patchgan", "multiscale_critic"]  # the networks, importable from here
 from .gan_nets import _check_hw, _first_conv_in
 from .io import save_model, preprocessing_from_dls
 from .metrics import pearson, mse, PearsonMean, SSIM, PSNR, PerSampleMetric

@@ -21,13 +21,18 @@ from . import ARCHITECTURE_MODULES, import_architectures
 
 # %% auto #0
 __all__ = ['FORMAT', 'FORMAT_VERSION', 'WEIGHTS_FILE', 'META_FILE', 'TASKS', 'MODEL_LAYOUT', 'MAX_PARAMETERS', 'MAX_ACTIVATIONS',
-           'preprocessing_from_dls', 'save_model', 'read_model_meta', 'LoadedModel', 'load_model']
+           'preprocessing_from_dls', 'save_model', 'read_model_meta', 'LoadedModel', 'load_model', 'PREPROCESSING',
+           'FloatImageStep', 'LogIntensityStep', 'SqrtIntensityStep', 'PercentileNormalizeStep', 'NormalizeStep',
+           'preprocessing_from_json', 'preprocessing_to_json', 'apply_preprocessing', 'READERS', 'read_images',
+           'Prediction', 'predict', 'predict_cli']
 
 # %% ../../nbs/api/55_learn.io.ipynb #6cc8bf26
 from ..data.preprocess import (PREPROCESSING, Step, FloatImageStep, LogIntensityStep, SqrtIntensityStep, PercentileNormalizeStep,
                                NormalizeStep, preprocessing_from_json, preprocessing_to_json, apply_preprocessing, canonical_task)
 from ..data.preprocess import TASKS as _TASK_NAMES
 from ..data.images import READERS, MAX_IMAGE_PIXELS, read_images
+_all_ = ["PREPROCESSING", "FloatImageStep", "LogIntensityStep", "SqrtIntensityStep", "PercentileNormalizeStep",
+         "NormalizeStep", "preprocessing_from_json", "preprocessing_to_json", "apply_preprocessing", "READERS", "read_images"]
 
 # %% ../../nbs/api/55_learn.io.ipynb #c34c5695
 _MOVED = {"Prediction": "diffnb.learn.predict", "predict": "diffnb.learn.predict", "predict_cli": "diffnb.learn.predict"}
@@ -36,6 +41,7 @@ def __getattr__(name):
     "`predict`, `predict_cli` and `Prediction` live in `diffnb.learn.predict`; importing them from here still works."
     if name in _MOVED: return getattr(importlib.import_module(_MOVED[name]), name)
     raise AttributeError(f"module 'diffnb.learn.io' has no attribute {name!r}")
+_all_ = ["Prediction", "predict", "predict_cli"]
 
 # %% ../../nbs/api/55_learn.io.ipynb #7ec9bf18
 def preprocessing_from_dls(dls) -> list:

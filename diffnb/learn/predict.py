@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from ..core import DiffnbError, DiffnbValueError, fail, check_int
-from ..data.images import read_images
+from ..data.images import MAX_IMAGE_PIXELS, read_images
 from ..data.preprocess import apply_preprocessing
 from .io import LoadedModel, load_model, META_FILE, TASKS
 
@@ -200,6 +200,8 @@ def predict_cli(argv: list[str] | None = None) -> int:
                         "(default: channels when the model takes several channels)")
     p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
                    help="Python module to import first, that registers your own architectures (repeatable)")
+    p.add_argument("--max-pixels", type=int, default=MAX_IMAGE_PIXELS, metavar="N",
+                   help=f"refuse an image file whose header declares more than N pixels (default {MAX_IMAGE_PIXELS:,}; 0: no limit)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     a = p.parse_args(argv)
     out = Path(a.out)
@@ -213,7 +215,7 @@ def predict_cli(argv: list[str] | None = None) -> int:
         if members[0].task == "image2image":
             raise DiffnbValueError("an image2image model predicts images, which a CSV cannot hold: use diffnb.learn.predict.predict")
         stack = a.stack or ("channels" if (members[0].channels or 1) > 1 else "images")
-        images, sources = read_images(a.images, stack=stack)
+        images, sources = read_images(a.images, stack=stack, max_pixels=a.max_pixels or None)
         pred = predict(members, images, bs=a.bs, mc_dropout=a.mc_dropout, tta=a.tta, progress=not a.no_progress)
         pred.sources = sources
         df = pred.to_frame()
