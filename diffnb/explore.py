@@ -80,7 +80,7 @@ class Explorer:
         import ipywidgets as W
         self.name, self.title, self.controls = name, title, dict(controls)
         self._compute, self._draw, self.caches = compute, draw, dict(caches or {})
-        self.image = W.Image(format="png", layout=W.Layout(max_width="100%", height="auto"))   # scales down to the page
+        self.image = W.Image(format="png", layout=W.Layout(max_width="100%", height="auto", margin="0"))   # scales down to the page
         self.status = W.HTML()
         self.updates, self.last_update_s, self.data, self._hold = 0, float("nan"), None, False
         self._lock, self.preview = threading.RLock(), dict(preview or {})
