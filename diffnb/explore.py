@@ -487,7 +487,7 @@ def explorer_notebook(name: str,        # registered explorer name
                       **kwargs,         # JSON-serialisable keyword arguments of the explorer's factory
                      ) -> Path:         # path of the notebook
     "Write a one-cell notebook that displays explorer `name` (or one line saying why it cannot), with a kernel spec for this Python."
-    if name not in EXPLORERS: _fail("name", name, f"one of {sorted(EXPLORERS)}")
+    if name not in EXPLORERS and name not in _PLUGINS: _fail("name", name, f"one of {sorted(EXPLORERS)}")
     try: args = json.dumps(kwargs)
     except (TypeError, ValueError): _fail("kwargs", kwargs, "JSON-serialisable keyword arguments (numbers, strings, lists)")
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
@@ -496,7 +496,7 @@ def explorer_notebook(name: str,        # registered explorer name
     (spec / "kernel.json").write_text(json.dumps({
         "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": "diffnb explore", "language": "python", "metadata": {"debugger": False}}))
-    module = EXPLORERS[name].__module__       # the module that registers it (imported by the kernel)
+    module = EXPLORERS[name].__module__ if name in EXPLORERS else _PLUGINS[name]   # the module that registers it
     call = f"EXPLORERS[{name!r}](**json.loads({args!r}))" if kwargs else f"EXPLORERS[{name!r}]()"
     src = ("import html, json\nimport matplotlib\nmatplotlib.use('Agg')\nfrom IPython.display import HTML, display\n"
            + ("" if module == "__main__" else f"import {module}\n")
@@ -593,6 +593,21 @@ def _sampler_config(items: list) -> dict:
         out[k.strip()] = v
     return out
 
+class _Relay:
+    "Copy a server's output to stderr from a thread, holding it back until `release()` (dropped if never released)."
+    def __init__(self, stream):
+        self._held, self._lock, self._open = [], threading.Lock(), False
+        threading.Thread(target=self._run, args=(stream,), daemon=True).start()
+    def _run(self, stream):
+        for line in stream:
+            with self._lock:
+                if self._open: sys.stderr.write(line)
+                else: self._held.append(line)
+    def release(self):
+        with self._lock:
+            self._open = True
+            sys.stderr.write("".join(self._held)); self._held.clear()
+
 def explore_cli(argv: list | None = None,  # arguments after `diffnb explore`
                ) -> int:                   # process exit code
     "`diffnb explore NAME [--model DIR] [--sampler-config K=V] [--port P] [--no-browser]`: serve an explorer with Voilà."
@@ -609,14 +624,16 @@ def explore_cli(argv: list | None = None,  # arguments after `diffnb explore`
     ap.add_argument("--no-browser", action="store_true", help="do not open a browser, only print the address")
     ap.add_argument("--list", action="store_true", help="list the explorers and exit")
     a = ap.parse_args(argv)
-    _load_plugins(None if (a.list or not a.name) else a.name)
     if a.list or not a.name:
+        _load_plugins()
         for k, f in sorted(EXPLORERS.items()): print(f"{k:<10} {(f.__doc__ or '').strip()}")
         return 0 if a.list else 2
     def refuse(msg, code=2):
         print(f"diffnb explore {a.name}: {msg}", file=sys.stderr); return code
-    if a.name not in EXPLORERS: return refuse(f"unknown explorer; choose from {sorted(EXPLORERS)}")
-    needs_model = getattr(EXPLORERS[a.name], "needs_model", False)
+    if a.name not in EXPLORERS and a.name not in _PLUGINS:
+        _load_plugins()
+        return refuse(f"unknown explorer; choose from {sorted(EXPLORERS)}")
+    needs_model = a.name in _PLUGINS or getattr(EXPLORERS[a.name], "needs_model", False)
     if needs_model and not a.model: return refuse("give the saved model with --model DIR")
     if (a.model or a.sampler or a.codes or a.sampler_config) and not needs_model:
         return refuse("--model, --sampler, --sampler-config and --codes are for the explorers that show a model")
@@ -635,13 +652,20 @@ def explore_cli(argv: list | None = None,  # arguments after `diffnb explore`
         if a.codes:
             if not Path(a.codes).is_file(): _fail("--codes", a.codes, "an existing .npz file", missing_file=True)
             kwargs["codes"] = str(Path(a.codes).resolve())
-        check = getattr(EXPLORERS[a.name], "check_args", None)
-        if check is not None: check(**kwargs)     # the model and its sampler, before a server starts
     except (ValueError, FileNotFoundError, TypeError) as e: return refuse(f"error: {e}")
+    def model_problem():   # the model and its sampler (loads torch and the model: seconds)
+        try:
+            _load_plugins(a.name)
+            check = getattr(EXPLORERS[a.name], "check_args", None)
+            if check is not None: check(**kwargs)
+        except (ValueError, FileNotFoundError, TypeError) as e: return f"error: {e}"
     import importlib.util
     if importlib.util.find_spec("voila") is None:
-        return refuse("needs Voilà: pip install 'diffnb[explore]' (or use the explorer inline in Jupyter)", 1)
+        problem = model_problem()
+        return refuse(problem or "needs Voilà: pip install 'diffnb[explore]' (or use the explorer inline in Jupyter)",
+                      2 if problem else 1)
     port = a.port if a.port is not None else _free_port()
+    url = f"http://127.0.0.1:{port}/"
     with tempfile.TemporaryDirectory(prefix="diffnb-explore-") as tmp:
         nb = explorer_notebook(a.name, tmp, **kwargs)
         (Path(tmp) / "voila.json").write_text(json.dumps(voila_config()))
@@ -649,12 +673,24 @@ def explore_cli(argv: list | None = None,  # arguments after `diffnb explore`
         env["JUPYTER_PATH"] = os.pathsep.join([tmp] + ([env["JUPYTER_PATH"]] if env.get("JUPYTER_PATH") else []))
         pkg_root = str(Path(__file__).resolve().parents[1])     # the kernel imports this very diffnb
         env["PYTHONPATH"] = os.pathsep.join([pkg_root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-        print(f"diffnb explore {a.name}: http://127.0.0.1:{port}/  (Ctrl-C to stop)", flush=True)
-        proc = subprocess.Popen(voila_command(nb, port, not a.no_browser), env=env, cwd=tmp)
+        # the server starts now; the model checks (which load torch and the model) run while it does
+        proc = subprocess.Popen(voila_command(nb, port, open_browser=False), env=env, cwd=tmp,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        relay = _Relay(proc.stdout)           # the server's messages reach the terminal once the checks pass
         def _stop(signum, frame): raise KeyboardInterrupt
         try: signal.signal(signal.SIGTERM, _stop)   # a terminated `diffnb explore` also stops its server
         except ValueError: pass                       # not the main thread
-        try: rc = proc.wait()
+        try:
+            problem = model_problem()
+            if problem:
+                proc.terminate(); proc.wait(timeout=30)
+                return refuse(problem)
+            print(f"diffnb explore {a.name}: {url}  (Ctrl-C to stop)", flush=True)
+            relay.release()
+            if not a.no_browser:
+                import webbrowser
+                webbrowser.open(url)
+            rc = proc.wait()
         except KeyboardInterrupt:
             proc.terminate()
             try: proc.wait(timeout=10)
