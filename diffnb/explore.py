@@ -27,26 +27,26 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
 
-from .core import DiffnbFileNotFoundError, DiffnbValueError, check_choice, check_int, check_positive, fail, numpy_rng, torch_rng
+# torch, the simulators and diffnb.core (which imports torch) are imported where they are used: `diffnb explore`
+# starts its server without them, and only the page's kernel loads them
 
 # %% auto #0
 __all__ = ['EXPLORERS', 'MAX_PAGES', 'register_explorer', 'Explorer', 'powder_explorer', 'lacbed_explorer', 'mote2_explorer',
            'speckle_explorer', 'detector_explorer', 'explorer_notebook', 'voila_config', 'voila_command', 'explore_cli']
 
-# %% ../nbs/api/70_explore.ipynb #15c3e153
-from .scattering import bismuth_b_iso
-from .sim.detector import LabDomain, scale_to_dose, shot_noise
-from .sim.powder import BI_ENERGY_KEV, PowderRings, bismuth_atoms
-
 # %% ../nbs/api/70_explore.ipynb #5f3064f1
 EXPLORERS: dict[str, Callable] = {}
+
+def _fail(name, value, expected, missing_file: bool = False):
+    "`diffnb.core.fail`, imported on the error path only (diffnb.core imports torch, which the command does not need)."
+    from diffnb.core import DiffnbFileNotFoundError, DiffnbValueError, fail
+    fail(name, value, expected, DiffnbFileNotFoundError if missing_file else DiffnbValueError)
 
 def register_explorer(name: str,  # name used by `diffnb explore NAME`
                      ):           # decorator that registers a factory `f(**kwargs) -> Explorer`
     "Register an explorer factory under `name` (the extension point for new explorers)."
-    if not isinstance(name, str) or not name.isidentifier(): fail("name", name, "an identifier such as 'powder'")
+    if not isinstance(name, str) or not name.isidentifier(): _fail("name", name, "an identifier such as 'powder'")
     def deco(factory):
         EXPLORERS[name] = factory
         factory.explorer_name = name
@@ -80,7 +80,7 @@ class Explorer:
         import ipywidgets as W
         self.name, self.title, self.controls = name, title, dict(controls)
         self._compute, self._draw, self.caches = compute, draw, dict(caches or {})
-        self.image = W.Image(format="png", layout=W.Layout(max_width="100%", height="auto"))   # scales down to the page
+        self.image = W.Image(format="png", layout=W.Layout(max_width="100%", height="auto", margin="0"))   # scales down to the page
         self.status = W.HTML()
         self.updates, self.last_update_s, self.data, self._hold = 0, float("nan"), None, False
         self._lock, self.preview = threading.RLock(), dict(preview or {})
@@ -89,7 +89,7 @@ class Explorer:
             if hasattr(w, "style") and hasattr(w.style, "description_width") and not w.style.description_width:
                 w.style.description_width = "100px"      # room for the units in the labels
         head = W.HTML(f"<h3 style='margin:0'>{title}</h3><div style='color:#555'>{note}</div>")
-        figure = W.Box([self.image], layout=W.Layout(flex="1 1 0%", min_width="0"))   # takes the width the controls leave
+        figure = W.Box([self.image], layout=W.Layout(flex="1 1 0%", min_width="0", overflow="hidden"))   # takes the width the controls leave
         self.widget = W.VBox([head, W.HBox([W.VBox(list(self.controls.values()), layout=W.Layout(min_width="330px")),
                                             figure], layout=W.Layout(width="100%")), self.status],
                              layout=W.Layout(width="100%"))
@@ -126,7 +126,7 @@ class Explorer:
     def set(self, **values):
         "Set several controls at once and update once."
         for k in values:
-            if k not in self.controls: fail("control", k, f"one of {list(self.controls)}")
+            if k not in self.controls: _fail("control", k, f"one of {list(self.controls)}")
         self._hold = True
         try:
             for k, v in values.items(): self.controls[k].value = v
@@ -167,6 +167,7 @@ class Explorer:
 # %% ../nbs/api/70_explore.ipynb #aa1112da
 @lru_cache(maxsize=4)
 def _bi_rings(s_max: float):
+    from diffnb.sim.powder import BI_ENERGY_KEV, PowderRings, bismuth_atoms
     return PowderRings(bismuth_atoms(), BI_ENERGY_KEV, s_max=s_max)
 
 @register_explorer("powder")
@@ -175,6 +176,11 @@ def powder_explorer(shape=(256, 256),                  # (H, W) [px]
                    ) -> Explorer:
     "Bi powder rings vs temperature and ring width, ideal and through the lab-domain detector model."
     import ipywidgets as W
+    import torch
+    from diffnb.core import check_int, check_positive, fail, numpy_rng, torch_rng
+    from diffnb.scattering import bismuth_b_iso
+    from diffnb.sim.detector import LabDomain, scale_to_dose, shot_noise
+    from diffnb.sim.powder import BI_ENERGY_KEV
     H, W_ = check_int("H", shape[0], 8), check_int("W", shape[1], 8)
     ppia = float(check_positive("pixels_per_inv_angstrom", pixels_per_inv_angstrom))
     s_max = math.hypot(H, W_) / 2 / ppia + 0.2
@@ -231,6 +237,8 @@ def lacbed_explorer(atoms=None,                # crystal (ase.Atoms); None: Si, 
                    ) -> Explorer:
     "Bright-field LACBED disc vs thickness, half-angle and absorption model, with the projected potential."
     import ipywidgets as W
+    import torch
+    from diffnb.core import check_int, check_positive, fail, numpy_rng, torch_rng
     from diffnb.core import electron_wavelength
     from diffnb.sim.bloch import g_max_for_beams, lacbed
     from diffnb.sim.potential import projected_potential
@@ -286,6 +294,8 @@ def mote2_explorer(grid: int = 261,        # pixels per axis
                   ) -> Explorer:
     "Kinematic diffraction of a MoTe2 monolayer of each study class, with its two difference channels."
     import ipywidgets as W
+    import torch
+    from diffnb.core import check_int, check_positive, fail, numpy_rng, torch_rng
     from diffnb.sim.kinematic import (add_vacancies, apply_strain, crystallite, difference_channels, observe, pattern,
                                 reciprocal_axis, thermal_displacements)
     from diffnb.sim.mote2 import CLASSES, difference_rgb, mote2_supercell, phonon_displacements
@@ -361,6 +371,8 @@ def speckle_explorer(box: float | None = None,   # box side [px]; None: the stud
                     ) -> Explorer:
     "Speckle of random 2-D disks vs number of disks, polydispersity, fluence and grid."
     import ipywidgets as W
+    import torch
+    from diffnb.core import check_int, check_positive, fail, numpy_rng, torch_rng
     from matplotlib.patches import Circle
     from diffnb.sim.speckle import STUDY_BOX, disk_system, k_axes, photon_noise, speckle
     L = float(STUDY_BOX if box is None else check_positive("box", box))
@@ -410,6 +422,10 @@ def detector_explorer(image=None,                            # (H, W) ideal imag
                      ) -> Explorer:
     "The lab-domain detector model applied to an image, one control per instrument effect."
     import ipywidgets as W
+    import torch
+    from diffnb.core import check_int, check_positive, fail, numpy_rng, torch_rng
+    from diffnb.scattering import bismuth_b_iso
+    from diffnb.sim.detector import LabDomain
     ppia = float(check_positive("pixels_per_inv_angstrom", pixels_per_inv_angstrom))
     if image is None:
         img = _bi_rings(round(math.hypot(256, 256) / 2 / ppia + 0.2, 3)).image(
@@ -471,17 +487,16 @@ def explorer_notebook(name: str,        # registered explorer name
                       **kwargs,         # JSON-serialisable keyword arguments of the explorer's factory
                      ) -> Path:         # path of the notebook
     "Write a one-cell notebook that displays explorer `name` (or one line saying why it cannot), with a kernel spec for this Python."
-    if name not in EXPLORERS: fail("name", name, f"one of {sorted(EXPLORERS)}", DiffnbValueError)
+    if name not in EXPLORERS and name not in _PLUGINS: _fail("name", name, f"one of {sorted(EXPLORERS)}")
     try: args = json.dumps(kwargs)
-    except (TypeError, ValueError): fail("kwargs", kwargs, "JSON-serialisable keyword arguments (numbers, strings, lists)")
-    import nbformat
+    except (TypeError, ValueError): _fail("kwargs", kwargs, "JSON-serialisable keyword arguments (numbers, strings, lists)")
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
     spec = folder / "kernels" / "diffnb-explore"
     spec.mkdir(parents=True, exist_ok=True)
     (spec / "kernel.json").write_text(json.dumps({
         "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": "diffnb explore", "language": "python", "metadata": {"debugger": False}}))
-    module = EXPLORERS[name].__module__       # the module that registers it (imported by the kernel)
+    module = EXPLORERS[name].__module__ if name in EXPLORERS else _PLUGINS[name]   # the module that registers it
     call = f"EXPLORERS[{name!r}](**json.loads({args!r}))" if kwargs else f"EXPLORERS[{name!r}]()"
     src = ("import html, json\nimport matplotlib\nmatplotlib.use('Agg')\nfrom IPython.display import HTML, display\n"
            + ("" if module == "__main__" else f"import {module}\n")
@@ -491,11 +506,13 @@ def explorer_notebook(name: str,        # registered explorer name
            + "except Exception as e:   # one line for the reader, not a traceback\n"
            + f"    display(HTML(f\"<p style='color:#b00'><b>diffnb explore {name}:</b> {{html.escape(str(e) or type(e).__name__)}}</p>\"))\n"
            + "else:\n    display(explorer.widget)")
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(src)])
-    nb.metadata["kernelspec"] = {"name": "diffnb-explore", "display_name": "diffnb explore", "language": "python"}
-    nb.metadata["title"] = f"diffnb explore {name}"
+    nb = {"nbformat": 4, "nbformat_minor": 5,       # written as JSON: nbformat takes a second to import
+          "metadata": {"kernelspec": {"name": "diffnb-explore", "display_name": "diffnb explore", "language": "python"},
+                       "title": f"diffnb explore {name}"},
+          "cells": [{"cell_type": "code", "id": "explorer", "metadata": {}, "execution_count": None, "outputs": [],
+                     "source": src}]}
     path = folder / f"{name}.ipynb"
-    nbformat.write(nb, path)
+    path.write_text(json.dumps(nb, indent=1))
     return path
 
 def _free_port() -> int:
@@ -516,7 +533,8 @@ MAX_PAGES = 4   # kernels a `diffnb explore` server runs at once (each open page
 def voila_config(max_kernels: int = MAX_PAGES,  # most kernels at once
                 ) -> dict:                       # Voilà/Jupyter server configuration (written as voila.json)
     "Server settings of `diffnb explore`: local Host names only (DNS rebinding), same-origin websockets, no other port, a kernel cap."
-    max_kernels = check_int("max_kernels", max_kernels, min_value=1)
+    if isinstance(max_kernels, bool) or not isinstance(max_kernels, int) or max_kernels < 1:
+        _fail("max_kernels", max_kernels, "a positive integer")
     return {"Voila": {"port_retries": 0,                                  # a busy port is an error, not a silent move
                       "tornado_settings": {"allow_remote_access": False,  # Host must be 127.0.0.1/localhost (jupyter_server's check)
                                            "local_hostnames": ["localhost"], "allow_origin": ""}},   # websockets: same origin only
@@ -532,7 +550,8 @@ def _explorer_kernel_manager():
         max_kernels = Integer(MAX_PAGES, config=True, help="most kernels at once (open pages, the preheated one included)")
         async def start_kernel(self, *args, **kwargs):
             if kwargs.get("kernel_id") is None and len(self.list_kernel_ids()) >= self.max_kernels:
-                raise HTTPError(503, f"diffnb explore serves at most {self.max_kernels} pages at once: close one and reload")
+                raise HTTPError(503, f"diffnb explore serves at most {self.max_kernels} page{'s' * (self.max_kernels != 1)} at once: "
+                                     "close one and reload")
             return await super().start_kernel(*args, **kwargs)
     return ExplorerKernelManager
 
@@ -547,8 +566,8 @@ def voila_command(notebook,             # notebook to serve
                   open_browser: bool = True,  # let Voilà open the page in the default browser
                  ) -> list:             # argv of the Voilà server (run it in the folder holding `voila_config()` as voila.json)
     "The Voilà command line that serves `notebook` on 127.0.0.1:`port`."
-    port = check_int("port", port, min_value=1)
-    if port > 65535: fail("port", port, "a TCP port 1…65535")
+    if isinstance(port, bool) or not isinstance(port, (int, np.integer)) or not 1 <= port <= 65535:
+        _fail("port", port, "a TCP port 1…65535")
     cmd = [sys.executable, "-m", "voila", str(notebook), f"--port={port}", "--Voila.ip=127.0.0.1",
            f"--Voila.config_file_paths={Path(notebook).resolve().parent}",   # voila.json beside the notebook, no user config
            "--strip_sources=True", "--show_tracebacks=False", "--theme=light",
@@ -567,12 +586,27 @@ def _sampler_config(items: list) -> dict:
     out = {}
     for it in items:
         k, eq, v = it.partition("=")
-        if not eq or not k.strip().isidentifier(): fail("--sampler-config", it, "KEY=VALUE, e.g. n=257 or shape=(256,256)")
+        if not eq or not k.strip().isidentifier(): _fail("--sampler-config", it, "KEY=VALUE, e.g. n=257 or shape=(256,256)")
         v = _literal(v.strip())
         try: json.dumps(v)
-        except (TypeError, ValueError): fail("--sampler-config", it, "a number, string, list, True/False or None")
+        except (TypeError, ValueError): _fail("--sampler-config", it, "a number, string, list, True/False or None")
         out[k.strip()] = v
     return out
+
+class _Relay:
+    "Copy a server's output to stderr from a thread, holding it back until `release()` (dropped if never released)."
+    def __init__(self, stream):
+        self._held, self._lock, self._open = [], threading.Lock(), False
+        threading.Thread(target=self._run, args=(stream,), daemon=True).start()
+    def _run(self, stream):
+        for line in stream:
+            with self._lock:
+                if self._open: sys.stderr.write(line)
+                else: self._held.append(line)
+    def release(self):
+        with self._lock:
+            self._open = True
+            sys.stderr.write("".join(self._held)); self._held.clear()
 
 def explore_cli(argv: list | None = None,  # arguments after `diffnb explore`
                ) -> int:                   # process exit code
@@ -590,14 +624,16 @@ def explore_cli(argv: list | None = None,  # arguments after `diffnb explore`
     ap.add_argument("--no-browser", action="store_true", help="do not open a browser, only print the address")
     ap.add_argument("--list", action="store_true", help="list the explorers and exit")
     a = ap.parse_args(argv)
-    _load_plugins(None if (a.list or not a.name) else a.name)
     if a.list or not a.name:
+        _load_plugins()
         for k, f in sorted(EXPLORERS.items()): print(f"{k:<10} {(f.__doc__ or '').strip()}")
         return 0 if a.list else 2
     def refuse(msg, code=2):
         print(f"diffnb explore {a.name}: {msg}", file=sys.stderr); return code
-    if a.name not in EXPLORERS: return refuse(f"unknown explorer; choose from {sorted(EXPLORERS)}")
-    needs_model = getattr(EXPLORERS[a.name], "needs_model", False)
+    if a.name not in EXPLORERS and a.name not in _PLUGINS:
+        _load_plugins()
+        return refuse(f"unknown explorer; choose from {sorted(EXPLORERS)}")
+    needs_model = a.name in _PLUGINS or getattr(EXPLORERS[a.name], "needs_model", False)
     if needs_model and not a.model: return refuse("give the saved model with --model DIR")
     if (a.model or a.sampler or a.codes or a.sampler_config) and not needs_model:
         return refuse("--model, --sampler, --sampler-config and --codes are for the explorers that show a model")
@@ -607,22 +643,29 @@ def explore_cli(argv: list | None = None,  # arguments after `diffnb explore`
     kwargs = {}
     try:
         for m in a.model:
-            if not Path(m).exists(): fail("--model", m, "an existing model directory", DiffnbFileNotFoundError)
+            if not Path(m).exists(): _fail("--model", m, "an existing model directory", missing_file=True)
         if a.model:
             paths = [str(Path(m).resolve()) for m in a.model]
             kwargs["model_dir"] = paths[0] if len(paths) == 1 else paths
         if a.sampler: kwargs["sampler"] = a.sampler
         kwargs.update(_sampler_config(a.sampler_config))
         if a.codes:
-            if not Path(a.codes).is_file(): fail("--codes", a.codes, "an existing .npz file", DiffnbFileNotFoundError)
+            if not Path(a.codes).is_file(): _fail("--codes", a.codes, "an existing .npz file", missing_file=True)
             kwargs["codes"] = str(Path(a.codes).resolve())
-        check = getattr(EXPLORERS[a.name], "check_args", None)
-        if check is not None: check(**kwargs)     # the model and its sampler, before a server starts
     except (ValueError, FileNotFoundError, TypeError) as e: return refuse(f"error: {e}")
+    def model_problem():   # the model and its sampler (loads torch and the model: seconds)
+        try:
+            _load_plugins(a.name)
+            check = getattr(EXPLORERS[a.name], "check_args", None)
+            if check is not None: check(**kwargs)
+        except (ValueError, FileNotFoundError, TypeError) as e: return f"error: {e}"
     import importlib.util
     if importlib.util.find_spec("voila") is None:
-        return refuse("needs Voilà: pip install 'diffnb[explore]' (or use the explorer inline in Jupyter)", 1)
+        problem = model_problem()
+        return refuse(problem or "needs Voilà: pip install 'diffnb[explore]' (or use the explorer inline in Jupyter)",
+                      2 if problem else 1)
     port = a.port if a.port is not None else _free_port()
+    url = f"http://127.0.0.1:{port}/"
     with tempfile.TemporaryDirectory(prefix="diffnb-explore-") as tmp:
         nb = explorer_notebook(a.name, tmp, **kwargs)
         (Path(tmp) / "voila.json").write_text(json.dumps(voila_config()))
@@ -630,12 +673,24 @@ def explore_cli(argv: list | None = None,  # arguments after `diffnb explore`
         env["JUPYTER_PATH"] = os.pathsep.join([tmp] + ([env["JUPYTER_PATH"]] if env.get("JUPYTER_PATH") else []))
         pkg_root = str(Path(__file__).resolve().parents[1])     # the kernel imports this very diffnb
         env["PYTHONPATH"] = os.pathsep.join([pkg_root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-        print(f"diffnb explore {a.name}: http://127.0.0.1:{port}/  (Ctrl-C to stop)", flush=True)
-        proc = subprocess.Popen(voila_command(nb, port, not a.no_browser), env=env, cwd=tmp)
+        # the server starts now; the model checks (which load torch and the model) run while it does
+        proc = subprocess.Popen(voila_command(nb, port, open_browser=False), env=env, cwd=tmp,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        relay = _Relay(proc.stdout)           # the server's messages reach the terminal once the checks pass
         def _stop(signum, frame): raise KeyboardInterrupt
         try: signal.signal(signal.SIGTERM, _stop)   # a terminated `diffnb explore` also stops its server
         except ValueError: pass                       # not the main thread
-        try: rc = proc.wait()
+        try:
+            problem = model_problem()
+            if problem:
+                proc.terminate(); proc.wait(timeout=30)
+                return refuse(problem)
+            print(f"diffnb explore {a.name}: {url}  (Ctrl-C to stop)", flush=True)
+            relay.release()
+            if not a.no_browser:
+                import webbrowser
+                webbrowser.open(url)
+            rc = proc.wait()
         except KeyboardInterrupt:
             proc.terminate()
             try: proc.wait(timeout=10)

@@ -129,3 +129,167 @@ def test_math_rendered_in_chromium(docs):
         d.quit()
     assert not problems, "\n".join(problems)
     assert rendered >= 5, f"KaTeX rendered math on only {rendered} pages"
+
+
+def _all_local_pages(docs):
+    return [p for p in sorted(docs.rglob("*.html")) if "_static" not in p.relative_to(docs).parts]
+
+
+def _ids_of(page, cache={}):
+    if page not in cache: cache[page] = set(html_lib.unescape(i) for i in re.findall(r'\sid="([^"]+)"', page.read_text()))
+    return cache[page]
+
+
+def test_every_local_link_lands_on_its_anchor(docs):
+    "Every local link names a file that exists and, when it has a fragment, an id of that page (case-sensitive)."
+    broken, checked = [], 0
+    for page in _all_local_pages(docs):
+        for url in re.findall(r'href="([^"]*)"', page.read_text()):
+            url = html_lib.unescape(url)
+            if not url or re.match(r"^[a-z][a-z0-9+.-]*:", url) or url.startswith("//"): continue
+            path, _, frag = url.partition("#")
+            target = (page.parent / path).resolve() if path else page
+            checked += 1
+            if not target.exists(): broken.append(f"{page.relative_to(docs)}: {url} (no such file)"); continue
+            if frag and target.suffix == ".html" and frag not in _ids_of(target):
+                broken.append(f"{page.relative_to(docs)}: {url} (no id {frag!r} on {target.name})")
+    assert checked > 1000
+    assert not broken, f"{len(broken)} broken links:\n" + "\n".join(broken[:40])
+
+
+def test_fragment_matching_rules():
+    "The generator's fragment matching: exact, then case and punctuation aside, then a method's class; else none."
+    sys.path.insert(0, str(ROOT / "tools"))
+    from offline_docs import _match_fragment
+    ids = {"LogIntensity", "Explorer", "LACBED-(Bloch-waves)", "cell-id=1"}
+    assert _match_fragment("LogIntensity", ids) == "LogIntensity"
+    assert _match_fragment("logintensity", ids) == "LogIntensity"
+    assert _match_fragment("lacbed-bloch-waves", ids) == "LACBED-(Bloch-waves)"
+    assert _match_fragment("explorer.figure", ids) == "Explorer"
+    assert _match_fragment("nothing", ids) is None
+
+
+# words that speak to the authors instead of the reader (internal targets, placeholders, history); "blocked" in its
+# status sense only ("blocked on/until/by an issue", "(blocked)"), not the beam stop's blocked pixels
+INTERNAL_WORDS = ("our target", "science target", "left open", "KEEP_BEST_RUN", "stopped for lack of time",
+                  "which did not exist yet", "the explanation at the time")
+INTERNAL_PATTERNS = (r"\bblocked (on|until)\b", r"\bblocked by (the |an? )?(issue|lack|bug|missing|other)", r"\(blocked\)", r"\bblocked:",
+                     r"\b(aim|target) of [^.]{0,20}[≤≥]")   # an internal threshold ("the aim of ≤ 5 %")
+WORKFLOW_PAGES = "workflows/bismuth.html, workflows/lacbed.html, workflows/mote2.html, workflows/speckle.html"
+
+
+def _reader_text(page) -> str:
+    "What a reader reads on a page: the text outside code, commands, scripts and the navigation."
+    t = re.sub(r"<(pre|code|script|style|nav)\b[^>]*>.*?</\1>", " ", page.read_text(), flags=re.S)
+    return html_lib.unescape(re.sub(r"<[^>]+>", " ", t))
+
+
+@pytest.mark.parametrize("group", ["workflows", "other"])
+def test_pages_speak_to_the_reader(docs, group, request):
+    if group == "workflows":
+        request.applymarker(pytest.mark.xfail(strict=False, reason=f"the workflow pages' prose is being rewritten: {WORKFLOW_PAGES}"))
+    pages = [p for p in _local_pages(docs) if (p.relative_to(docs).parts[0] == "workflows") == (group == "workflows")]
+    assert pages
+    hits = []
+    for page in pages:
+        text = _reader_text(page)
+        for w in [rf"\b{re.escape(w)}\b" for w in INTERNAL_WORDS] + list(INTERNAL_PATTERNS):
+            for m in re.finditer(w, text, flags=re.I):
+                hits.append(f"{page.relative_to(docs)}: {m.group(0)!r} in …{text[max(0, m.start() - 60):m.end() + 60].strip()}…")
+    assert not hits, "\n".join(hits)
+
+
+def _search_index(docs) -> list:
+    import json
+    js = (docs / "search-index.js").read_text()
+    assert js.startswith("window.DIFFNB_SEARCH = ")
+    return json.loads(js[len("window.DIFFNB_SEARCH = "):].rstrip().rstrip(";"))
+
+
+def test_search_index_covers_every_page(docs):
+    index = _search_index(docs)
+    pages = {e["u"] for e in index}
+    assert {p.relative_to(docs).as_posix() for p in _local_pages(docs) if "src" not in p.relative_to(docs).parts} <= pages
+    for e in index:   # every entry points at a page and an id that exist
+        assert (docs / e["u"]).exists() and (not e["a"] or e["a"] in _ids_of(docs / e["u"])), e["u"] + "#" + e["a"]
+    hits = [e for e in index if "debye–waller" in (e["h"] + " " + e["x"]).lower()]
+    assert {"api/scattering.html", "api/sim.powder.html"} <= {e["u"] for e in hits}    # the pages that define it
+
+
+def test_search_box_answers_in_chromium(docs):
+    "Typing 'Debye–Waller' in the search box of the home page lists sections that mention it, linked to their anchors."
+    chromium, driver = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver") or "/usr/bin/chromedriver"
+    if not (os.path.exists(chromium) and os.path.exists(driver)):
+        if os.environ.get("CI", "").lower() == "true": pytest.fail("chromium/chromedriver missing in CI")
+        pytest.skip("Debian's chromium and chromium-driver are not installed")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    o = webdriver.ChromeOptions()
+    o.binary_location = chromium
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,900"):
+        o.add_argument(a)
+    d = webdriver.Chrome(service=Service(driver), options=o)
+    try:
+        d.get((docs / "api" / "core.html").resolve().as_uri())
+        box = d.find_element(By.ID, "diffnb-q")
+        box.send_keys("Debye–Waller")
+        t0 = time.time()
+        while time.time() - t0 < 10 and not d.find_elements(By.CSS_SELECTOR, "#diffnb-hits a.diffnb-hit"): time.sleep(0.1)
+        links = [a.get_attribute("href") for a in d.find_elements(By.CSS_SELECTOR, "#diffnb-hits a.diffnb-hit")]
+        assert len(links) >= 3, links
+        assert any("sim.powder.html#" in u or "scattering.html#" in u for u in links), links
+        d.get(links[0])                                  # the first hit opens its page at its section
+        assert d.execute_script("return location.hash") and "diffnb-nav" in d.page_source
+    finally:
+        d.quit()
+
+
+def test_previous_next_links_follow_the_reading_order(docs):
+    pages = [p for p in _local_pages(docs) if "src" not in p.relative_to(docs).parts]
+    order = {}
+    for page in pages:
+        t = page.read_text()
+        prev = re.search(r'<a rel="prev" href="([^"]+)"', t); nxt = re.search(r'<a rel="next" href="([^"]+)"', t)
+        order[page.resolve()] = ((page.parent / prev.group(1)).resolve() if prev else None,
+                                 (page.parent / nxt.group(1)).resolve() if nxt else None)
+    firsts = [p for p, (a, b) in order.items() if a is None]; lasts = [p for p, (a, b) in order.items() if b is None]
+    assert firsts == [(docs / "index.html").resolve()] and len(lasts) == 1
+    seen, p = [], firsts[0]
+    while p is not None:                                  # one chain through every page, prev the inverse of next
+        seen.append(p)
+        nxt = order[p][1]
+        if nxt is not None: assert order[nxt][0] == p, f"{nxt.name}: previous is not {p.name}"
+        p = nxt
+    assert len(seen) == len(order)
+
+
+def test_home_page_links_studies_and_quick_start(docs):
+    t = (docs / "index.html").read_text()
+    for wf in ("bismuth", "lacbed", "mote2", "speckle"):
+        assert f'href="workflows/{wf}.html"' in t, wf
+    assert 'href="tutorials/quickstart.html"' in t and 'href="explanations/results.html"' in t
+    assert re.search(r"Shen et al\.? (19|20)\d\d", _reader_text(docs / "index.html"))
+
+
+def test_results_page_links_its_json_and_shows_recorded_figures(docs):
+    results = ROOT / "nbs" / "workflows" / "results"
+    for f in results.glob("*.json"): assert (docs / "workflows" / "results" / f.name).read_bytes() == f.read_bytes()
+    t = (docs / "explanations" / "results.html").read_text()
+    linked = set(re.findall(r'href="\.\./workflows/results/([^"]+\.json)"', t))
+    assert {"bismuth_relative.json", "lacbed.json", "mote2_refit.json", "speckle_radial.json"} <= linked
+    for study in ("bismuth", "lacbed", "mote2", "speckle"):   # a figure only where a recorded run left one
+        has_png = any((results / study).glob("*.png")) or any(results.glob(f"{study}_*.png"))
+        shown = re.search(rf'<img src="\.\./workflows/results/{study}[/_][^"]*\.png"', t)
+        assert bool(shown) == has_png, study
+
+
+def test_api_pages_signatures_and_setup_cells(docs):
+    for page in sorted((docs / "api").glob("*.html")):
+        t = page.read_text()
+        assert "NoneType" not in t, f"{page.name}: NoneType in a signature"
+        assert not re.search(r"<p><a href=\"[^\"]+\">source</a></p>", t), f"{page.name}: source link above its heading"
+    t = (docs / "api" / "learn.learner.html").read_text()
+    assert 'class="diffnb-source"' in t
+    for name in ("learn.learner.html", "learn.interpret.html"):
+        assert "matplotlib.use" not in _reader_text(docs / "api" / name) + re.sub(r"<[^>]+>", "", (docs / "api" / name).read_text())

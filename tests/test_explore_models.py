@@ -24,7 +24,7 @@ def models(tmp_path_factory):
     torch.manual_seed(0)
     clf = conversion_cnn(n_in=1, n_out=len(speckle.classes), img_size=(33, 33), channels=(4, 8), hidden=(16,), p_drop=0.3)
     save_model(clf, tmp / "clf", task="classification", classes=speckle.classes, input_shape=(1, 33, 33),
-               provenance={"sampler": speckle.name, "config": speckle.config})
+               provenance={"sampler": speckle.name, "sampler_config": speckle.config})
     for k in range(2):
         reg = conversion_cnn(n_in=1, n_out=1, img_size=(32, 32), channels=(4,), hidden=(8,), p_drop=0.3)
         # a store's provenance form: {"sampler": {"name", "version", "config"}}; the config holds a derived entry (norm)
@@ -144,5 +144,5 @@ def test_cli_dispatch(models, capsys, tmp_path):
     import nbformat
     src = nbformat.read(nb, as_version=4).cells[0].source
     ns = {}
-    exec(src.replace("display(explorer.widget)", ""), ns)                     # the page's code runs
+    exec(src.replace("display(explorer.widget)", "pass"), ns)                     # the page's code runs
     assert ns["explorer"].name == "latent" and ns["explorer"].data["decoded"].shape == (1, 16, 16)

@@ -118,6 +118,7 @@ CSS = """<style>
 .diffnb-title h1{margin:.2em 0;font-size:2.1em}.diffnb-title .description{color:#444;font-size:1.1em;margin:.3em 0 0 0}
 .diffnb-note{border-left:4px solid #2b5277;background:#f3f6f9;padding:.5em 1em;margin:.5em 0}
 .diffnb-src pre{font-size:12px;line-height:1.35}.diffnb-src .ln{color:#999;display:inline-block;width:4em;user-select:none}
+[id]{scroll-margin-top:4em}   /* an anchor's heading is not hidden under the sticky navigation bar */
 .diffnb-source{float:right;font-size:.6em;font-weight:normal;margin-left:1em}
 .diffnb-search{margin-left:auto;position:relative}.diffnb-search input{width:16em;padding:.2em .4em;border-radius:4px;border:0}
 .diffnb-hits{display:none;position:absolute;right:0;top:2em;width:32em;max-height:70vh;overflow:auto;background:#fff;color:#222;
@@ -264,6 +265,15 @@ def _source_beside_heading(body: str) -> str:
     "Move show_doc's `source` link (a paragraph above the heading) into the heading, floated right."
     return re.sub(r'<p><a href="([^"]+)">source</a></p>\s*(<h([1-6])[^>]*>)(.*?)(</h\3>)',
                   r'\2\4<a class="diffnb-source" href="\1">source</a>\5', body, flags=re.S)
+
+
+def _drop_duplicate_headings(body: str) -> str:
+    "A notebook's own heading for a function directly above show_doc's heading of it (same id, nothing between): keep one."
+    heads = list(re.finditer(r'<h([1-6])\sid="([^"]+)"[^>]*>.*?</h\1>', body, flags=re.S))
+    drop = [a for a, b in zip(heads, heads[1:])
+            if a.group(2) == b.group(2) and not re.sub(r"<[^>]+>|\s|<hr/?>", "", body[a.end():b.start()])]
+    for a in reversed(drop): body = body[:a.start()] + body[a.end():]
+    return body
 
 
 def _ids(body: str) -> set:
@@ -459,7 +469,7 @@ def build(root: Path = ROOT, out: Path | None = None) -> Path:
         head = (f'<header class="diffnb-title"><h1 class="title">{html.escape(title)}</h1>'
                 + (f'<p class="description">{_inline_md(desc)}</p>' if desc else "") + "</header>")
         body = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + CSS + _nav(nav_pages, rel, depth) + head, body, count=1)
-        body = _rewrite_links(_source_beside_heading(body), rel, names)
+        body = _rewrite_links(_drop_duplicate_headings(_source_beside_heading(body)), rel, names)
         if rel == "explanations/results.html": body = _results_figures(body, Path(cfg.nbs_path), rel)
         bodies[rel] = body
     fixed = _fix_fragments(bodies)
