@@ -229,11 +229,11 @@ def model_explorer(model_dir,        # saved model directory (`save_model`), or 
     if not dirs: fail("model_dir", model_dir, "a model directory or a non-empty list of them")
     members = [d if isinstance(d, LoadedModel) else load_model(d, device=device) for d in dirs]
     ref = members[0]
-    if ref.task not in ("classification", "regression", "image_to_image"):
+    if ref.task not in ("classification", "regression", "image2image"):
         raise DiffnbValueError(f"model_explorer shows classifiers, regressors and image-to-image models; this model's task "
                                f"is {ref.task!r}" + (": use latent_explorer for a VAE" if ref.task == "vae" else ""))
     smp = model_sampler(ref, sampler, **sampler_config)
-    want = {"classification": "classification", "regression": "regression", "image_to_image": "image2image"}[ref.task]
+    want = ref.task   # the sampler makes data for the model's task
     if smp.task != want: fail("sampler", smp.name, f"a {want} sampler for this {ref.task} model (it is {smp.task})")
     if ref.task == "classification" and [str(c) for c in smp.classes] != list(ref.classes):
         raise DiffnbValueError(f"the sampler's classes {list(smp.classes)} differ from the model's {list(ref.classes)}")
@@ -265,7 +265,7 @@ def model_explorer(model_dir,        # saved model directory (`save_model`), or 
 
     def draw(d, v):
         task = ref.task
-        fig, ax = _figure(3 if task == "image_to_image" else 2)
+        fig, ax = _figure(3 if task == "image2image" else 2)
         where = f" (sample {d['index']} of the sampler)" if d.get("index") is not None else ""
         _show_image(ax[0], d["image"], f"input{where}\n{_param_text(d['params'])}")
         unc = f"±1σ over {d['prediction'].n_samples} passes" if d["prediction"].n_samples > 1 else "one pass"
@@ -313,7 +313,7 @@ def _check_model_args(model_dir, sampler=None, mc_dropout=0, device=None, **samp
     "Checks for `diffnb explore model` before a server starts: every model is readable and its sampler makes its input."
     if sampler is not None and sampler not in SAMPLERS: fail("sampler", sampler, f"one of {sorted(SAMPLERS)}")
     for d in (model_dir if isinstance(model_dir, (list, tuple)) else [model_dir]):
-        if read_model_meta(d).get("task") in ("classification", "regression", "image_to_image"):
+        if read_model_meta(d).get("task") in ("classification", "regression", "image2image", "image_to_image"):
             model_sampler(d, sampler, **sampler_config)
 
 model_explorer.needs_model, model_explorer.check_args = True, _check_model_args
