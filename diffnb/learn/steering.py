@@ -14,8 +14,8 @@ from .interpret import polyline_distance
 
 # %% auto #0
 __all__ = ['ALARM_RULES', 'path_from_bins', 'principal_curve', 'steering_score', 'ensemble_score', 'threshold_at_false_alarm',
-           'roc_auc', 'threshold_alarm', 'cusum', 'cusum_alarm', 'alarm_statistic', 'first_alarm', 'calibrate_alarm',
-           'detection_summary']
+           'roc_auc', 'steering_report', 'threshold_alarm', 'cusum', 'cusum_alarm', 'alarm_statistic', 'first_alarm',
+           'calibrate_alarm', 'detection_summary']
 
 # %% ../../nbs/api/57_learn.steering.ipynb #39ce8ebf
 def _codes(codes, name="codes"):
@@ -110,6 +110,18 @@ def roc_auc(labels,  # 1 for positives (alarm wanted), 0 for negatives `(n,)`
     check_finite("scores", s)
     r = rankdata(s)
     return float((r[y == 1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+# %% ../../nbs/api/57_learn.steering.ipynb #08382690
+def steering_report(labels,  # 1 for damaged (alarm wanted), 0 for patterns on the path `(n,)`
+                    scores,  # steering scores `(n,)`
+                    threshold: float,  # alarm threshold (alarm when score > threshold), chosen on validation
+                   ) -> dict:  # auc, false_alarm_rate, detection_rate, threshold, n_positive, n_negative
+    "AUC, false-alarm and detection rates of steering scores at a given threshold."
+    y, s = np.asarray(labels).reshape(-1), np.asarray(scores, dtype=np.float64).reshape(-1)
+    auc = roc_auc(y, s)
+    return {"auc": auc, "false_alarm_rate": float(np.mean(s[y == 0] > threshold)),
+            "detection_rate": float(np.mean(s[y == 1] > threshold)), "threshold": float(threshold),
+            "n_positive": int((y == 1).sum()), "n_negative": int((y == 0).sum())}
 
 # %% ../../nbs/api/57_learn.steering.ipynb #7d2fa33a
 def _series(scores):
