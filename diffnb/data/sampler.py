@@ -140,6 +140,7 @@ SAMPLERS: dict[str, Any] = {
     "kinematic.mote2_vae": ("diffnb.sim.mote2:MoTe2VAESampler", {}),
     "mote2.unseen_instrument": ("diffnb.sim.mote2:UnseenInstrumentMoTe2", {}),
     "mote2.randomised_instruments": ("diffnb.sim.mote2:RandomisedInstrumentsMoTe2", {}),
+    "mote2.pump_probe": ("diffnb.sim.mote2:MoTe2PumpProbe", {}),
     "bloch.lacbed": ("diffnb.sim.bloch:LacbedSampler", {}),
     "speckle.poly_study": ("diffnb.sim.speckle:SpeckleSampler", {"radii": "per_class"}),
 }

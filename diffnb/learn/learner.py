@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -18,15 +19,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..core import DiffnbValueError, ShapeError, fail, check_int, check_choice, check_positive, check_finite
+from ..core import DiffnbValueError, ShapeError, fail, check_int, check_choice, check_positive, check_finite, seed_sequence
 from .registry import MODELS, register_model, build_model, model_spec
 
 # %% auto #0
-__all__ = ['TARGET_UNITS', 'PRECISIONS', 'RECON_LOSSES', 'LAUNCHERS', 'model_from_arch', 'TargetScaled', 'target_scaled',
-           'scale_targets', 'set_precision', 'StandardizedMSELoss', 'regression_learner', 'RelativeL1Loss',
-           'classification_learner', 'VAELoss', 'vae_metrics', 'VAETarget', 'unwrap_model', 'VAELearner',
-           'decoder_logits', 'vae_learner', 'vae_encode', 'vae_decode', 'vae_sample', 'readout_layer',
-           'readout_features', 'refit_readout', 'choose_readout', 'rank_device', 'train_distributed']
+__all__ = ['TARGET_UNITS', 'PRECISIONS', 'RECON_LOSSES', 'STREAMS', 'LAUNCHERS', 'model_from_arch', 'TargetScaled',
+           'target_scaled', 'scale_targets', 'set_precision', 'StandardizedMSELoss', 'regression_learner',
+           'RelativeL1Loss', 'classification_learner', 'VAELoss', 'vae_metrics', 'VAETarget', 'stream_seed',
+           'SeededTraining', 'unwrap_model', 'VAELearner', 'decoder_logits', 'vae_learner', 'vae_encode', 'vae_decode',
+           'vae_sample', 'readout_layer', 'readout_features', 'refit_readout', 'choose_readout', 'rank_device',
+           'train_distributed']
 
 # %% ../../nbs/api/53_learn.learner.ipynb #fd9af0a6
 from fastcore.basics import patch
@@ -351,6 +353,30 @@ class VAETarget(Callback):
                      "in [0, 1] for recon='bce' (add PercentileNormalize(0, 100) to the DataLoaders' batch_tfms)")
             self._checked = True
 
+# %% ../../nbs/api/53_learn.learner.ipynb #ed9fb02c
+STREAMS = {"init": 0, "shuffle": 1, "noise": 2, "ensemble": 3}  # purposes of the random streams of a training run
+
+def stream_seed(seed: int,  # run seed (>= 0)
+                purpose: str,  # one of `STREAMS`: "init", "shuffle", "noise", "ensemble"
+                *index: int,  # further indices (>= 0), e.g. the epoch
+               ) -> int:  # a seed in [0, 2⁶³) for `torch.manual_seed`, `random.Random` or `torch.Generator`
+    "The seed of the independent random stream (`purpose`, *index) of a run seeded with `seed`."
+    check_choice("purpose", purpose, tuple(STREAMS))
+    return int(seed_sequence(seed, (STREAMS[purpose], *index)).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+# %% ../../nbs/api/53_learn.learner.ipynb #74892a07
+class SeededTraining(Callback):
+    "Each training epoch's batch order, and the model's noise (`seed_noise`), from the streams (seed, purpose, epoch)."
+    def __init__(self, seed: int):  # run seed (>= 0)
+        self.seed = check_int("seed", seed, min_value=0)
+    def before_train(self):
+        e = int(self.learn.epoch)
+        for dl in (self.learn.dl, getattr(self.learn.dl, "dl", None)):  # a `DistributedDL` shuffles through its inner loader
+            if dl is not None and hasattr(dl, "rng"): dl.rng = random.Random(stream_seed(self.seed, "shuffle", e))
+        m = unwrap_model(self.learn)
+        if callable(getattr(m, "seed_noise", None)): m.seed_noise(stream_seed(self.seed, "noise", e))
+    def __repr__(self): return f"SeededTraining(seed={self.seed})"
+
 # %% ../../nbs/api/53_learn.learner.ipynb #545cc142
 def unwrap_model(learn_or_model) -> nn.Module:
     "The bare model of a learner or module (without `DistributedDataParallel`/`DataParallel`)."
@@ -395,11 +421,17 @@ def vae_learner(dls,  # DataLoaders of images (any task; the images are the targ
                 wd: float | None = None,  # weight decay
                 precision: str = "auto",  # see `set_precision`
                 path=None,  # directory of the learner (checkpoints)
+                seed: int | None = None,  # run seed: initial weights, batch order and noise from its own streams (`SeededTraining`)
                 **kwargs,  # passed to `Learner`
                ) -> Learner:
     "A fastai `Learner` training a (β-)VAE on the images of `dls` with the loss `VAELoss(beta, recon)`."
+    if seed is not None: seed = check_int("seed", seed, min_value=0)
     xb, _ = _probe_batch(dls)
-    model = model_from_arch(arch, arch_kwargs, n_in=xb.shape[1], image_size=_image_size(xb))
+    with torch.random.fork_rng(devices=[], enabled=seed is not None):  # seeded: the global generator is left alone
+        if seed is not None: torch.manual_seed(stream_seed(seed, "init"))
+        model = model_from_arch(arch, arch_kwargs, n_in=xb.shape[1], image_size=_image_size(xb))
+    if seed is not None and not callable(getattr(unwrap_model(model), "seed_noise", None)):
+        fail("arch", type(model).__name__, "a VAE with a `seed_noise(seed)` method (like `conv_vae`) when a seed is given")
     for name in ("encode", "decode"):
         if not callable(getattr(model, name, None)): fail("arch", type(model).__name__, f"a VAE with an `{name}` method")
     out = _check_output(model, xb, tuple(xb[:2].shape), "a tuple (reconstruction, mu, logvar) with reconstruction")
@@ -409,7 +441,8 @@ def vae_learner(dls,  # DataLoaders of images (any task; the images are the targ
     loss = VAELoss(beta, recon, logits)
     meta = _meta(dls, "vae")
     meta["vae"] = {"beta": float(beta), "recon": recon, "latent_dim": int(out[1].shape[1])}
-    cbs = [VAETarget(check_range=recon == "bce")] + list(cbs or [])
+    cbs = [VAETarget(check_range=recon == "bce")] + ([SeededTraining(seed)] if seed is not None else []) + list(cbs or [])
+    if seed is not None: meta["vae"]["seed"] = seed
     return _learner(dls, model, loss, vae_metrics(loss) if metrics is None else metrics, opt_func, cbs, wd,
                     precision, meta, path, cls=VAELearner, **kwargs)
 

@@ -339,6 +339,19 @@ class ConvVAE(nn.Module):
             dec += [nn.ConvTranspose2d(chans[i], chans[i - 1], 4, 2, 1), nn.BatchNorm2d(chans[i - 1]), nn.ReLU(inplace=True)]
         self.decoder = nn.Sequential(*dec, nn.ConvTranspose2d(chans[0], n_in, 4, 2, 1))
         self.n_in, self.img_size, self.latent_dim = n_in, tuple(img_size), latent_dim
+        self.noise_seed, self._noise = None, None    # seed of the reparameterisation noise (None: torch's global generator)
+
+    def seed_noise(self, seed: int | None):  # seed (>= 0) of the noise ε of z = μ + σ·ε; None: torch's global generator
+        "Draw the training noise ε from a generator of this module seeded with `seed` (made on the device of μ)."
+        self.noise_seed, self._noise = (None if seed is None else check_int("seed", seed, 0)), None
+        return self
+
+    def _eps(self, mu):
+        "Standard normal noise shaped like μ: from the module's seeded generator (on μ's device), else the global one."
+        if self.noise_seed is None: return torch.randn_like(mu)
+        if self._noise is None or self._noise.device != mu.device:
+            self._noise = torch.Generator(device=mu.device).manual_seed(self.noise_seed)
+        return torch.randn(mu.shape, generator=self._noise, device=mu.device, dtype=mu.dtype)
 
     def encode(self, x):
         "(μ, log σ²), each (b, latent_dim), of images x (b, n_in, h, w)."
@@ -353,7 +366,7 @@ class ConvVAE(nn.Module):
 
     def forward(self, x):
         mu, logvar = self.encode(x)
-        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu) if self.training else mu
+        z = mu + torch.exp(0.5 * logvar) * self._eps(mu) if self.training else mu
         return self.decode(z), mu, logvar
 
     @torch.no_grad()

@@ -29,7 +29,8 @@ from .kinematic import (_checked_atoms, _check_rng, add_vacancies, amorphize, cr
 __all__ = ['PHASES', 'CLASSES', 'VAE_SETS', 'PARAM_NAMES', 'mote2_data_dir', 'load_mote2_cell', 'load_phonon_snapshots',
            'mote2_supercell', 'mote2_primitive', 'phonon_fields', 'phonon_displacements', 'chgnet_force_constants',
            'chgnet_phonon_fields', 'transformation_cell', 'MoTe2Sampler', 'MoTe2VAESampler', 'UnseenInstrumentMoTe2',
-           'RandomisedInstrumentsMoTe2', 'unseen_instrument_domain', 'randomised_instrument_domain', 'difference_rgb']
+           'RandomisedInstrumentsMoTe2', 'unseen_instrument_domain', 'randomised_instrument_domain', 'difference_rgb',
+           'MoTe2PumpProbe']
 
 # %% ../../nbs/api/22a_sim.mote2.ipynb #5adedc85
 PHASES = ("2H", "1T'")
@@ -514,3 +515,105 @@ def difference_rgb(channels: torch.Tensor,  # (2, H, W) positive / negative diff
     top = np.percentile(c[c > 0], clip) if (c > 0).any() else 1.0
     r, b = np.clip(c[0] / top, 0, 1), np.clip(c[1] / top, 0, 1)
     return np.stack([r, np.zeros_like(r), b], -1)
+
+# %% ../../nbs/api/22a_sim.mote2.ipynb #b3ad5ce9
+from fastcore.basics import patch
+
+class MoTe2PumpProbe(_MoTe2Base):
+    "Pump–probe series along 2H → 1T' (t rising with the frame), damage (vacancies, then melting) from a random frame in odd series."
+    name, task, classes, target_shape = "mote2.pump_probe", "unlabelled", None, ()
+    SERIES_PARAMS = ["series", "frame", "transformation_t", "damaged", "onset_frame", "vacancy_fraction",
+                     "amorphous_fraction", "u_iso", "dose_e_per_px"]
+
+    def __init__(self, *args,
+                 n_frames: int = 24,  # frames per series
+                 onset=(0.25, 0.75),  # range of the damage onset, as a fraction of the series [1]
+                 vacancy_step: float = 0.25,  # vacancy fraction added per frame after onset [1]
+                 melt_after: int = 3,  # frames after onset at which melting begins
+                 melt_step: float = 0.2,  # amorphous fraction added per molten frame (from 0.3) [1]
+                 instrument="training",  # "training" (the sampler's detector), "unseen", or `LabDomain` ranges (dict)
+                 **kwargs):  # `MoTe2Sampler` settings (grid, s_max, size, dose_e_per_px, u_iso, …)
+        super().__init__(*args, **kwargs)
+        base = dict(self.config)
+        n_frames = check_int("n_frames", n_frames, min_value=2); melt_after = check_int("melt_after", melt_after, min_value=0)
+        onset = _pair("onset", onset, 0, 1); check_range("vacancy_step", vacancy_step, 0, 1); check_range("melt_step", melt_step, 0, 1)
+        if isinstance(instrument, str):
+            check_choice("instrument", instrument, ("training", "unseen"))
+            domain = None if instrument == "training" else unseen_instrument_domain(base)
+        elif isinstance(instrument, dict): domain = dict(instrument)
+        else: fail("instrument", instrument, "'training', 'unseen' or a dict of `LabDomain` ranges")
+        self.domain = None if domain is None else LabDomain(**{k: tuple(v) if isinstance(v, list) else v for k, v in domain.items()})
+        self.config.update(json.loads(json.dumps(dict(n_frames=n_frames, onset=onset, vacancy_step=float(vacancy_step),
+                           melt_after=melt_after, melt_step=float(melt_step),
+                           instrument=instrument if isinstance(instrument, str) else "lab",
+                           domain=None if self.domain is None else self.domain.config))))
+
+    @property
+    def image_shape(self): return (1, self.config["grid"], self.config["grid"])
+
+    def onset_frame(self, seed: int,  # run seed (>= 0)
+                    series: int,  # series index
+                   ) -> int:  # first damaged frame, or -1 for an undamaged (even) series
+        "The damage onset of `series`."
+        j = check_int("series", series, min_value=0)
+        if j % 2 == 0: return -1
+        n, (lo, hi) = self.config["n_frames"], self.config["onset"]
+        a, b = int(math.floor(lo * (n - 1))), int(math.floor(hi * (n - 1)))
+        return int(numpy_rng(seed, (j, 0, 2)).integers(a, b + 1))
+
+# %% ../../nbs/api/22a_sim.mote2.ipynb #5c34f647
+@patch
+def _frame(self: MoTe2PumpProbe, seed: int, j: int, f: int):
+    "The crystallite of frame f of series j and its parameter row."
+    c = self.config
+    srng = numpy_rng(seed, (j, 0))                                     # the series: size, orientation, dose, species
+    size = np.array(c["size"]) * (1 + srng.uniform(-c["size_spread"], c["size_spread"], 2))
+    rot, dose = float(srng.uniform(*c["rotation_deg"])), float(np.exp(srng.uniform(*np.log(c["dose_e_per_px"]))))
+    species = [None, "Mo", "Te"][int(srng.integers(3))]
+    frng = numpy_rng(seed, (j, f + 1))                                 # the frame: thermal motion, melting
+    t = f / (c["n_frames"] - 1)
+    onset = self.onset_frame(seed, j)
+    k = f - onset if onset >= 0 else -1                                # frames since onset (-1: intact)
+    x = crystallite(transformation_cell(t), tuple(size), c["shape"], rot)
+    vac = min(0.98, c["vacancy_step"] * (k + 1)) if k >= 0 else 0.0  # at most the degraded set's 98 %
+    if vac > 0: x = add_vacancies(x, numpy_rng(seed, (j, 0, 1)), vac, species)   # the series' draw: vacancies accumulate
+    amorph = min(1.0, 0.3 + c["melt_step"] * (k - c["melt_after"])) if k >= c["melt_after"] else 0.0
+    if amorph > 0 and len(x):
+        x = amorphize(x, frng, amorph); u = float(frng.uniform(0.02, 0.05))
+    else: u = float(frng.uniform(*c["u_iso"]))
+    if len(x): x = thermal_displacements(x, frng, u)
+    row = dict(series=j, frame=f, transformation_t=t, damaged=float(k >= 0), onset_frame=onset, vacancy_fraction=vac,
+               amorphous_fraction=amorph, u_iso=u, dose_e_per_px=dose)
+    return x, row
+
+@patch
+def sample(self: MoTe2PumpProbe,
+           seed: int,  # run seed (>= 0)
+           indices: Sequence[int],  # sample indices: frame i mod n_frames of series i // n_frames
+          ):  # (images (n, 1, N, N) float32 (I/⟨I⟩), None, params {name: (n,) array} of `SERIES_PARAMS`)
+    "Flux-normalised frames and their parameters (frame i depends only on (seed, series, frame))."
+    idx = self._check(seed, indices)
+    imgs, rows = [], []
+    for i in idx:
+        j, f = divmod(i, self.config["n_frames"])
+        x, row = self._frame(seed, j, f)
+        if self.domain is None:
+            obs = self._observe([x], row["dose_e_per_px"], [torch_rng(seed, (j, f + 1, 1))])[0]
+        else:
+            p = self.domain.params_table(seed, [j])                       # one instrument per series …
+            p["noise_seed"] = np.asarray([int(numpy_rng(seed, (j, f + 1, 2)).integers(0, 2**62))])  # … its own noise per frame
+            obs = self.domain.apply(self.intensities([x]), p)[0]
+            row["dose_e_per_px"] = float(p["dose_e_per_px"][0])
+        imgs.append((obs / obs.mean().clamp_min(1e-30))[None].to(torch.float32)); rows.append(row)
+    images = torch.stack(imgs) if idx else torch.zeros((0, *self.image_shape))
+    return images, None, {k: np.array([r[k] for r in rows], dtype=np.float64) for k in self.SERIES_PARAMS}
+
+@patch
+def series(self: MoTe2PumpProbe,
+           seed: int,  # run seed (>= 0)
+           index: int,  # series index (odd: damaged)
+          ):  # (frames (n_frames, 1, N, N), params {name: (n_frames,) array})
+    "All frames of series `index`, in order of delay."
+    j, n = check_int("index", index, min_value=0), self.config["n_frames"]
+    images, _, params = self.sample(seed, range(j * n, (j + 1) * n))
+    return images, params
