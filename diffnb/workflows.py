@@ -410,7 +410,8 @@ def reuse_model(run,                 # folder of an earlier run (a workflow pass
     prov = model.meta.get("provenance", {})
     for k, v in (provenance or {}).items():
         theirs = Path(prov[k]).name if k == "store" and prov.get(k) else prov.get(k)
-        if theirs != (Path(v).name if k == "store" else v):
+        ours = (Path(str(v)) if "://" in str(v) else Path(v).resolve()).name if k == "store" else v   # a linked store: its target
+        if theirs != ours:
             fail("run", str(run), f"a model {name} trained with {k} = {v!r} (it has {theirs!r})")
     if record is not None:
         pre = f"train.{name}."
