@@ -352,14 +352,15 @@ def draw_confusion(ax,              # matplotlib axis
     return ax
 
 def draw_losses(ax,                # matplotlib axis
-                recorder,          # a fastai `Recorder` (`learn.recorder`) after training
+                losses,            # training loss per batch (`learn.recorder.losses`)
+                values,            # per epoch: [train loss, valid loss, metrics...] (`learn.recorder.values`)
                 title: str = "",   # axis title
                ):
     "Training loss per batch and validation loss per epoch of a fastai training, on a log scale."
-    losses = [float(l) for l in getattr(recorder, "losses", [])]
-    if not losses: fail("recorder", recorder, "the Recorder of a learner that has been trained")
+    losses = [float(l) for l in losses]
+    if not losses or not len(values): fail("losses", losses, "the history of a training (copy it before `validate`, which resets the Recorder)")
     ax.plot(np.arange(len(losses)), losses, label="train (per batch)")
-    n_it = len(losses) / max(1, len(recorder.values))
-    ax.plot(n_it * np.arange(1, len(recorder.values) + 1), [v[1] for v in recorder.values], "o-", label="valid (per epoch)")
+    n_it = len(losses) / len(values)
+    ax.plot(n_it * np.arange(1, len(values) + 1), [float(v[1]) for v in values], "o-", label="valid (per epoch)")
     ax.set(title=title, xlabel="iteration", yscale="log"); ax.legend()
     return ax
