@@ -351,6 +351,19 @@ def save_model(self: RunRecord, name: str,  # the model's folder under `out_dir/
     return load_model(folder, device=getattr(self, "device", None) or default_device())
 
 @patch
+def provenance(self: RunRecord, store,      # the `SampleStore` the model was trained on
+               sampler,                     # the sampler that made the store
+               split: str | None = None,    # the store's saved split the model was trained on (fold 0 = training)
+               **more,                      # further entries (epochs, lr, ...)
+              ) -> dict:
+    "What made a model, for its `model.json`: store, sampler and its settings, the run's seed, and the split with its checksum."
+    out = {"store": str(store.path), "sampler": sampler.name, "sampler_config": sampler.config, "seed": self.data["seed"]}
+    if split is not None:
+        folds = store.load_split(split)
+        out.update(split=split, split_sha1=fold_checksum(folds), n_train=int((folds == 0).sum()))
+    return {**out, **more}
+
+@patch
 def study_table(self: RunRecord, rows,      # (quantity, the study's value or None, this run's value or None) per row
                 study: str,                 # column name of the study's values, e.g. "Shen et al."
                 scale: str | None = None,   # one line on the run's size (recorded as `scale` and printed)
@@ -381,6 +394,7 @@ def reuse_model(run,                 # folder of an earlier run (a workflow pass
                 keys,                # parameters the model was trained with: they must be equal in both runs
                 provenance: dict | None = None,  # entries the model's recorded provenance must have ("store": compared by folder name)
                 device=None,         # device of the loaded model
+                record: RunRecord | None = None,  # this run's record: gets the earlier run's `train.<name>.*` metrics and tables, and `train.<name>.reused_from`
                ) -> tuple:           # (the loaded model, the earlier run's metrics.json as a dict)
     "Model `name` of an earlier run of `workflow`, after checking that it was trained with this run's settings, data and split."
     from diffnb.learn.io import load_model
@@ -396,8 +410,14 @@ def reuse_model(run,                 # folder of an earlier run (a workflow pass
     prov = model.meta.get("provenance", {})
     for k, v in (provenance or {}).items():
         theirs = Path(prov[k]).name if k == "store" and prov.get(k) else prov.get(k)
-        if theirs != (Path(v).name if k == "store" else v):
+        ours = (Path(str(v)) if "://" in str(v) else Path(v).resolve()).name if k == "store" else v   # a linked store: its target
+        if theirs != ours:
             fail("run", str(run), f"a model {name} trained with {k} = {v!r} (it has {theirs!r})")
+    if record is not None:
+        pre = f"train.{name}."
+        record.metrics.update({k: v for k, v in old.get("metrics", {}).items() if k.startswith(pre)})
+        record.data["tables"].update({k: v for k, v in old.get("tables", {}).items() if k.startswith(pre)})
+        record.metrics[f"{pre}reused_from"] = str(folder)
     return model, old
 
 # %% ../nbs/api/80_workflows.ipynb #b980794a

@@ -19,7 +19,7 @@ from .learner import unwrap_model, vae_encode, vae_decode
 __all__ = ['EMBEDDINGS', 'FloatInterpretation', 'interpret_classifier', 'plot_confusion', 'plot_top_losses', 'last_conv',
            'saliency_maps', 'gradcam_maps', 'plot_attributions', 'regression_results', 'parity_stats', 'plot_parity',
            'plot_regression', 'latent_embedding', 'plot_latent', 'latent_traversal', 'plot_traversal',
-           'polyline_distance']
+           'polyline_distance', 'mean_path', 'youden_threshold', 'draw_confusion', 'draw_losses']
 
 # %% ../../nbs/api/54_learn.interpret.ipynb #fd040657
 from fastai.learner import Learner
@@ -309,3 +309,58 @@ def polyline_distance(codes,  # latent codes `(n, d)`
     if not return_position: return dist
     starts = np.concatenate([[0.0], np.cumsum(np.sqrt(l2))])[:-1]
     return dist, starts[k] + t[np.arange(len(p)), k] * np.sqrt(l2[k])
+
+# %% ../../nbs/api/54_learn.interpret.ipynb #a1724012
+def mean_path(codes,     # latent codes `(n, d)` of patterns along a path
+              t,         # their path coordinate `(n,)`, in [0, 1]
+              n_bins: int,  # equal bins of t
+             ) -> np.ndarray:  # `(m, d)` mean code of each non-empty bin, in order of t (m <= n_bins)
+    "Vertices of a latent path: the mean code of the patterns in each of `n_bins` equal bins of t."
+    c, t = np.asarray(codes, np.float64), np.asarray(t, np.float64)
+    if c.ndim != 2 or t.shape != (len(c),): fail("t", t, f"one path coordinate per code ({len(c)})", ShapeError)
+    n_bins = check_int("n_bins", n_bins, min_value=1)
+    bins = np.clip(np.digitize(t, np.linspace(0, 1, n_bins + 1)) - 1, 0, n_bins - 1)
+    return np.stack([c[bins == b].mean(0) for b in range(n_bins) if (bins == b).any()])
+
+def youden_threshold(labels,  # `(n,)` 1 for the patterns to flag, 0 for the others
+                     scores,  # `(n,)` score, larger = more likely flagged
+                    ) -> float:  # the threshold (flag where score >= threshold)
+    "The score threshold that maximises Youden's J = TPR − FPR (the ROC point farthest above chance)."
+    from sklearn.metrics import roc_curve
+    y, s = np.asarray(labels), np.asarray(scores, np.float64)
+    if y.shape != s.shape or set(np.unique(y)) != {0, 1}: fail("labels", y, "0s and 1s (both), one per score")
+    fpr, tpr, thr = roc_curve(y, s)
+    return float(thr[np.argmax(tpr - fpr)])
+
+# %% ../../nbs/api/54_learn.interpret.ipynb #8d9aa681
+def draw_confusion(ax,              # matplotlib axis
+                   cm,              # `(k, k)` counts: true class in rows, predicted in columns
+                   labels,          # the k class names
+                   title: str | None = None,  # axis title
+                   fontsize: float = 7,       # of the counts and tick labels [pt]
+                  ):
+    "A confusion matrix of counts in `ax`: each non-zero count written in its cell."
+    cm = np.asarray(cm)
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.shape[0] != len(labels):
+        fail("cm", cm, f"a square matrix with one row per label ({len(labels)})", ShapeError)
+    ax.imshow(cm, cmap="Blues")
+    for (i, j), v in np.ndenumerate(cm):
+        if v: ax.text(j, i, str(v), ha="center", va="center", fontsize=fontsize, color="w" if v > cm.max() / 2 else "k")
+    ax.set(xticks=range(len(labels)), xticklabels=labels, yticks=range(len(labels)), yticklabels=labels,
+           xlabel="predicted", ylabel="true", title=title)
+    ax.tick_params(labelsize=fontsize)
+    return ax
+
+def draw_losses(ax,                # matplotlib axis
+                losses,            # training loss per batch (`learn.recorder.losses`)
+                values,            # per epoch: [train loss, valid loss, metrics...] (`learn.recorder.values`)
+                title: str = "",   # axis title
+               ):
+    "Training loss per batch and validation loss per epoch of a fastai training, on a log scale."
+    losses = [float(l) for l in losses]
+    if not losses or not len(values): fail("losses", losses, "the history of a training (copy it before `validate`, which resets the Recorder)")
+    ax.plot(np.arange(len(losses)), losses, label="train (per batch)")
+    n_it = len(losses) / len(values)
+    ax.plot(n_it * np.arange(1, len(values) + 1), [float(v[1]) for v in values], "o-", label="valid (per epoch)")
+    ax.set(title=title, xlabel="iteration", yscale="log"); ax.legend()
+    return ax

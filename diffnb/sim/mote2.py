@@ -444,12 +444,13 @@ class UnseenInstrumentMoTe2:
     "The seven classes of `MoTe2Sampler`, seen through a `LabDomain` instrument, as 2-channel differences against a reference on it."
     name, version, task, classes, target_shape = "mote2.unseen_instrument", "1", "classification", list(CLASSES), ()
 
-    def __init__(self, mote2_config: dict,  # configuration of the `MoTe2Sampler` whose structures are drawn
-                 domain_config: dict,  # `LabDomain` fields: (lo, hi) ranges of the instrument's effects
+    def __init__(self, mote2_config: dict | None = None,  # configuration of the `MoTe2Sampler` whose structures are drawn (None: its defaults)
+                 domain_config: dict | None = None,  # `LabDomain` fields: (lo, hi) ranges of the instrument's effects (None: the study's, `default_domain`)
                  ref_dose_factor: float = 10.0,  # dose of the pristine reference / dose of the pattern [1]
                 ):
         check_positive("ref_dose_factor", ref_dose_factor)
-        self.base = MoTe2Sampler(**mote2_config)
+        self.base = MoTe2Sampler(**dict(mote2_config or {}))
+        domain_config = self.default_domain(self.base.config) if domain_config is None else domain_config
         self.domain = LabDomain(**{k: tuple(v) if isinstance(v, list) else v for k, v in dict(domain_config).items()})
         self.ref_dose_factor = float(ref_dose_factor)
         self.config = {"mote2": self.base.config, "domain": self.domain.config, "ref_dose_factor": self.ref_dose_factor}
@@ -478,9 +479,14 @@ class UnseenInstrumentMoTe2:
         targets = torch.tensor([i % len(CLASSES) for i in idx], dtype=torch.int64)
         return images, targets, {k: np.array([r[k] for r in rows]) for k in (rows[0] if rows else {})}
 
+    @staticmethod
+    def default_domain(mote2_config): return unseen_instrument_domain(mote2_config)
+
 class RandomisedInstrumentsMoTe2(UnseenInstrumentMoTe2):
     "The patterns of `UnseenInstrumentMoTe2`, each through an instrument drawn from broad ranges (domain randomisation)."
     name = "mote2.randomised_instruments"
+    @staticmethod
+    def default_domain(mote2_config): return randomised_instrument_domain(mote2_config)
 
 # %% ../../nbs/api/22a_sim.mote2.ipynb #60278ab6
 def unseen_instrument_domain(mote2_config: dict,  # configuration of the training `MoTe2Sampler` (grid, s_max, stop_radius_px)

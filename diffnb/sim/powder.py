@@ -24,7 +24,8 @@ from .detector import LabDomain
 
 # %% auto #0
 __all__ = ['PROFILES', 'BI_A', 'BI_C', 'BI_Z', 'BI_ENERGY_KEV', 'PowderRings', 'ring_image', 'ring_profile', 'bismuth_atoms',
-           'BismuthRingSampler', 'bismuth_widget']
+           'BismuthRingSampler', 'bismuth_widget', 'lattice_temperature', 'ideal_rings', 'log_ratio',
+           'pump_probe_images', 'ratio_pairs']
 
 # %% ../../nbs/api/20_sim.powder.ipynb #2bc43cb4
 PROFILES = PEAK_PROFILES   # line shapes (diffnb.core.peak_profile)
@@ -396,3 +397,67 @@ def bismuth_widget(shape=(256, 256),  # (H, W) [px]
     return interact(show, temperature_k=FloatSlider(value=295, min=10, max=1000, step=5),
                     fwhm=FloatSlider(value=0.02, min=0.005, max=0.06, step=0.0025, readout_format=".4f"),
                     log_dose=FloatSlider(value=2.5, min=0.5, max=4.0, step=0.1), seed=IntSlider(value=0, min=0, max=99))
+
+# %% ../../nbs/api/20_sim.powder.ipynb #2a3abd40
+def lattice_temperature(t_ps,                  # pump–probe delays [ps]
+                        fluence,               # pump fluence F [mJ/cm²] (scalar or per delay)
+                        t0_k: float = 295.0,   # temperature before the pump [K]
+                        dt_per_fluence_k: float = 75.0,  # peak-scale heating ΔT per unit fluence [K per mJ/cm²]
+                        tau_rise_ps: float = 2.0,        # heating time τ_r [ps]
+                        tau_decay_ps: float = 60.0,      # cooling time τ_d [ps]
+                       ) -> np.ndarray:        # T(t) [K]
+    "Lattice temperature of the two-time-constant model: T₀ before the pump, then T₀ + ΔT·(1 − e^{−t/τ_r})·e^{−t/τ_d}."
+    check_positive("tau_rise_ps", tau_rise_ps); check_positive("tau_decay_ps", tau_decay_ps); check_positive("t0_k", t0_k)
+    t = np.asarray(t_ps, dtype=np.float64)
+    tp = np.clip(t, 0, None)
+    rise = np.where(t > 0, (1 - np.exp(-tp / tau_rise_ps)) * np.exp(-tp / tau_decay_ps), 0.0)
+    return t0_k + dt_per_fluence_k * np.asarray(fluence, dtype=np.float64) * rise
+
+def ideal_rings(sampler: BismuthRingSampler,  # gives the rings, detector and normalisation
+                u_iso, fwhm,                   # per image: U_iso [Å²] and ring FWHM [1/Å]
+               ) -> torch.Tensor:              # `(n, H, W)` ideal images, normalised like the sampler's
+    "Ideal ring images of given U_iso and ring widths on the sampler's detector."
+    return sampler.rings.image(b_iso=torch.as_tensor(b_from_u(np.asarray(u_iso, np.float64))), shape=sampler.shape,
+                               pixels_per_inv_angstrom=sampler.ppia, fwhm=np.asarray(fwhm, np.float64)).float() / sampler.norm
+
+def log_ratio(frames, refs) -> torch.Tensor:   # log(I + 1) − log(I_ref + 1), same shape
+    "Log-ratio of lab frames [counts] to their references [counts] (negative counts read as zero)."
+    return torch.log(torch.as_tensor(frames).float().clamp_min(0) + 1) - torch.log(torch.as_tensor(refs).float().clamp_min(0) + 1)
+
+# %% ../../nbs/api/20_sim.powder.ipynb #159de251
+def pump_probe_images(sampler: BismuthRingSampler,  # rings, detector and instrument model (`sampler.lab`)
+                      u_iso, fwhm,                   # per frame: U_iso [Å²] and ring FWHM [1/Å]
+                      experiment,                    # per frame: its experiment (one instrument each)
+                      instrument_seed: int,          # seed of the instruments (experiment e: draw e)
+                      noise_seed: int,               # seed of the frames' noise
+                     ):  # (ideal `(n, 1, H, W)`, lab `(n, 1, H, W)` [counts], {experiment: instrument parameters})
+    "Ideal and lab-like frames of pump–probe series: one instrument per experiment, fresh noise per frame."
+    exp = np.asarray(experiment)
+    ideal = ideal_rings(sampler, u_iso, fwhm)
+    inst = {int(e): sampler.lab.sample_params(instrument_seed, int(e)) for e in np.unique(exp)}
+    table = {k: np.array([inst[int(e)][k] for e in exp]) for k in inst[int(exp[0])]}
+    table["noise_seed"] = np.random.default_rng([noise_seed, 2]).integers(0, 2**62, len(exp))
+    return ideal[:, None], sampler.lab.apply(ideal, table)[:, None].float(), inst
+
+def ratio_pairs(sampler: BismuthRingSampler,  # rings, detector, U_iso and FWHM ranges, instrument model
+                n: int,                        # pairs
+                seed: int,                     # seed of the pairs and their instruments
+                t_ref_k: float = 295.0,        # temperature of the reference [K]
+                n_ref: int = 1,                # frames averaged into the reference (its dose is n_ref times a frame's)
+                chunk: int = 256,              # pairs simulated at a time
+               ):  # (log-ratio images `(n, 1, H, W)`, U_iso `(n,)` [Å²], the instruments' gain seeds)
+    "Training pairs (log-ratio of a frame to its same-instrument reference at `t_ref_k`, U_iso): one random instrument per pair."
+    n, n_ref = check_int("n", n, min_value=1), check_int("n_ref", n_ref, min_value=1)
+    rng, c = np.random.default_rng([seed, 3]), sampler.config
+    u, fwhm = rng.uniform(*c["u_iso_range"], n), rng.uniform(*c["fwhm_range"], n)
+    inst = sampler.lab.params_table(seed, range(n))
+    xs = []
+    for a in range(0, n, chunk):
+        sl = slice(a, min(n, a + chunk)); k = sl.stop - sl.start
+        ideal = ideal_rings(sampler, np.r_[u[sl], np.full(k, u_from_b(bismuth_b_iso(t_ref_k)))], np.r_[fwhm[sl], fwhm[sl]])
+        table = {key: np.concatenate([v[sl], v[sl]]) for key, v in inst.items()}
+        table["dose_e_per_px"] = table["dose_e_per_px"] * np.r_[np.ones(k), np.full(k, n_ref)]   # reference: summed dose
+        table["noise_seed"] = rng.integers(0, 2**62, 2 * k)
+        lab = sampler.lab.apply(ideal, table)
+        xs.append(log_ratio(lab[:k, None], lab[k:, None] / n_ref))
+    return torch.cat(xs), torch.as_tensor(u, dtype=torch.float32), set(inst["gain_seed"].tolist())
