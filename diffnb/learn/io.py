@@ -169,7 +169,7 @@ def save_model(learn_or_model,        # a fastai Learner (uses `learn.model`, it
               ) -> Path:                            # the model directory
     "Write a model as `path/model.safetensors` + `path/model.json`, atomically; nothing in it needs unpickling."
     from safetensors.torch import save_model as _st_save
-    if calibration is not None: calibration = _to_json(check_calibration(calibration), "calibration")
+    if calibration is not None: calibration = check_calibration(_to_json(calibration, "calibration"))
     model, meta = _learner_parts(learn_or_model)
     model = _unwrap(model)
     spec = model_spec(model)
@@ -527,7 +527,7 @@ def calibrate_model(path,    # model directory written by `save_model`
     path = _resolve_model_dir(path)
     doc = read_model_meta(path)
     if record is not None:
-        record = _to_json(check_calibration(record), "record")
+        record = check_calibration(_to_json(record, "record"), "record")
         if record["kind"] != doc["task"]: fail("record kind", record["kind"], f"the model's task, {doc['task']!r}")
         names = record.get("targets") if record["kind"] == "regression" else record.get("classes")
         own = doc.get("targets") if record["kind"] == "regression" else doc.get("classes")
