@@ -133,7 +133,7 @@ def test_record_round_trips_through_model_files(ensemble, tmp_path):
     doc = json.loads((d / "model.json").read_text()); doc.pop("calibration")           # an older file: no calibration key
     (d / "model.json").write_text(json.dumps(doc))
     assert load_model(d, device="cpu").calibration is None
-    with pytest.raises(DiffnbValueError, match="calibration"):
+    with pytest.raises(DiffnbValueError, match="one per output"):
         calibrate_model(d, {**rec, "quantiles": {"0.9": [1.0]}})
     doc["calibration"] = {"kind": "regression"}; (d / "model.json").write_text(json.dumps(doc))
     with pytest.raises(DiffnbValueError, match="model.json calibration"):
