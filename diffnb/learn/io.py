@@ -21,10 +21,10 @@ from . import ARCHITECTURE_MODULES, import_architectures
 
 # %% auto #0
 __all__ = ['FORMAT', 'FORMAT_VERSION', 'WEIGHTS_FILE', 'META_FILE', 'TASKS', 'MODEL_LAYOUT', 'MAX_PARAMETERS', 'MAX_ACTIVATIONS',
-           'preprocessing_from_dls', 'save_model', 'read_model_meta', 'LoadedModel', 'load_model', 'PREPROCESSING',
-           'FloatImageStep', 'LogIntensityStep', 'SqrtIntensityStep', 'PercentileNormalizeStep', 'NormalizeStep',
-           'preprocessing_from_json', 'preprocessing_to_json', 'apply_preprocessing', 'READERS', 'read_images',
-           'Prediction', 'predict', 'predict_cli']
+           'preprocessing_from_dls', 'save_model', 'read_model_meta', 'LoadedModel', 'load_model', 'calibrate_model',
+           'PREPROCESSING', 'FloatImageStep', 'LogIntensityStep', 'SqrtIntensityStep', 'PercentileNormalizeStep',
+           'NormalizeStep', 'preprocessing_from_json', 'preprocessing_to_json', 'apply_preprocessing', 'READERS',
+           'read_images', 'Prediction', 'predict', 'predict_cli']
 
 # %% ../../nbs/api/55_learn.io.ipynb #6cc8bf26
 from ..data.preprocess import (PREPROCESSING, Step, FloatImageStep, LogIntensityStep, SqrtIntensityStep, PercentileNormalizeStep,
@@ -33,6 +33,9 @@ from ..data.preprocess import TASKS as _TASK_NAMES
 from ..data.images import READERS, MAX_IMAGE_PIXELS, read_images
 _all_ = ["PREPROCESSING", "FloatImageStep", "LogIntensityStep", "SqrtIntensityStep", "PercentileNormalizeStep",
          "NormalizeStep", "preprocessing_from_json", "preprocessing_to_json", "apply_preprocessing", "READERS", "read_images"]
+
+# %% ../../nbs/api/55_learn.io.ipynb #4b7ac482
+from .calibration import check_calibration
 
 # %% ../../nbs/api/55_learn.io.ipynb #c34c5695
 _MOVED = {"Prediction": "diffnb.learn.predict", "predict": "diffnb.learn.predict", "predict_cli": "diffnb.learn.predict"}
@@ -167,10 +170,12 @@ def save_model(learn_or_model,        # a fastai Learner (uses `learn.model`, it
                preprocessing: list | None = None,   # steps as JSON dicts or objects (default: the Learner's dls)
                input_shape=None,                    # (C, H, W) the model was trained on
                provenance: dict | None = None,      # training data: store path, sampler, config, seed, split ...
+               calibration: dict | None = None,     # uncertainty calibration fitted on validation (`diffnb.learn.calibration`)
                overwrite: bool = False,             # replace an existing model directory
               ) -> Path:                            # the model directory
     "Write a model as `path/model.safetensors` + `path/model.json`, atomically; nothing in it needs unpickling."
     from safetensors.torch import save_model as _st_save
+    if calibration is not None: calibration = check_calibration(_to_json(calibration, "calibration"))
     model, meta = _learner_parts(learn_or_model)
     model = _unwrap(model)
     spec = model_spec(model)
@@ -212,6 +217,7 @@ def save_model(learn_or_model,        # a fastai Learner (uses `learn.model`, it
             "diffnb_version": diffnb.__version__, "torch_version": torch.__version__,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "provenance": _to_json(meta.get("provenance"), "provenance"),
+            **({"calibration": calibration} if calibration is not None else {}),
             "extra": _to_json({k: v for k, v in meta.items() if k not in _META_KEYS}, "learn.diffnb_meta"),
             "weights": {"file": WEIGHTS_FILE, "sha256": _sha256(tmp / WEIGHTS_FILE),
                         "n_parameters": int(sum(p.numel() for p in model.parameters()))},
@@ -370,6 +376,7 @@ def read_model_meta(path) -> dict:
         fail(f"{META_FILE} model", spec, "a model spec {'arch': name, 'kwargs': {...}}")
     if _depth(spec) > _MAX_SPEC_DEPTH: fail(f"{META_FILE} model", "a spec", f"nested at most {_MAX_SPEC_DEPTH} levels deep")
     _check_input(doc["input"])
+    if doc.get("calibration") is not None: check_calibration(doc["calibration"], f"{META_FILE} calibration")
     _check_weights_entry(path, doc["weights"])
     return doc
 
@@ -386,6 +393,7 @@ class LoadedModel:
     target_units = property(lambda self: self.meta.get("target_units"))
     input_shape = property(lambda self: (self.meta.get("input") or {}).get("shape"))
     channels = property(lambda self: (self.meta.get("input") or {}).get("channels"))
+    calibration = property(lambda self: self.meta.get("calibration"))  # the record fitted on validation, or None
 
     def check_images(self, images, name="images") -> torch.Tensor:
         "`images` as a float32 `(N, C, H, W)` tensor, after checking channels, size and finiteness against the model."
@@ -516,3 +524,29 @@ def load_model(path,        # model directory written by `save_model` (or its mo
         raise DiffnbValueError(f"the weights in {str(wfile)!r} do not fit the architecture {spec['arch']}: "
                                f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
     return LoadedModel(model, doc, as_device(device), path)
+
+# %% ../../nbs/api/55_learn.io.ipynb #88c61bd8
+def calibrate_model(path,    # model directory written by `save_model`
+                    record,  # calibration record (`fit_regression_calibration` / `fit_classification_calibration`), or None to remove it
+                   ) -> Path:  # the model directory
+    "Store (or remove) the calibration record in a model's `model.json`, atomically; the weights and every other key are kept."
+    path = _resolve_model_dir(path)
+    doc = read_model_meta(path)
+    if record is not None:
+        record = check_calibration(_to_json(record, "record"), "record")
+        if record["kind"] != doc["task"]: fail("record kind", record["kind"], f"the model's task, {doc['task']!r}")
+        names = record.get("targets") if record["kind"] == "regression" else record.get("classes")
+        own = doc.get("targets") if record["kind"] == "regression" else doc.get("classes")
+        if names is not None and own is not None and list(names) != list(own):
+            fail("record's " + ("targets" if record["kind"] == "regression" else "classes"), names, f"the model's {own}")
+        if record["kind"] == "regression" and own is not None and len(record["scale"]) != len(own):
+            fail("record scale", record["scale"], f"{len(own)} value(s), one per target {own}")
+        doc["calibration"] = record
+    else: doc.pop("calibration", None)
+    tmp = path / f".{META_FILE}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        tmp.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(tmp, path / META_FILE)
+    finally:
+        if tmp.exists(): tmp.unlink()
+    return path

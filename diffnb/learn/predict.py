@@ -17,6 +17,7 @@ from ..core import DiffnbError, DiffnbValueError, fail, check_int
 from ..data.images import MAX_IMAGE_PIXELS, read_images
 from ..data.preprocess import apply_preprocessing
 from .io import LoadedModel, load_model, META_FILE, TASKS
+from .calibration import prediction_setup, calibration_for, calibrate_prediction
 
 # %% auto #0
 __all__ = ['Prediction', 'predict', 'predict_cli']
@@ -35,6 +36,12 @@ class Prediction:
     labels: np.ndarray | None = None         # (N,) predicted class names
     n_samples: int = 1                       # ensemble members × MC-dropout passes
     sources: list | None = None              # per image metadata (file, index, ...) when read from files
+    level: float | None = None               # coverage of `lo`/`hi` or `sets` (None: none asked for)
+    lo: np.ndarray | None = None             # (N, T) calibrated lower bounds at `level` (NaN: the model has no calibration)
+    hi: np.ndarray | None = None             # (N, T) calibrated upper bounds at `level`
+    sets: np.ndarray | None = None           # (N, K) bool conformal prediction sets at `level` (classification)
+    calibration: str | None = None           # which calibration made the probabilities / bounds ("none": uncalibrated)
+    setup: dict | None = None                # how the spread was made (members' weight checksums, mc_dropout, tta)
 
     def __len__(self): return len(self.values if self.values is not None else self.probabilities)
 
@@ -50,13 +57,18 @@ class Prediction:
             for k, c in enumerate(self.classes): cols[f"p_{c}"] = self.probabilities[:, k]
             if self.std is not None:
                 for k, c in enumerate(self.classes): cols[f"p_{c}_std"] = self.std[:, k]
+            if self.sets is not None: cols["set"] = ["|".join(np.asarray(self.classes)[s]) for s in self.sets]
         elif self.task == "image2image":
             raise DiffnbValueError("to_frame is for per-image numbers; an image2image prediction's images are in .values")
         else:
             for k, n in enumerate(self.names): cols[n] = self.values[:, k]
             if self.std is not None:
                 for k, n in enumerate(self.names): cols[f"{n}_std"] = self.std[:, k]
+            if self.lo is not None:
+                for k, n in enumerate(self.names): cols[f"{n}_lo"] = self.lo[:, k]; cols[f"{n}_hi"] = self.hi[:, k]
+        if self.calibration is not None: cols["calibrated"] = self.calibration != "none"
         df = pd.DataFrame(cols)
+        if self.calibration is not None: df.attrs["calibration"] = self.calibration
         if self.units: df.attrs["units"] = dict(zip(self.names, self.units))
         return df
 
@@ -104,6 +116,7 @@ def predict(model,              # `LoadedModel`, model directory, or a list of t
             device=None,        # device for models given as paths (default: `default_device()`)
             seed: int = 0,      # seed of the dropout masks (MC dropout)
             tta: bool = False,  # also average over the exact 90° turns and flips of each image (8 views; 4 if not square)
+            level: float | None = None,  # coverage in (0, 1) of calibrated `lo`/`hi` (regression) or conformal sets (classification)
            ) -> Prediction:
     "Predict classes/values with uncertainty (ensemble or MC-dropout spread) for a batch of images."
     bs = check_int("bs", bs, min_value=1); mc_dropout = check_int("mc_dropout", mc_dropout, min_value=0)
@@ -126,6 +139,9 @@ def predict(model,              # `LoadedModel`, model directory, or a list of t
     if tta and task not in ("classification", "regression"):
         raise DiffnbValueError(f"tta averages outputs that do not change when the image turns (classification, regression); "
                                f"a {task} model's outputs turn with the image")
+    setup = prediction_setup(members, mc_dropout, tta)
+    cal = calibration_for(members, setup, level)  # the stored calibration, if it was fitted for this setup
+    temperature = cal["temperature"] if cal is not None and task == "classification" else 1.0
     passes = max(mc_dropout, 1)
     views = _views(x.shape[-2:]) if tta else [(0, False)]
     means, stds = [], []
@@ -142,7 +158,7 @@ def predict(model,              # `LoadedModel`, model directory, or a list of t
                         for k, flip in views:
                             xv = torch.rot90(xb, k, (-2, -1)) if k else xb
                             out = _main_output(m.model(xv.flip(-1) if flip else xv), task)
-                            samples.append(torch.softmax(out, 1) if task == "classification" else out)
+                            samples.append(torch.softmax(out / temperature, 1) if task == "classification" else out)
                 s = torch.stack(samples).cpu()                         # (S, b, ...)
                 means.append(s.mean(0)); stds.append(s.std(0, unbiased=False) if len(samples) > 1 else None)
     finally:
@@ -157,15 +173,16 @@ def predict(model,              # `LoadedModel`, model directory, or a list of t
         classes = list(ref.classes)
         if mean.shape[1] != len(classes):
             raise DiffnbValueError(f"the model gives {mean.shape[1]} outputs but model.json lists {len(classes)} classes")
-        return Prediction(task, classes=classes, probabilities=mean, std=std, labels=np.asarray(classes)[mean.argmax(1)],
-                          n_samples=n_samples, sources=sources)
+        return calibrate_prediction(Prediction(task, classes=classes, probabilities=mean, std=std, labels=np.asarray(classes)[mean.argmax(1)],
+                          n_samples=n_samples, sources=sources, setup=setup), cal, level)
     names, units = ref.targets, ref.target_units
     if task == "vae": names = [f"z{k}" for k in range(mean.shape[1])]
     elif task == "regression" and (names is None or len(names) != mean.shape[1]):
         names = [f"target_{k}" for k in range(mean.shape[1])] if names is None else \
             fail("targets in model.json", names, f"{mean.shape[1]} names, one per model output")
-    return Prediction(task, values=mean, std=std, names=names, units=units if task == "regression" else None,
-                      n_samples=n_samples, sources=sources)
+    pred = Prediction(task, values=mean, std=std, names=names, units=units if task == "regression" else None,
+                      n_samples=n_samples, sources=sources, setup=setup)
+    return calibrate_prediction(pred, cal, level) if task in ("regression", "classification") else pred
 
 # %% ../../nbs/api/55a_learn.predict.ipynb #bfc87e08
 def _write_csv(df, out: Path):
@@ -193,6 +210,8 @@ def predict_cli(argv: list[str] | None = None) -> int:
     p.add_argument("--mc-dropout", type=int, default=0, metavar="K", help="Monte-Carlo dropout passes per model (default 0)")
     p.add_argument("--tta", action="store_true",
                    help="also average over the 90° turns and flips of each image (patterns with no preferred orientation)")
+    p.add_argument("--level", type=float, default=None, metavar="P",
+                   help="write calibrated intervals (columns TARGET_lo, TARGET_hi) or conformal sets at coverage P, e.g. 0.95")
     p.add_argument("--bs", type=int, default=64, help="batch size (default 64)")
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cuda when available)")
     p.add_argument("--stack", choices=["images", "channels"], default=None,
@@ -216,12 +235,14 @@ def predict_cli(argv: list[str] | None = None) -> int:
             raise DiffnbValueError("an image2image model predicts images, which a CSV cannot hold: use diffnb.learn.predict.predict")
         stack = a.stack or ("channels" if (members[0].channels or 1) > 1 else "images")
         images, sources = read_images(a.images, stack=stack, max_pixels=a.max_pixels or None)
-        pred = predict(members, images, bs=a.bs, mc_dropout=a.mc_dropout, tta=a.tta, progress=not a.no_progress)
+        pred = predict(members, images, bs=a.bs, mc_dropout=a.mc_dropout, tta=a.tta, progress=not a.no_progress,
+                       level=a.level)
         pred.sources = sources
         df = pred.to_frame()
         _write_csv(df, out)
     except DiffnbError as e:
         print(f"diffnb predict: error: {e}", file=sys.stderr); return 2
     units = f" (units: {df.attrs['units']})" if df.attrs.get("units") else ""
+    if df.attrs.get("calibration"): print(f"calibration: {df.attrs['calibration']}")
     print(f"wrote {len(df)} predictions of {len(set(s['file'] for s in sources))} file(s) to {out}{units}")
     return 0
