@@ -28,7 +28,7 @@ from .core import DiffnbError, DiffnbValueError, DiffnbFileNotFoundError, check_
 # %% auto #0
 __all__ = ['LAUNCH_DIR_ENV', 'workflow_dirs', 'list_workflows', 'workflow_path', 'WorkflowParameter', 'workflow_parameters',
            'notebook_literal', 'check_parameters', 'RunRecord', 'store_path', 'cached_store', 'user_path',
-           'run_workflow', 'run_summary', 'workflow_help', 'run_cli']
+           'run_notebook', 'run_workflow', 'run_summary', 'workflow_help', 'run_cli']
 
 # %% ../nbs/api/80_workflows.ipynb #a7c1540c
 def workflow_dirs() -> list[Path]:
@@ -307,6 +307,23 @@ def _ipc_kernel_manager(folder: str):
                              ip=os.path.join(folder, "kernel"), **kwargs)
     return IPCKernelManager
 
+def run_notebook(src,                       # notebook to execute (only read)
+                 dest,                      # the executed notebook (written even when a cell fails)
+                 parameters: dict | None = None,  # values papermill injects after the `parameters` cell
+                 cwd=None,                  # folder the kernel runs in
+                 kernel_name: str = "python3",  # Jupyter kernel
+                 log_output: bool = False,  # stream the cells' output while running
+                 progress: bool = False,    # papermill's progress bar
+                ):                          # the executed notebook (papermill's)
+    "papermill's `execute_notebook`, with the kernel on IPC sockets in a private temporary folder instead of TCP ports."
+    import papermill as pm, tempfile
+    with tempfile.TemporaryDirectory(prefix="diffnb-kernel-") as kernel_dir:
+        # IPC: no port open to other users of the machine, and no "Kernel is running over TCP without encryption"
+        # warning from the kernel (TCP on Windows, which has no IPC sockets)
+        km = {} if os.name == "nt" else {"kernel_manager_class": _ipc_kernel_manager(kernel_dir)}
+        return pm.execute_notebook(str(src), str(dest), parameters=dict(parameters or {}), cwd=None if cwd is None else str(cwd),
+                                   kernel_name=kernel_name, log_output=log_output, progress_bar=progress, **km)
+
 def run_workflow(name: str,                 # workflow name (see `list_workflows`)
                  parameters: dict | None = None,  # parameter name → value; the others keep their tiny defaults
                  out=None,                  # run folder (default: <runs_dir>/<name>/<UTC timestamp>); new or empty
@@ -318,7 +335,6 @@ def run_workflow(name: str,                 # workflow name (see `list_workflows
                  announce: bool = False,    # print "running into OUT" once the run is checked, before it starts
                 ) -> Path:                  # the run folder
     "Execute workflow `name` with papermill into a run folder; returns the folder."
-    import papermill as pm, tempfile
     src = workflow_path(name)
     params = check_parameters(name, dict(parameters or {}))
     spec = workflow_parameters(name)
@@ -342,12 +358,8 @@ def run_workflow(name: str,                 # workflow name (see `list_workflows
     ok, launched_from = False, os.environ.get(LAUNCH_DIR_ENV)
     try:
         os.environ[LAUNCH_DIR_ENV] = os.getcwd()          # inherited by the kernel: see `user_path`
-        with tempfile.TemporaryDirectory(prefix="diffnb-kernel-") as kernel_dir:
-            # the kernel talks over IPC sockets in a private folder: no TCP ports, and no "Kernel is running over TCP
-            # without encryption" warning from it (TCP where IPC sockets do not exist, on Windows)
-            km = {} if os.name == "nt" else {"kernel_manager_class": _ipc_kernel_manager(kernel_dir)}
-            pm.execute_notebook(str(src), str(out / f"{name}.ipynb"), parameters=inject, cwd=str(out),
-                                kernel_name=kernel_name, log_output=log_output, progress_bar=progress, **km)
+        run_notebook(src, out / f"{name}.ipynb", inject, cwd=out, kernel_name=kernel_name, log_output=log_output,
+                     progress=progress)
         ok = True
     finally:
         if launched_from is None: os.environ.pop(LAUNCH_DIR_ENV, None)

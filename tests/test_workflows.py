@@ -164,6 +164,24 @@ def test_no_kernel_transport_warning(workflow_run):
     assert_quiet_kernel(out)
 
 
+def test_run_notebook_uses_a_private_ipc_kernel(tmp_path, capfd, monkeypatch):
+    "`run_notebook`: the kernel's sockets are in a private temporary folder, removed afterwards; no TCP warning."
+    import nbformat, tempfile
+    from diffnb.workflows import run_notebook
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("import json; print(json.load(open(sorted(__import__('glob').glob("
+                                          "__import__('ipykernel').connect.get_connection_file()))[0]))['transport'], x * 6)")]
+    nbformat.write(nb, tmp_path / "in.ipynb")
+    kernels = tmp_path / "kernels"; kernels.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(kernels))
+    out = run_notebook(tmp_path / "in.ipynb", tmp_path / "out.ipynb", {"x": 7}, cwd=tmp_path)
+    assert out.cells[-1].outputs[0]["text"] == "ipc 42\n"
+    assert list(kernels.iterdir()) == []                                # the kernel's folder is gone
+    assert "Kernel is running over TCP" not in capfd.readouterr().err
+
+
 def test_summary_line_of_a_run(tmp_path):
     "A workflow's `summary` in metrics.json: its first line, at most 300 characters; nothing when absent or not text."
     from diffnb.workflows import run_summary
