@@ -298,6 +298,16 @@ def _check_writable(name: str, folder: Path):
     if not os.access(existing, os.W_OK | os.X_OK):
         fail(name, str(folder), f"a folder diffnb can write ({existing} is read-only for this user)")
 
+def _kernel_dir() -> str | None:
+    "A new private folder for a kernel's IPC sockets whose socket paths fit the ~100-byte limit (None: no such folder)."
+    import tempfile
+    for base in (None, "/tmp"):             # the temporary folder ($TMPDIR), else /tmp where $TMPDIR is too deep
+        try: d = tempfile.mkdtemp(prefix="diffnb-kernel-", dir=base)
+        except OSError: continue
+        if len(os.path.join(d, "kernel-5").encode()) <= 100: return d
+        os.rmdir(d)
+    return None
+
 def _ipc_kernel_manager(folder: str):
     "A Jupyter kernel manager whose kernel talks over IPC sockets in the private folder `folder`, not over TCP ports."
     from jupyter_client.manager import KernelManager
@@ -316,13 +326,16 @@ def run_notebook(src,                       # notebook to execute (only read)
                  progress: bool = False,    # papermill's progress bar
                 ):                          # the executed notebook (papermill's)
     "papermill's `execute_notebook`, with the kernel on IPC sockets in a private temporary folder instead of TCP ports."
-    import papermill as pm, tempfile
-    with tempfile.TemporaryDirectory(prefix="diffnb-kernel-") as kernel_dir:
-        # IPC: no port open to other users of the machine, and no "Kernel is running over TCP without encryption"
-        # warning from the kernel (TCP on Windows, which has no IPC sockets)
-        km = {} if os.name == "nt" else {"kernel_manager_class": _ipc_kernel_manager(kernel_dir)}
+    import papermill as pm, shutil
+    # IPC: no port open to other users of the machine, and no "Kernel is running over TCP without encryption" warning
+    # from the kernel (TCP on Windows, which has no IPC sockets, or where no short socket path can be made)
+    kernel_dir = None if os.name == "nt" else _kernel_dir()
+    try:
+        km = {"kernel_manager_class": _ipc_kernel_manager(kernel_dir)} if kernel_dir else {}
         return pm.execute_notebook(str(src), str(dest), parameters=dict(parameters or {}), cwd=None if cwd is None else str(cwd),
                                    kernel_name=kernel_name, log_output=log_output, progress_bar=progress, **km)
+    finally:
+        if kernel_dir: shutil.rmtree(kernel_dir, ignore_errors=True)
 
 def run_workflow(name: str,                 # workflow name (see `list_workflows`)
                  parameters: dict | None = None,  # parameter name → value; the others keep their tiny defaults

@@ -164,21 +164,30 @@ def test_no_kernel_transport_warning(workflow_run):
     assert_quiet_kernel(out)
 
 
-def test_run_notebook_uses_a_private_ipc_kernel(tmp_path, capfd, monkeypatch):
-    "`run_notebook`: the kernel's sockets are in a private temporary folder, removed afterwards; no TCP warning."
+@pytest.mark.parametrize("deep", [False, True])
+def test_run_notebook_uses_a_private_ipc_kernel(tmp_path, capfd, monkeypatch, deep):
+    "`run_notebook`: the kernel's sockets are in a private temporary folder, removed afterwards; no TCP warning. A temporary"
+    "folder too deep for a socket path (over ~100 bytes) is not used (the kernel would never answer)."
     import nbformat, tempfile
     from diffnb.workflows import run_notebook
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.cells = [nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
-                nbformat.v4.new_code_cell("import json; print(json.load(open(sorted(__import__('glob').glob("
-                                          "__import__('ipykernel').connect.get_connection_file()))[0]))['transport'], x * 6)")]
+                nbformat.v4.new_code_cell("import json, ipykernel; f = ipykernel.connect.get_connection_file(); "
+                                          "print(json.load(open(f))['transport'], x * 6, f)")]
     nbformat.write(nb, tmp_path / "in.ipynb")
-    kernels = tmp_path / "kernels"; kernels.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(kernels))
-    out = run_notebook(tmp_path / "in.ipynb", tmp_path / "out.ipynb", {"x": 7}, cwd=tmp_path)
-    assert out.cells[-1].outputs[0]["text"] == "ipc 42\n"
-    assert list(kernels.iterdir()) == []                                # the kernel's folder is gone
+    kernels = Path(tempfile.mkdtemp(prefix="dk-"))
+    try:
+        tmp = kernels / ("d" * 120 if deep else "t"); tmp.mkdir()
+        with monkeypatch.context() as mp:
+            mp.setattr(tempfile, "tempdir", str(tmp))
+            out = run_notebook(tmp_path / "in.ipynb", tmp_path / "out.ipynb", {"x": 7}, cwd=tmp_path)
+        transport, value, conn = out.cells[-1].outputs[0]["text"].split()
+        assert (transport, value) == ("ipc", "42") and Path(conn).parent.name.startswith("diffnb-kernel-")
+        assert Path(conn).parent.parent == (Path("/tmp") if deep else tmp)
+        assert not Path(conn).parent.exists() and list(tmp.iterdir()) == []    # the kernel's folder is gone
+    finally:
+        shutil.rmtree(kernels)
     assert "Kernel is running over TCP" not in capfd.readouterr().err
 
 
