@@ -28,7 +28,8 @@ from .core import DiffnbError, DiffnbValueError, DiffnbFileNotFoundError, check_
 # %% auto #0
 __all__ = ['LAUNCH_DIR_ENV', 'workflow_dirs', 'list_workflows', 'workflow_path', 'WorkflowParameter', 'workflow_parameters',
            'notebook_literal', 'check_parameters', 'RunRecord', 'start_run', 'store_path', 'cached_store',
-           'fold_checksum', 'reuse_model', 'user_path', 'run_workflow', 'run_summary', 'workflow_help', 'run_cli']
+           'fold_checksum', 'reuse_model', 'user_path', 'run_notebook', 'run_workflow', 'run_summary', 'workflow_help',
+           'run_cli']
 
 # %% ../nbs/api/80_workflows.ipynb #a7c1540c
 def workflow_dirs() -> list[Path]:
@@ -443,6 +444,16 @@ def _check_writable(name: str, folder: Path):
     if not os.access(existing, os.W_OK | os.X_OK):
         fail(name, str(folder), f"a folder diffnb can write ({existing} is read-only for this user)")
 
+def _kernel_dir() -> str | None:
+    "A new private folder for a kernel's IPC sockets whose socket paths fit the ~100-byte limit (None: no such folder)."
+    import tempfile
+    for base in (None, "/tmp"):             # the temporary folder ($TMPDIR), else /tmp where $TMPDIR is too deep
+        try: d = tempfile.mkdtemp(prefix="diffnb-kernel-", dir=base)
+        except OSError: continue
+        if len(os.path.join(d, "kernel-5").encode()) <= 100: return d
+        os.rmdir(d)
+    return None
+
 def _ipc_kernel_manager(folder: str):
     "A Jupyter kernel manager whose kernel talks over IPC sockets in the private folder `folder`, not over TCP ports."
     from jupyter_client.manager import KernelManager
@@ -451,6 +462,26 @@ def _ipc_kernel_manager(folder: str):
             super().__init__(transport="ipc", connection_file=os.path.join(folder, "kernel.json"),
                              ip=os.path.join(folder, "kernel"), **kwargs)
     return IPCKernelManager
+
+def run_notebook(src,                       # notebook to execute (only read)
+                 dest,                      # the executed notebook (written even when a cell fails)
+                 parameters: dict | None = None,  # values papermill injects after the `parameters` cell
+                 cwd=None,                  # folder the kernel runs in
+                 kernel_name: str = "python3",  # Jupyter kernel
+                 log_output: bool = False,  # stream the cells' output while running
+                 progress: bool = False,    # papermill's progress bar
+                ):                          # the executed notebook (papermill's)
+    "papermill's `execute_notebook`, with the kernel on IPC sockets in a private temporary folder instead of TCP ports."
+    import papermill as pm, shutil
+    # IPC: no port open to other users of the machine, and no "Kernel is running over TCP without encryption" warning
+    # from the kernel (TCP on Windows, which has no IPC sockets, or where no short socket path can be made)
+    kernel_dir = None if os.name == "nt" else _kernel_dir()
+    try:
+        km = {"kernel_manager_class": _ipc_kernel_manager(kernel_dir)} if kernel_dir else {}
+        return pm.execute_notebook(str(src), str(dest), parameters=dict(parameters or {}), cwd=None if cwd is None else str(cwd),
+                                   kernel_name=kernel_name, log_output=log_output, progress_bar=progress, **km)
+    finally:
+        if kernel_dir: shutil.rmtree(kernel_dir, ignore_errors=True)
 
 def run_workflow(name: str,                 # workflow name (see `list_workflows`)
                  parameters: dict | None = None,  # parameter name → value; the others keep their tiny defaults
@@ -463,7 +494,6 @@ def run_workflow(name: str,                 # workflow name (see `list_workflows
                  announce: bool = False,    # print "running into OUT" once the run is checked, before it starts
                 ) -> Path:                  # the run folder
     "Execute workflow `name` with papermill into a run folder; returns the folder."
-    import papermill as pm, tempfile
     src = workflow_path(name)
     params = check_parameters(name, dict(parameters or {}))
     spec = workflow_parameters(name)
@@ -487,12 +517,8 @@ def run_workflow(name: str,                 # workflow name (see `list_workflows
     ok, launched_from = False, os.environ.get(LAUNCH_DIR_ENV)
     try:
         os.environ[LAUNCH_DIR_ENV] = os.getcwd()          # inherited by the kernel: see `user_path`
-        with tempfile.TemporaryDirectory(prefix="diffnb-kernel-") as kernel_dir:
-            # the kernel talks over IPC sockets in a private folder: no TCP ports, and no "Kernel is running over TCP
-            # without encryption" warning from it (TCP where IPC sockets do not exist, on Windows)
-            km = {} if os.name == "nt" else {"kernel_manager_class": _ipc_kernel_manager(kernel_dir)}
-            pm.execute_notebook(str(src), str(out / f"{name}.ipynb"), parameters=inject, cwd=str(out),
-                                kernel_name=kernel_name, log_output=log_output, progress_bar=progress, **km)
+        run_notebook(src, out / f"{name}.ipynb", inject, cwd=out, kernel_name=kernel_name, log_output=log_output,
+                     progress=progress)
         ok = True
     finally:
         if launched_from is None: os.environ.pop(LAUNCH_DIR_ENV, None)

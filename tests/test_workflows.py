@@ -135,8 +135,8 @@ def test_speckle_cnn_model_run(workflow_run):
     "arch 'cnn' (a small run): the compact CNN trains, is reloaded, reproduces its test accuracy, and gets a Grad-CAM row."
     from diffnb.learn.io import load_model, predict
     from diffnb.data import open_store
-    out, m = workflow_run("speckle", "-p", "arch", "cnn", "-p", "image_size", "32", "-p", "k_max", "0.2", "-p", "epochs", "1",
-                          "-p", "fluences", "[10.0]", "-p", "n_saliency", "2")
+    out, m = workflow_run("speckle", "-p", "arch", "cnn", "-p", "image_size", "32", "-p", "k_max", "0.2",
+                          "-p", "epochs", "1", "-p", "fluences", "[10.0]", "-p", "n_saliency", "2")
     for kind in ("mono", "poly"):
         model = load_model(out / "models" / kind, device="cpu")
         assert type(model.model).__name__ == "ConversionCNN"
@@ -162,6 +162,33 @@ def test_no_kernel_transport_warning(workflow_run):
     "The kernel talks over IPC sockets: no 'Kernel is running over TCP without encryption' in a `diffnb run`'s output."
     out, _ = workflow_run("speckle", *SPECKLE)
     assert_quiet_kernel(out)
+
+
+@pytest.mark.parametrize("deep", [False, True])
+def test_run_notebook_uses_a_private_ipc_kernel(tmp_path, capfd, monkeypatch, deep):
+    "`run_notebook`: the kernel's sockets are in a private temporary folder, removed afterwards; no TCP warning. A temporary"
+    "folder too deep for a socket path (over ~100 bytes) is not used (the kernel would never answer)."
+    import nbformat, tempfile
+    from diffnb.workflows import run_notebook
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("import json, ipykernel; f = ipykernel.connect.get_connection_file(); "
+                                          "print(json.load(open(f))['transport'], x * 6, f)")]
+    nbformat.write(nb, tmp_path / "in.ipynb")
+    kernels = Path(tempfile.mkdtemp(prefix="dk-"))
+    try:
+        tmp = kernels / ("d" * 120 if deep else "t"); tmp.mkdir()
+        with monkeypatch.context() as mp:
+            mp.setattr(tempfile, "tempdir", str(tmp))
+            out = run_notebook(tmp_path / "in.ipynb", tmp_path / "out.ipynb", {"x": 7}, cwd=tmp_path)
+        transport, value, conn = out.cells[-1].outputs[0]["text"].split()
+        assert (transport, value) == ("ipc", "42") and Path(conn).parent.name.startswith("diffnb-kernel-")
+        assert Path(conn).parent.parent == (Path("/tmp") if deep else tmp)
+        assert not Path(conn).parent.exists() and list(tmp.iterdir()) == []    # the kernel's folder is gone
+    finally:
+        shutil.rmtree(kernels)
+    assert "Kernel is running over TCP" not in capfd.readouterr().err
 
 
 def test_summary_line_of_a_run(tmp_path):
@@ -209,12 +236,13 @@ def test_read_only_out_is_refused_for_any_user(tmp_path, monkeypatch, capsys, ta
     assert list(ro.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["ro"]
 
 
-def test_out_that_cannot_be_created_is_refused(tmp_path):
+def test_out_that_cannot_be_created_is_refused(tmp_path, monkeypatch, capsys):
     "A run folder in a place where no folder can be made (here /proc) is a message, not a traceback."
     if not Path("/proc/self").exists(): pytest.skip("no /proc")
-    r = diffnb("run", "speckle", "--out", "/proc/diffnb-no-such-folder/run", "--store-dir", str(tmp_path / "stores"), cwd=tmp_path)
-    assert r.returncode == 2 and "out must be a folder diffnb can" in r.stderr and "Traceback" not in r.stderr, r.stderr
-    assert "running into" not in r.stdout and not (tmp_path / "stores").exists()
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli(capsys, "run", "speckle", "--out", "/proc/diffnb-no-such-folder/run", "--store-dir", "stores")
+    assert code == 2 and "out must be a folder diffnb can" in err, err
+    assert "running into" not in out and list(tmp_path.iterdir()) == []
 
 
 def test_read_only_store_dir_is_refused(tmp_path):
