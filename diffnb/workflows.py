@@ -404,7 +404,7 @@ def reuse_model(run,                 # folder of an earlier run (a workflow pass
     old = json.loads((run / "metrics.json").read_text())
     if old.get("workflow") != workflow: fail("run", str(run), f"a run of {workflow!r} (it is a run of {old.get('workflow')!r})")
     differ = {k: (old.get("parameters", {}).get(k), parameters[k]) for k in keys if old.get("parameters", {}).get(k) != parameters[k]}
-    if differ: fail("run", str(run), f"a run with this run's settings for {name} (theirs, this run's: {differ})")
+    if differ: fail("run", str(run), f"a run whose {name} was trained with this run's settings (it was trained with other settings; theirs, this run's: {differ})")
     folder = run / "models" / name
     if not folder.is_dir(): raise DiffnbFileNotFoundError(f"run={str(run)!r} has no model {name!r} (models/{name})")
     model = load_model(folder, device=device)

@@ -111,7 +111,7 @@ def _read_one(path: Path, max_pixels=MAX_IMAGE_PIXELS):
         raise DiffnbValueError(f"cannot read image file {str(path)!r} ({READERS[ext]}): {type(e).__name__}: {e}") from None
     data = np.asarray(data)
     if data.dtype.kind not in "biuf": fail(f"image file {str(path)!r}", data, "real-valued intensities")
-    if data.ndim < 2 or min(data.shape[-2:]) < 1: fail(f"image file {str(path)!r}", data, "images of at least (H, W)", ShapeError)
+    if data.ndim < 2 or data.size == 0: fail(f"image file {str(path)!r}", data, "at least one image of at least (H, W)", ShapeError)
     return data, (float(size) if size else None), unit
 
 # %% ../../nbs/api/44_data.images.ipynb #7dcd0524

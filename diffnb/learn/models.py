@@ -323,6 +323,7 @@ def _is_pow2(n): return n >= 8 and (n & (n - 1)) == 0
 
 class ConvVAE(nn.Module):
     "Convolutional VAE: stride-2 conv encoder to 4×4 features, Gaussian latent (μ, log σ²), transposed-conv decoder (logits)."
+    logits = True   # `decode` returns logits: the VAE loss applies BCE with logits, `decodes` a sigmoid
     def __init__(self, n_in: int, img_size: tuple, latent_dim: int, base: int):
         super().__init__()
         h, w = img_size

@@ -453,7 +453,7 @@ class UnseenInstrumentMoTe2:
         domain_config = self.default_domain(self.base.config) if domain_config is None else domain_config
         self.domain = LabDomain(**{k: tuple(v) if isinstance(v, list) else v for k, v in dict(domain_config).items()})
         self.ref_dose_factor = float(ref_dose_factor)
-        self.config = {"mote2": self.base.config, "domain": self.domain.config, "ref_dose_factor": self.ref_dose_factor}
+        self.config = {"mote2_config": self.base.config, "domain_config": self.domain.config, "ref_dose_factor": self.ref_dose_factor}
 
     @property
     def image_shape(self): return self.base.image_shape
@@ -551,8 +551,7 @@ class MoTe2PumpProbe(_MoTe2Base):
         self.domain = None if domain is None else LabDomain(**{k: tuple(v) if isinstance(v, list) else v for k, v in domain.items()})
         self.config.update(json.loads(json.dumps(dict(n_frames=n_frames, onset=onset, vacancy_step=float(vacancy_step),
                            melt_after=melt_after, melt_step=float(melt_step),
-                           instrument=instrument if isinstance(instrument, str) else "lab",
-                           domain=None if self.domain is None else self.domain.config))))
+                           instrument=instrument if isinstance(instrument, str) else self.domain.config))))
 
     @property
     def image_shape(self): return (1, self.config["grid"], self.config["grid"])
