@@ -141,6 +141,7 @@ SAMPLERS: dict[str, Any] = {
     "mote2.unseen_instrument": ("diffnb.sim.mote2:UnseenInstrumentMoTe2", {}),
     "mote2.randomised_instruments": ("diffnb.sim.mote2:RandomisedInstrumentsMoTe2", {}),
     "bloch.lacbed": ("diffnb.sim.bloch:LacbedSampler", {}),
+    "bloch.lacbed_icsd": ("diffnb.sim.bloch:LacbedSampler", {"crystals": "icsd"}),  # ICSD prototypes + variants
     "speckle.poly_study": ("diffnb.sim.speckle:SpeckleSampler", {"radii": "per_class"}),
 }
 
