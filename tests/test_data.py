@@ -84,9 +84,10 @@ REAL_CONFIG = {"speckle.mono": dict(n=65, standardise=False, block=0, n_max=6),
                "speckle.poly_study": dict(n=65, standardise=False, block=0, n_max=6),
                "powder.bismuth": dict(shape=(48, 48), pixels_per_inv_angstrom=24.0),
                "kinematic.mote2": dict(grid=33), "kinematic.mote2_vae": dict(grid=33),
-               "bloch.lacbed": dict(pixels=16, n_beams=15, max_atoms=12),
+               "bloch.lacbed": dict(pixels=16, n_beams=15, max_atoms=12), "bloch.lacbed_icsd": dict(pixels=16, n_beams=15),
                "mote2.unseen_instrument": dict(mote2_config=dict(grid=33)),
-               "mote2.randomised_instruments": dict(mote2_config=dict(grid=33))}
+               "mote2.randomised_instruments": dict(mote2_config=dict(grid=33)),
+               "mote2.pump_probe": dict(grid=33, n_frames=4)}
 
 
 @pytest.mark.parametrize("name", REAL_SAMPLERS or [pytest.param("none", marks=pytest.mark.skip("no real simulator sampler yet"))])

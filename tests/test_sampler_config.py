@@ -6,7 +6,7 @@ from diffnb.data.store import SAMPLERS, available_samplers, get_sampler
 
 SMALL = {  # cheap constructor arguments per sampler (the defaults of some build large grids)
     "speckle.mono": dict(n=16), "speckle.poly": dict(n=16), "speckle.poly_study": dict(n=16),
-    "powder.bismuth": dict(shape=(32, 32)),
+    "powder.bismuth": dict(shape=(32, 32)), "bloch.lacbed_icsd": dict(pixels=16, n_beams=15),
 }
 
 
@@ -32,3 +32,25 @@ def test_study_protocol_round_trips_through_the_store(tmp_path):
     assert again.class_radii.keys() == s.class_radii.keys()
     assert all(np.array_equal(again.class_radii[k], s.class_radii[k]) for k in s.class_radii)
     assert np.array_equal(np.asarray(again.sample(1, range(8))[0]), st.images[:]) and verify(tmp_path / "s.zarr").ok
+
+
+def test_icsd_lacbed_round_trips_through_the_store(tmp_path):
+    """bloch.lacbed_icsd: the recorded name and config rebuild the sampler; the store holds the reduced formula (to group
+    a split by), prototype and variant flag of every sample, ICSD entries first, then substitution variants."""
+    from diffnb.data.store import generate, open_store, verify
+    from diffnb.sim.bloch import icsd_crystal
+    from diffnb.structure import icsd_prototypes
+    n = len(icsd_prototypes())
+    s = get_sampler("bloch.lacbed_icsd", pixels=8, n_beams=9)
+    assert s.config["crystals"] == "icsd"
+    generate(s, 3, tmp_path / "s.zarr", seed=2, chunk_size=3, scheduler="synchronous", progress=False)
+    st = open_store(tmp_path / "s.zarr")
+    meta = st.meta["sampler"]
+    assert meta["name"] == "bloch.lacbed_icsd" and meta["config"]["crystals"] == "icsd"
+    again = get_sampler(meta["name"], **meta["config"])  # what `repair` does
+    assert again.config == s.config and verify(tmp_path / "s.zarr").ok
+    assert list(st.param("formula")) == [icsd_crystal(2, i).info["formula"] for i in range(3)]
+    assert list(st.param("prototype")) == [icsd_crystal(2, i).info["prototype"] for i in range(3)]
+    x, y, p = again.sample(2, [n + 5])                      # past the entries: a variant, reproducible
+    assert bool(p["variant"][0]) and p["formula"][0] == icsd_crystal(2, n + 5).info["formula"]
+    assert np.array_equal(np.asarray(x), np.asarray(s.sample(2, [n + 5])[0]))

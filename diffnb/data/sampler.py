@@ -142,6 +142,7 @@ SAMPLERS: dict[str, Any] = {
     "mote2.randomised_instruments": ("diffnb.sim.mote2:RandomisedInstrumentsMoTe2", {}),
     "mote2.pump_probe": ("diffnb.sim.mote2:MoTe2PumpProbe", {}),
     "bloch.lacbed": ("diffnb.sim.bloch:LacbedSampler", {}),
+    "bloch.lacbed_icsd": ("diffnb.sim.bloch:LacbedSampler", {"crystals": "icsd"}),  # ICSD prototypes + variants
     "speckle.poly_study": ("diffnb.sim.speckle:SpeckleSampler", {"radii": "per_class"}),
 }
 

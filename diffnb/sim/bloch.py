@@ -20,7 +20,7 @@ import torch
 
 from ..core import (as_device, check_choice, check_int, check_positive, electron_wavelength,
                          electron_wavenumber, fail, relativistic_gamma, numpy_rng, StructureError,
-                         check_device, check_finite, check_memory, check_scalar)
+                         check_device, check_finite, check_memory, check_scalar, DiffnbValueError)
 from ..scattering import electron_form_factor
 from ..structure import check_b_iso
 from .potential import (_PARAMETRIZATIONS, _Crystal, _checked_crystal, _int_vector, _potential_coefficients,
@@ -28,9 +28,10 @@ from .potential import (_PARAMETRIZATIONS, _Crystal, _checked_crystal, _int_vect
                                   projected_potential, reciprocal_basis, site_properties, structure_factor, zone_frame)
 
 # %% auto #0
-__all__ = ['MAX_THICKNESS', 'lacbed_tilts', 'zolz_beams', 'pattern_symmetry', 'absorptive_form_factor', 'BlochSetup',
-           'bloch_setup', 'bloch_amplitudes', 'lacbed', 'lacbed_convergence', 'g_max_for_beams', 'potential_field',
-           'LacbedSampler', 'lacbed_widget']
+__all__ = ['MAX_THICKNESS', 'ELEMENT_FAMILIES', 'lacbed_tilts', 'zolz_beams', 'pattern_symmetry', 'absorptive_form_factor',
+           'BlochSetup', 'bloch_setup', 'bloch_amplitudes', 'lacbed', 'lacbed_convergence', 'g_max_for_beams',
+           'potential_field', 'reduced_formula', 'substitute_elements', 'icsd_crystal', 'LacbedSampler',
+           'lacbed_widget']
 
 # %% ../../nbs/api/21_sim.bloch.ipynb #57c9a2cd
 def lacbed_tilts(pixels: int,   # N, pixels per side
@@ -491,9 +492,83 @@ def potential_field(atoms,                     # crystal structure (ase.Atoms)
     return ((ey * F[:, None]).T @ ex).real / cr.volume                          # ρ[i, j], Eq. 1 sampled off-grid
 
 
+# %% ../../nbs/api/21_sim.bloch.ipynb #b58ea401
+ELEMENT_FAMILIES = (   # chemical families for substitution: periodic-table columns, the rare earths as one
+    ("Li", "Na", "K", "Rb", "Cs"), ("Be", "Mg", "Ca", "Sr", "Ba"),
+    ("Sc", "Y", "La", "Ce", "Pr", "Nd", "Sm", "Eu", "Gd", "Tb", "Dy", "Ho", "Er", "Tm", "Yb", "Lu"),
+    ("Ti", "Zr", "Hf"), ("V", "Nb", "Ta"), ("Cr", "Mo", "W"), ("Mn", "Re"), ("Fe", "Ru", "Os"), ("Co", "Rh", "Ir"),
+    ("Ni", "Pd", "Pt"), ("Cu", "Ag", "Au"), ("Zn", "Cd", "Hg"), ("B", "Al", "Ga", "In", "Tl"),
+    ("C", "Si", "Ge", "Sn", "Pb"), ("N", "P", "As", "Sb", "Bi"), ("O", "S", "Se", "Te"), ("F", "Cl", "Br", "I"))
+
+def reduced_formula(symbols) -> str:   # e.g. "O3SrTi": elements alphabetical, counts divided by their gcd
+    "Reduced formula of a list of chemical symbols, written as the ICSD prototype table writes it."
+    from collections import Counter
+    n = Counter(symbols)
+    if not n: fail("symbols", symbols, "at least one chemical symbol")
+    g = math.gcd(*n.values())
+    return "".join(f"{e}{c // g if c // g > 1 else ''}" for e, c in sorted(n.items()))
+
+# %% ../../nbs/api/21_sim.bloch.ipynb #29c6c3e5
+def substitute_elements(atoms,          # crystal (ase.Atoms) with distinct species on its sites
+                        rng: np.random.Generator,  # the stream of the draw
+                        p: float = 0.5, # probability that each element is swapped (at least one is)
+                       ):               # (new ase.Atoms, {old: new} of the swapped elements)
+    "Element-substitution variant: elements swapped within their `ELEMENT_FAMILIES`, a rescaled by covalent radii."
+    import ase
+    from ase.data import atomic_numbers, covalent_radii
+    check_scalar("p", p, lo=0, hi=1)
+    symbols = atoms.get_chemical_symbols()
+    fam = {e: f for f in ELEMENT_FAMILIES for e in f}
+    species = sorted(set(symbols))
+    used, swap = set(species), {}
+    order = [e for e in rng.permutation(species) if len(fam.get(e, ())) > 1]
+    for k, e in enumerate(order):
+        if rng.random() >= p and not (k == len(order) - 1 and not swap): continue   # at least one swap
+        choices = [x for x in fam[e] if x not in used]
+        if not choices: continue
+        new = str(rng.choice(choices)); swap[str(e)] = new; used.add(new)
+    if not swap: fail("atoms", atoms.get_chemical_formula(), "a crystal with an element that has a free family member to swap to")
+    r = lambda els: sum(covalent_radii[atomic_numbers[x]] for x in els)
+    new_symbols = [swap.get(x, x) for x in symbols]
+    scale = r(new_symbols) / r(symbols)                                     # a′/a from the count-weighted radii
+    out = ase.Atoms(new_symbols, scaled_positions=atoms.get_scaled_positions(), cell=np.asarray(atoms.cell.array) * scale, pbc=True)
+    for k, v in atoms.arrays.items():
+        if k not in ("numbers", "positions"): out.arrays[k] = v.copy()
+    out.info.update(atoms.info)
+    return out, swap
+
+# %% ../../nbs/api/21_sim.bloch.ipynb #4dc65965
+@functools.lru_cache(maxsize=8)
+def _icsd_order(seed, n): return numpy_rng(seed).permutation(n)   # the run's own stream, apart from every sample's
+
+def icsd_crystal(seed: int,    # run seed
+                 index: int,   # sample index ≥ 0
+                 max_draws: int = 16,  # redraws of a variant whose space group is not its prototype's
+                ) -> "ase.Atoms":      # conventional cell; info: formula, prototype, space_group, icsd_code, variant
+    """Crystal `index` of the ICSD-derived set: indices below the number of matched entries are the entries in an
+    order shuffled by `seed`; each further index is an element-substitution variant of a random entry."""
+    from diffnb.structure import icsd_prototype_crystal, icsd_prototypes
+    seed, index = check_int("seed", seed, min_value=0), check_int("index", index, min_value=0)
+    n = len(icsd_prototypes())
+    if index < n:
+        at = icsd_prototype_crystal(int(_icsd_order(seed, n)[index]))
+        at.info.update(variant=False, substitution="")
+        return at
+    for draw in range(max_draws):
+        rng = numpy_rng(seed, index if draw == 0 else (index, draw))
+        base = icsd_prototype_crystal(int(rng.integers(n)))
+        try: at, swap = substitute_elements(base, rng)
+        except DiffnbValueError: continue                                   # no element of this entry can be swapped
+        found = spglib.get_symmetry_dataset((at.cell[:], at.get_scaled_positions(), at.numbers), symprec=1e-3)
+        if found is None or found.number != base.info["space_group"]: continue
+        at.info.update(formula=reduced_formula(at.get_chemical_symbols()), variant=True,
+                       substitution=";".join(f"{o}:{s}" for o, s in sorted(swap.items())))
+        return at
+    raise StructureError(f"icsd_crystal: no valid substitution variant for seed={seed}, index={index} in {max_draws} draws")
+
 # %% ../../nbs/api/21_sim.bloch.ipynb #c870caad
 class LacbedSampler:
-    "Projected potential → bright-field LACBED pattern of random cubic crystals (sampler protocol, image2image)."
+    "Projected potential → bright-field LACBED pattern of random or ICSD-derived cubic crystals (sampler protocol, image2image)."
     name, version, task, classes = "bloch.lacbed", "3", "image2image", None
 
     def __init__(self, pixels: int = 64,          # image side N [px]
@@ -506,8 +581,11 @@ class LacbedSampler:
                  b_iso: float = 0.5,              # Debye–Waller B of every site [Å²]
                  parametrization: str = "kirkland",  # scattering factors
                  field_of_view: float = 14.0,     # side of the input potential's field [Å] (default: 2 × the largest a)
+                 crystals: str = "random",        # "random" (random_cubic_crystal) or "icsd" (icsd_crystal: entries, then variants)
                  device=None):                    # torch device of the solve
         if device is not None: check_device(device)
+        self.crystals = check_choice("crystals", crystals, ("random", "icsd"))
+        if crystals == "icsd": self.name = "bloch.lacbed_icsd"   # max_atoms and lattice_parameter apply to random crystals only
         self.pixels = check_int("pixels", pixels, min_value=2)
         for k, v in dict(energy_kev=energy_kev, alpha=alpha, field_of_view=field_of_view).items(): check_scalar(k, v); check_positive(k, v)
         check_finite("thickness", thickness)
@@ -526,6 +604,7 @@ class LacbedSampler:
                            n_beams=int(n_beams), max_atoms=int(max_atoms), lattice_parameter=[lo, hi],
                            b_iso=float(b_iso), parametrization=parametrization,
                            field_of_view=float(field_of_view))
+        if crystals != "random": self.config["crystals"] = crystals
         self.device = device
         self.image_shape = (1, self.pixels, self.pixels)
         self.thicknesses = thick
@@ -536,6 +615,10 @@ class LacbedSampler:
     def crystal(self, seed: int, index: int):
         """The random crystal of sample `index`: space group (among those feasible within max_atoms), a and crystal
         seed drawn from (seed, index); when no structure fits that draw, redrawn from (seed, index, draw)."""
+        if self.crystals == "icsd":
+            atoms = icsd_crystal(seed, index)
+            atoms.arrays["b_iso"] = np.full(len(atoms), self.config["b_iso"])
+            return atoms, int(atoms.info["space_group"]), float(atoms.cell.lengths()[0])
         from diffnb.structure import feasible_space_groups, random_cubic_crystal
         groups = feasible_space_groups(self.config["max_atoms"])
         for draw in range(self.max_draws):
@@ -558,15 +641,20 @@ class LacbedSampler:
 
     def sample(self, seed: int, indices):
         c = self.config
+        icsd = self.crystals == "icsd"
         images, targets, cols = [], [], {"space_group": [], "lattice_parameter": [], "n_atoms": [], "g_max": [], "n_beams": [], "formula": []}
+        extra = {"prototype": [], "icsd_code": [], "variant": [], "substitution": []} if icsd else {}
         for i in indices:
             atoms, sg, a = self.crystal(seed, i)
             gm = g_max_for_beams(atoms, c["n_beams"])
             images.append(self.input_image(atoms))
             targets.append(lacbed(atoms, c["energy_kev"], self.thicknesses, pixels=c["pixels"], alpha=c["alpha"], g_max=gm,
                                   parametrization=c["parametrization"], device=self.device)[:, 0].cpu().numpy())
-            for k, v in zip(cols, (sg, a, len(atoms), gm, len(zolz_beams(atoms, gm)[0]), atoms.get_chemical_formula())):
+            formula = atoms.info["formula"] if icsd else atoms.get_chemical_formula()   # icsd: reduced, to group a split by
+            for k, v in zip(cols, (sg, a, len(atoms), gm, len(zolz_beams(atoms, gm)[0]), formula)):
                 cols[k].append(v)
+            for k in extra: extra[k].append(atoms.info[k])
+        cols.update(extra)
         x = torch.as_tensor(np.stack(images)[:, None], dtype=torch.float32)
         y = torch.as_tensor(np.stack(targets), dtype=torch.float32)
         return x, y, {k: np.asarray(v) for k, v in cols.items()}

@@ -19,14 +19,16 @@ import spglib
 import torch
 
 from ..core import (DiffnbError, DiffnbValueError, ShapeError, check_choice, check_finite, check_int,
-                         check_positive, check_scalar, fail, relativistic_gamma)
+                         check_positive, check_scalar, fail, numpy_rng, relativistic_gamma)
 from ..scattering import electron_form_factor
 from ..structure import read_structure
-from .bloch import MAX_THICKNESS, bloch_setup, g_max_for_beams, lacbed_tilts
-from .potential import _PARAMETRIZATIONS, _checked_crystal, reciprocal_basis, site_properties
+from .bloch import MAX_THICKNESS, _zolz_beams, bloch_setup, g_max_for_beams, lacbed_tilts
+from .potential import (_PARAMETRIZATIONS, _checked_crystal, _int_vector, _zone_frame, potential_coefficients,
+                                  reciprocal_basis, site_properties)
 
 # %% auto #0
-__all__ = ['bright_field', 'UgOrbit', 'ug_orbits', 'LacbedModel', 'zncc', 'RefineResult', 'plot_fit', 'refine', 'refine_cli']
+__all__ = ['bright_field', 'UgOrbit', 'ug_orbits', 'LacbedModel', 'zncc', 'RefineResult', 'plot_fit', 'refine', 'refine_cli',
+           'ug_from_potential', 'potential_from_ug', 'Inversion', 'invert_patterns']
 
 # %% ../../nbs/api/21b_sim.refine.ipynb #afa92304
 def _divided_differences(lam, st):
@@ -312,9 +314,10 @@ class _Fit:
             for i, t in enumerate(self.t0): add("thickness", i, None, "softplus", t, t)
         if free["b_iso"]:
             for i, b in enumerate(self.b0): add("b_iso", i, None, "softplus", b, max(b, 0.1))
+        iam = np.abs(model.ug_start(free["ug"], self.b0)) if free["ug"] else []
         for k in range(free["ug"]):
             o, u = model.free_orbits[k], self.ug0[k]
-            sc = abs(u)
+            sc = abs(u) if abs(u) > 0.1 * iam[k] else iam[k]                  # a start at or near zero: the independent-atom size
             if o.axis is not None: add("ug", k, "axis", "linear", (u * np.conj(o.axis)).real, sc)
             else: add("ug", k, "re", "linear", u.real, sc); add("ug", k, "im", "linear", u.imag, sc)
         if free["absorption"]: add("absorption", 0, None, "softplus", kap0, max(kap0, 0.02))
@@ -544,10 +547,14 @@ def refine(patterns,                   # (n, N, N) or (N, N) bright-field discs 
     def fun(x):
         nonlocal n_eval
         th = torch.as_tensor(x, dtype=torch.float64).requires_grad_()
-        sim = fit.simulate(th)
-        c = fit.chi2(sim)
-        c.backward()
         n_eval += 1
+        try:
+            sim = fit.simulate(th)
+            c = fit.chi2(sim)
+            c.backward()
+        except torch.linalg.LinAlgError: c = torch.tensor(float("nan"))
+        if not (torch.isfinite(c) and torch.isfinite(th.grad).all()):   # a step into a singular region: the line search backs off
+            return 1e30, np.zeros_like(x)
         hist["chi2"].append(float(c.detach()) / n_data); hist["r"].append(float(zncc(sim.detach().cpu().numpy(), p).mean()))
         return float(c.detach()) / n_data, th.grad.cpu().numpy() / n_data
 
@@ -622,3 +629,139 @@ def refine_cli(argv: list[str] | None = None) -> int:
     print(f"R = {', '.join(f'{r:.5f}' for r in res.r)}; reduced χ² = {res.chi2:.3f}; {res.n_evaluations} evaluations, {res.wall_s:.1f} s"
           + (f"; wrote {a.out}/refined.json and fit.png" if a.out else ""))
     return 0
+
+# %% ../../nbs/api/21b_sim.refine.ipynb #ef1f4574
+def _ug_frame(atoms, field_of_view, energy_kev, hkl, origin, zone, x_dir, pixels):
+    "Checked inputs of the U_g ↔ image maps: (hkl, g in the image frame [1/Å], x₀, γ, V, r grid [Å])."
+    cr = _checked_crystal(atoms)
+    check_positive("field_of_view", field_of_view); check_scalar("energy_kev", energy_kev, lo=1e-3)
+    n = check_int("pixels", pixels, min_value=2)
+    if hkl is None: hkl = _zolz_beams(cr, (n - 1) / (2 * float(field_of_view)), zone, x_dir)[0]
+    hkl = np.asarray(hkl)
+    if hkl.ndim != 2 or hkl.shape[1] != 3 or not np.allclose(hkl, np.round(hkl)): fail("hkl", hkl, "an (M, 3) array of integer reflections")
+    hkl = np.round(hkl).astype(int)
+    if (hkl @ _int_vector("zone", zone) != 0).any(): fail("hkl", hkl.tolist(), f"ZOLZ reflections of zone {tuple(zone)}")
+    g = (hkl @ cr.recip) @ _zone_frame(cr, zone, x_dir)[:2].T
+    if origin is None:
+        ops, _ = _space_group(atoms, cr.b, cr.o)
+        inv = [w for W, w in ops if (W == -np.eye(3)).all()]
+        origin = inv[0] / 2 if inv else np.zeros(3)
+    x0 = np.asarray(origin, float).reshape(3)
+    r = np.arange(n) * (float(field_of_view) / n)
+    return hkl, g, x0, relativistic_gamma(energy_kev), cr.volume, r
+
+def ug_from_potential(potential_image,        # (N, N) projected potential over the field of view [Å⁻²] (as `potential_field`)
+                      atoms,                  # crystal (ase.Atoms) giving the cell and, by default, the phase origin
+                      field_of_view: float,   # side of the image's field [Å]
+                      energy_kev: float,      # electron energy [keV] (relativistic γ of U_g)
+                      hkl=None,               # (M, 3) reflections wanted (None: every ZOLZ g within the image's band limit)
+                      origin=None,            # fractional x₀ of the U_g phases (None: an inversion centre if any, else 0)
+                      zone=(0, 0, 1), x_dir=(1, 0, 0),
+                     ):                       # (hkl (M, 3), U (M,) complex [1/Å²] about x₀)
+    "Bloch-wave U_g of the reflections `hkl` from a projected-potential image: least-squares Fourier coefficients, γ/π, origin x₀."
+    img = np.asarray(potential_image, float)
+    if img.ndim != 2 or img.shape[0] != img.shape[1]: raise ShapeError(f"potential_image must be one N×N image, got shape {img.shape}")
+    check_finite("potential_image", img)
+    hkl, g, x0, gamma, vol, r = _ug_frame(atoms, field_of_view, energy_kev, hkl, origin, zone, x_dir, img.shape[0])
+    band = _zolz_beams(_checked_crystal(atoms), (img.shape[0] - 1) / (2 * float(field_of_view)), zone, x_dir)[0]
+    keep = np.unique(np.concatenate([band, hkl, -hkl]), axis=0)            # every g of the band (±g: a real image) …
+    gk = (keep @ _checked_crystal(atoms).recip) @ _zone_frame(_checked_crystal(atoms), zone, x_dir)[:2].T
+    basis = (np.exp(-2j * np.pi * gk[:, 1, None] * r)[:, :, None] * np.exp(-2j * np.pi * gk[:, 0, None] * r)[:, None, :])
+    c, *_ = np.linalg.lstsq(basis.reshape(len(keep), -1).T, img.reshape(-1).astype(complex), rcond=None)   # c_g = F(g)/V [Å⁻²]
+    lut = {tuple(h): i for i, h in enumerate(keep.tolist())}
+    c_minus = c[[lut[tuple(h)] for h in (-hkl).tolist()]]                  # … so that none leaks into the ones asked for
+    return hkl, gamma / math.pi * c_minus * np.exp(2j * np.pi * hkl @ x0)   # U_g = γ c_{−g}/π, then about x₀
+
+def potential_from_ug(hkl,                    # (M, 3) reflections (a set closed under g → −g, or one of each pair)
+                      ug,                     # (M,) complex U_g about x₀ [1/Å²]
+                      atoms,                  # crystal (ase.Atoms): the cell and, by default, the phase origin
+                      field_of_view: float,   # side of the image's field [Å]
+                      energy_kev: float,      # electron energy [keV]
+                      pixels: int = 64,       # N, pixels per side
+                      origin=None,            # fractional x₀ of the U_g phases (None: an inversion centre if any, else 0)
+                      zone=(0, 0, 1), x_dir=(1, 0, 0),
+                     ) -> np.ndarray:         # ρ [Å⁻²] (N, N), as `potential_field` (row i ↦ y = i·fov/N)
+    "Fourier synthesis ρ(r) = Σ_g (π/γ) U_{−g} exp(−2πi g·r) of a projected potential from U_g (000 included when given)."
+    hkl, g, x0, gamma, vol, r = _ug_frame(atoms, field_of_view, energy_kev, hkl, origin, zone, x_dir, pixels)
+    u = np.asarray(ug, complex).reshape(-1)
+    if len(u) != len(hkl): fail("ug", f"{len(u)} values", f"one per reflection ({len(hkl)})")
+    check_finite("ug", np.abs(u))
+    u = u * np.exp(-2j * np.pi * hkl @ x0)                                 # back to the crystal origin
+    lut = {tuple(h): i for i, h in enumerate(hkl.tolist())}
+    c, gg = [], []
+    for i, h in enumerate(hkl.tolist()):                                   # c_g = (π/γ) U_{−g}; U_{−g} = U_g* when −g is absent
+        j = lut.get(tuple(-np.asarray(h)))
+        c.append(math.pi / gamma * (u[j] if j is not None else np.conj(u[i]))); gg.append(g[i])
+        if j is None: c.append(math.pi / gamma * u[i]); gg.append(-g[i])
+    c, gg = np.asarray(c), np.asarray(gg)
+    ex, ey = np.exp(-2j * np.pi * gg[:, 0:1] * r), np.exp(-2j * np.pi * gg[:, 1:2] * r)
+    return ((ey * c[:, None]).T @ ex).real
+
+# %% ../../nbs/api/21b_sim.refine.ipynb #884ae15c
+@dataclass
+class Inversion:
+    "Result of `invert_patterns`: refined U_g of the free orbits, the synthesised potential and the refinement."
+    hkl: np.ndarray           # (K, 3) representative reflection of each free orbit
+    ug: np.ndarray            # (K,) refined U_g [1/Å²] about `origin`
+    ug_start: np.ndarray      # (K,) the start
+    potential: np.ndarray     # (N, N) ρ [Å⁻²] over the field of view (as `potential_field`)
+    origin: np.ndarray        # fractional x₀ of the U_g phases
+    result: RefineResult      # thickness, B, errors, R, evaluations
+    model: LacbedModel = field(repr=False)
+
+def invert_patterns(patterns,               # (T, N, N) bright-field discs of one crystal, one per thickness
+                    structure_guess,        # ase.Atoms (or CIF path): cell, symmetry and the start of anything not free
+                    energy_kev: float,      # electron energy [keV]
+                    alpha: float,           # reciprocal half-width of the tilt field [1/Å]
+                    thickness,              # starting thickness of each pattern [Å]
+                    start="iam",            # "iam", "zero", {hkl: U_g [1/Å²]} or an (M, M) potential image over field_of_view
+                    n_ug: int | None = None,  # free orbits, lowest order first (None: every free orbit of the beam set)
+                    free=("thickness", "b_iso"),  # further free items (see `refine`)
+                    field_of_view: float = 14.0,  # side of the potential images [Å]
+                    potential_pixels: int = 64,   # pixels per side of the synthesised potential
+                    n_beams: int = 70, g_max: float | None = None,
+                    scan=None,              # thickness scan of `refine` (None: the thicknesses are known)
+                    seed: int = 0,          # signs of the "zero" start
+                    noise: float = 1e-3,    # relative pixel noise σ/mean of the uniform weights 1/σ² (when no `weights` are given)
+                    max_iter: int = 300, progress: bool = False, **kwargs,   # more `refine` arguments
+                   ) -> Inversion:
+    "Structure factors and projected potential from LACBED patterns: `refine` with free U_g from a chosen start."
+    atoms = read_structure(structure_guess)
+    p = _check_patterns(patterns)
+    model = LacbedModel(atoms, energy_kev, alpha, p.shape[-1], g_max, n_beams)
+    k = len(model.free_orbits) if n_ug is None else check_int("n_ug", n_ug, min_value=1, max_value=len(model.free_orbits))
+    reps = np.array([o.hkl for o in model.free_orbits[:k]])               # U(rep) = U(o.hkl): the identity maps it to itself
+    iam = model.ug_start(k)
+    if isinstance(start, str):
+        check_choice("start", start, ("iam", "zero"))
+        eps = 0.01 * np.abs(iam) * numpy_rng(check_int("seed", seed, min_value=0)).choice([-1.0, 1.0], k)
+        ax = np.array([1.0 if o.axis is None else o.axis for o in model.free_orbits[:k]])
+        ug0 = iam if start == "iam" else eps * ax                         # "zero": ±1 % (at U = 0, I ≡ 1 and every gradient vanishes)
+    elif isinstance(start, dict):
+        ug0 = np.array([complex(start.get(tuple(int(x) for x in h), np.nan)) for h in reps])
+        if np.isnan(ug0.real).any(): fail("start", sorted(start), f"U_g of every free orbit representative {reps.tolist()}")
+    else:
+        _, ug0 = ug_from_potential(start, atoms, field_of_view, energy_kev, hkl=reps, origin=model.origin)
+    if isinstance(free, str): free = [x for x in free.split(",") if x.strip()]
+    if "weights" not in kwargs:                                           # χ² per pixel ≈ 1 at the noise level: scipy's ftol is then relative
+        kwargs["weights"] = np.full(p.shape, 1.0 / (check_positive("noise", noise) * p.mean()) ** 2)
+    res = refine(p, atoms, energy_kev, alpha, thickness, free=list(free) + [f"ug:{k}"], g_max=g_max, n_beams=n_beams,
+                 ug=ug0, scan=scan, max_iter=max_iter, progress=progress, **kwargs)
+    ug = np.array([complex(*u["value"]) for u in res.parameters["ug"]])
+    b = [v["value"] for v in res.parameters["b_iso"].values()]
+    u_all = model.potential(torch.as_tensor(b, dtype=torch.float64), torch.as_tensor(ug)).detach().cpu().numpy()
+    band = _zolz_beams(_checked_crystal(atoms), (potential_pixels - 1) / (2 * float(field_of_view)))[0]
+    lut = {tuple(h): i for i, h in enumerate(model.refl.tolist())}
+    outside = [h for h in band.tolist() if tuple(h) not in lut]            # beyond the beam set: the guess's independent atoms
+    u_out = (potential_coefficients(atoms, outside, energy_kev, b_iso=_b_per_site(model, b)) * np.exp(2j * np.pi * np.asarray(outside) @ model.origin)
+             if outside else np.zeros(0, complex))
+    hkl = np.concatenate([model.refl, np.asarray(outside, int).reshape(-1, 3)])
+    u_syn = np.concatenate([u_all, u_out])
+    s = np.linalg.norm(hkl @ reciprocal_basis(atoms), axis=1)
+    keep = s <= (potential_pixels - 1) / (2 * float(field_of_view)) * (1 + 1e-9)
+    rho = potential_from_ug(hkl[keep], u_syn[keep], atoms, field_of_view, energy_kev, potential_pixels, origin=model.origin)
+    return Inversion(reps, ug, ug0, rho, model.origin, res, model)
+
+def _b_per_site(model, b):
+    "Per-site B [Å²] from the model's per-group values."
+    return np.asarray(b, float)[model._grp.cpu().numpy()]
