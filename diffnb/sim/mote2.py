@@ -447,13 +447,18 @@ class UnseenInstrumentMoTe2:
     def __init__(self, mote2_config: dict | None = None,  # configuration of the `MoTe2Sampler` whose structures are drawn (None: its defaults)
                  domain_config: dict | None = None,  # `LabDomain` fields: (lo, hi) ranges of the instrument's effects (None: the study's, `default_domain`)
                  ref_dose_factor: float = 10.0,  # dose of the pristine reference / dose of the pattern [1]
+                 *, mote2: dict | None = None,   # the same as `mote2_config` (the key of `config`, so that it rebuilds the sampler)
+                 domain: dict | None = None,     # the same as `domain_config` (the key of `config`)
                 ):
         check_positive("ref_dose_factor", ref_dose_factor)
+        if mote2 is not None and mote2_config is not None: fail("mote2", mote2, "None when mote2_config is given (the same setting)")
+        if domain is not None and domain_config is not None: fail("domain", domain, "None when domain_config is given (the same setting)")
+        mote2_config, domain_config = (mote2 if mote2 is not None else mote2_config), (domain if domain is not None else domain_config)
         self.base = MoTe2Sampler(**dict(mote2_config or {}))
         domain_config = self.default_domain(self.base.config) if domain_config is None else domain_config
         self.domain = LabDomain(**{k: tuple(v) if isinstance(v, list) else v for k, v in dict(domain_config).items()})
         self.ref_dose_factor = float(ref_dose_factor)
-        self.config = {"mote2_config": self.base.config, "domain_config": self.domain.config, "ref_dose_factor": self.ref_dose_factor}
+        self.config = {"mote2": self.base.config, "domain": self.domain.config, "ref_dose_factor": self.ref_dose_factor}
 
     @property
     def image_shape(self): return self.base.image_shape
