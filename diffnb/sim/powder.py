@@ -406,7 +406,7 @@ def lattice_temperature(t_ps,                  # pump–probe delays [ps]
                         tau_rise_ps: float = 2.0,        # heating time τ_r [ps]
                         tau_decay_ps: float = 60.0,      # cooling time τ_d [ps]
                        ) -> np.ndarray:        # T(t) [K]
-    "Lattice temperature of the two-time-constant model: T₀ before the pump, then T₀ + ΔT·(1 − e^{−t/τ_r})·e^{−t/τ_d}."
+    "Lattice temperature of the two-time-constant model: T₀ before the pump, then T₀ + ΔT·(1 − exp(−t/τ_r))·exp(−t/τ_d)."
     check_positive("tau_rise_ps", tau_rise_ps); check_positive("tau_decay_ps", tau_decay_ps); check_positive("t0_k", t0_k)
     t = np.asarray(t_ps, dtype=np.float64)
     tp = np.clip(t, 0, None)

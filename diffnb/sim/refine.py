@@ -670,7 +670,7 @@ def ug_from_potential(potential_image,        # (N, N) projected potential over 
     c, *_ = np.linalg.lstsq(basis.reshape(len(keep), -1).T, img.reshape(-1).astype(complex), rcond=None)   # c_g = F(g)/V [Å⁻²]
     lut = {tuple(h): i for i, h in enumerate(keep.tolist())}
     c_minus = c[[lut[tuple(h)] for h in (-hkl).tolist()]]                  # … so that none leaks into the ones asked for
-    return hkl, gamma / math.pi * c_minus * np.exp(2j * np.pi * hkl @ x0)   # U_g = γ c_{−g}/π, then about x₀
+    return hkl, gamma / math.pi * c_minus * np.exp(2j * np.pi * hkl @ x0)   # U_g = γ c(−g)/π, then about x₀
 
 def potential_from_ug(hkl,                    # (M, 3) reflections (a set closed under g → −g, or one of each pair)
                       ug,                     # (M,) complex U_g about x₀ [1/Å²]
@@ -681,7 +681,7 @@ def potential_from_ug(hkl,                    # (M, 3) reflections (a set closed
                       origin=None,            # fractional x₀ of the U_g phases (None: an inversion centre if any, else 0)
                       zone=(0, 0, 1), x_dir=(1, 0, 0),
                      ) -> np.ndarray:         # ρ [Å⁻²] (N, N), as `potential_field` (row i ↦ y = i·fov/N)
-    "Fourier synthesis ρ(r) = Σ_g (π/γ) U_{−g} exp(−2πi g·r) of a projected potential from U_g (000 included when given)."
+    "Fourier synthesis ρ(r) = Σ_g (π/γ) U(−g) exp(−2πi g·r) of a projected potential from U_g (000 included when given)."
     hkl, g, x0, gamma, vol, r = _ug_frame(atoms, field_of_view, energy_kev, hkl, origin, zone, x_dir, pixels)
     u = np.asarray(ug, complex).reshape(-1)
     if len(u) != len(hkl): fail("ug", f"{len(u)} values", f"one per reflection ({len(hkl)})")
@@ -689,7 +689,7 @@ def potential_from_ug(hkl,                    # (M, 3) reflections (a set closed
     u = u * np.exp(-2j * np.pi * hkl @ x0)                                 # back to the crystal origin
     lut = {tuple(h): i for i, h in enumerate(hkl.tolist())}
     c, gg = [], []
-    for i, h in enumerate(hkl.tolist()):                                   # c_g = (π/γ) U_{−g}; U_{−g} = U_g* when −g is absent
+    for i, h in enumerate(hkl.tolist()):                                   # c_g = (π/γ) U(−g); U(−g) = U_g* when −g is absent
         j = lut.get(tuple(-np.asarray(h)))
         c.append(math.pi / gamma * (u[j] if j is not None else np.conj(u[i]))); gg.append(g[i])
         if j is None: c.append(math.pi / gamma * u[i]); gg.append(-g[i])
