@@ -109,6 +109,7 @@ def merge_rings(s_rings,            # ring positions [1/Å]
         grp[i] = g; last = s[i]
     return grp
 
+# %% ../nbs/api/30_analysis.ipynb #8769251a
 def ring_intensities(image,                     # (..., H, W) ring image(s)
                      s_rings,                   # ring positions s = 1/d [1/Å]
                      pixels_per_inv_angstrom: float,  # calibration [px per 1/Å]
@@ -205,6 +206,7 @@ def debye_waller_delta_b(intensity,       # (..., n_rings) ring intensities of t
         return (w * yc * xc).sum(-1) / (w * xc ** 2).sum()
     return (w * y * x).sum(-1) / (w * x ** 2).sum()
 
+# %% ../nbs/api/30_analysis.ipynb #c21cd237
 def temperature_series(images,                    # (n, H, W) ring images of a time series
                        reference,                 # (H, W) reference image at `t_ref_k`
                        rings,                     # ring positions [1/Å], or a PowderRings (strong rings are picked)

@@ -67,6 +67,7 @@ def _as_numpy(x):
     if isinstance(x, torch.Tensor): return x.detach().cpu().numpy()
     return np.asarray(x)
 
+# %% ../nbs/api/00_core.ipynb #3e7ed964
 def check_finite(name: str, value):
     "Fail if `value` (number/array/tensor) holds NaN or Inf, or is not numeric."
     if isinstance(value, torch.Tensor):   # checked where it lives: no copy of a large (GPU) tensor to numpy
@@ -83,6 +84,7 @@ def check_finite(name: str, value):
     if a.size and not np.isfinite(a).all(): fail(name, value, "finite (no NaN or Inf)")
     return value
 
+# %% ../nbs/api/00_core.ipynb #03c689d8
 def check_positive(name: str, value, allow_zero: bool = False):
     "Fail unless every element of `value` is finite and > 0 (>= 0 with `allow_zero`)."
     if isinstance(value, bool): fail(name, value, "a number, not a bool")
@@ -92,6 +94,7 @@ def check_positive(name: str, value, allow_zero: bool = False):
     if not ok: fail(name, value, "non-negative" if allow_zero else "positive")
     return value
 
+# %% ../nbs/api/00_core.ipynb #f18e52f7
 def check_range(name: str, value, lo=None, hi=None, lo_inclusive=True, hi_inclusive=True):
     "Fail unless every element of `value` lies in the interval [lo, hi] (bounds optional, inclusivity selectable)."
     check_finite(name, value)
@@ -104,6 +107,7 @@ def check_range(name: str, value, lo=None, hi=None, lo_inclusive=True, hi_inclus
         fail(name, value, f"in {lb}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{rb}")
     return value
 
+# %% ../nbs/api/00_core.ipynb #8f374345
 def check_scalar(name: str, value, lo=None, hi=None) -> float:
     "Fail unless `value` is one finite real number (not a bool or string) within the optional closed bounds; return it as `float`."
     if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex() and value.dtype != torch.bool:
@@ -113,6 +117,7 @@ def check_scalar(name: str, value, lo=None, hi=None) -> float:
     check_range(name, float(value), lo, hi)
     return float(value)
 
+# %% ../nbs/api/00_core.ipynb #774e0a31
 def check_int(name: str, value, min_value=None, max_value=None) -> int:
     "Fail unless `value` is an integer (not a bool) within the optional bounds; return it as `int`."
     if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)):
@@ -122,6 +127,7 @@ def check_int(name: str, value, min_value=None, max_value=None) -> int:
     if max_value is not None and value > max_value: fail(name, value, f"an integer <= {max_value}")
     return value
 
+# %% ../nbs/api/00_core.ipynb #04a1ebc9
 def check_choice(name: str, value, choices):
     "Fail unless `value` is one of `choices`."
     if isinstance(value, (np.ndarray, torch.Tensor, list, dict, set)): ok = False       # never a single choice
@@ -132,6 +138,7 @@ def check_choice(name: str, value, choices):
     if not ok: fail(name, value, f"one of {list(choices)}")
     return value
 
+# %% ../nbs/api/00_core.ipynb #554b5dc2
 def check_shape(name: str, value, ndim=None, min_ndim=None, shape=None):
     "Fail unless `value` has `ndim` (or at least `min_ndim`) dims and trailing dims `shape` (None = any)."
     s = tuple(getattr(value, "shape", np.shape(value)))
@@ -222,6 +229,7 @@ def default_device() -> torch.device:
     if env: return torch.device(env)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
+# %% ../nbs/api/00_core.ipynb #99a6c436
 def check_device(device=None,         # "cpu", "cuda", "cuda:1", "mps", a torch.device, or None (default_device())
                  name: str = "device",  # argument name for the message
                 ) -> torch.device:
@@ -242,10 +250,12 @@ def check_device(device=None,         # "cpu", "cuda", "cuda:1", "mps", a torch.
         return dev
     fail(name, device, "'cpu', 'cuda' or 'mps' (the device types diffnb computes on)")
 
+# %% ../nbs/api/00_core.ipynb #230a3b2b
 def as_device(device=None) -> torch.device:
     "`device` as a checked `torch.device` (see `check_device`), or `default_device()` when None."
     return check_device(device)
 
+# %% ../nbs/api/00_core.ipynb #02d0b8cd
 def _seed_words(seed, index):
     seed = check_int("seed", seed, min_value=0)
     words = [seed]
@@ -254,22 +264,26 @@ def _seed_words(seed, index):
         words += [check_int("index", i, min_value=0) for i in idx]
     return words
 
+# %% ../nbs/api/00_core.ipynb #c7305b30
 def seed_sequence(seed: int,  # base seed of a run (>= 0)
                   index=None,  # sample index, or a tuple of indices (e.g. (chunk, item)); None for the base stream
                  ) -> np.random.SeedSequence:
     "`SeedSequence` for the stream of sample `index` of a run seeded with `seed`."
     return np.random.SeedSequence(_seed_words(seed, index))
 
+# %% ../nbs/api/00_core.ipynb #b7d924cd
 def numpy_rng(seed: int, index=None) -> np.random.Generator:
     "Independent numpy `Generator` for sample `index` of a run seeded with `seed`."
     return np.random.Generator(np.random.PCG64(seed_sequence(seed, index)))
 
+# %% ../nbs/api/00_core.ipynb #5d3ab267
 def torch_rng(seed: int, index=None, device=None) -> torch.Generator:
     "Independent `torch.Generator` (on `device`) for sample `index` of a run seeded with `seed`."
     g = torch.Generator(device=as_device(device) if device is not None else "cpu")
     g.manual_seed(int(seed_sequence(seed, index).generate_state(1, np.uint64)[0] >> np.uint64(1)))
     return g
 
+# %% ../nbs/api/00_core.ipynb #dacee8c9
 def as_tensor(x, dtype=None, device=None, name: str = "value") -> torch.Tensor:
     "`x` (number, list, numpy array or tensor) as a tensor on `device` (default: where it is, else CPU)."
     if isinstance(x, torch.Tensor):

@@ -60,12 +60,14 @@ def _png(fig, dpi: int = 90) -> bytes:
     fig.savefig(buf, format="png", dpi=dpi)   # constrained layout already fits the labels: one draw, not two
     return buf.getvalue()
 
+# %% ../nbs/api/70_explore.ipynb #235ac1ce
 def _figure(ncols: int, width: float = 4.2, height: float = 3.6):
     "A matplotlib Figure with `ncols` axes, made without pyplot (no global state, works under any backend)."
     from matplotlib.figure import Figure
     fig = Figure(figsize=(width * ncols, height), layout="constrained")
     return fig, list(np.atleast_1d(fig.subplots(1, ncols)))
 
+# %% ../nbs/api/70_explore.ipynb #6075b6ec
 class Explorer:
     "Controls + cached computation + a figure shown as a PNG; `explorer.widget` is the ipywidgets app."
     def __init__(self, name: str,         # registry name
@@ -170,6 +172,7 @@ def _bi_rings(s_max: float):
     from diffnb.sim.powder import BI_ENERGY_KEV, PowderRings, bismuth_atoms
     return PowderRings(bismuth_atoms(), BI_ENERGY_KEV, s_max=s_max)
 
+# %% ../nbs/api/70_explore.ipynb #08b7440d
 @register_explorer("powder")
 def powder_explorer(shape=(256, 256),                  # (H, W) [px]
                     pixels_per_inv_angstrom: float = 128.0,  # detector calibration [px per 1/Å]
@@ -541,6 +544,7 @@ def voila_config(max_kernels: int = MAX_PAGES,  # most kernels at once
             "VoilaConfiguration": {"multi_kernel_manager_class": "diffnb.explore.ExplorerKernelManager"},
             "ExplorerKernelManager": {"max_kernels": max_kernels}}
 
+# %% ../nbs/api/70_explore.ipynb #f1275697
 def _explorer_kernel_manager():
     "jupyter_server's kernel manager, refusing a new kernel beyond `max_kernels` (each page of the server starts one)."
     from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
@@ -556,11 +560,14 @@ def _explorer_kernel_manager():
     return ExplorerKernelManager
 
 _LAZY = {}
+
+# %% ../nbs/api/70_explore.ipynb #2476b9ca
 def __getattr__(name):   # PEP 562: `ExplorerKernelManager` is built on first use, so `import diffnb.explore` skips jupyter_server
     if name != "ExplorerKernelManager": raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     if name not in _LAZY: _LAZY[name] = _explorer_kernel_manager()
     return _LAZY[name]
 
+# %% ../nbs/api/70_explore.ipynb #565aeec9
 def voila_command(notebook,             # notebook to serve
                   port: int,            # TCP port on 127.0.0.1
                   open_browser: bool = True,  # let Voilà open the page in the default browser
@@ -574,6 +581,7 @@ def voila_command(notebook,             # notebook to serve
            "--preheat_kernel=True", "--pool_size=1"]   # the first page is computed before anyone asks for it
     return cmd + ([] if open_browser else ["--no-browser"])
 
+# %% ../nbs/api/70_explore.ipynb #6eaf15dc
 def _literal(text: str):
     "A `--sampler-config` value: a Python literal (number, tuple, list, True/False/None) or else the text itself."
     import ast
@@ -581,6 +589,7 @@ def _literal(text: str):
     except (ValueError, SyntaxError): return text
     return list(v) if isinstance(v, tuple) else v
 
+# %% ../nbs/api/70_explore.ipynb #0dd7c343
 def _sampler_config(items: list) -> dict:
     "{key: value} from `--sampler-config K=V` arguments."
     out = {}
@@ -593,6 +602,7 @@ def _sampler_config(items: list) -> dict:
         out[k.strip()] = v
     return out
 
+# %% ../nbs/api/70_explore.ipynb #17e5c807
 class _Relay:
     "Copy a server's output to stderr from a thread, holding it back until `release()` (dropped if never released)."
     def __init__(self, stream):
@@ -608,6 +618,7 @@ class _Relay:
             self._open = True
             sys.stderr.write("".join(self._held)); self._held.clear()
 
+# %% ../nbs/api/70_explore.ipynb #cf1015d7
 def explore_cli(argv: list | None = None,  # arguments after `diffnb explore`
                ) -> int:                   # process exit code
     "`diffnb explore NAME [--model DIR] [--sampler-config K=V] [--port P] [--no-browser]`: serve an explorer with Voilà."

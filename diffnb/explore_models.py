@@ -309,6 +309,7 @@ def model_explorer(model_dir,        # saved model directory (`save_model`), or 
                     note=f"{Path(str(ref.path)).name}: input {tuple(ref.input_shape or smp.image_shape)}, "
                          f"preprocessing {[s.name for s in ref.steps] or 'none'}")
 
+# %% ../nbs/api/71_explore_models.ipynb #04b580b3
 def _check_model_args(model_dir, sampler=None, mc_dropout=0, device=None, **sampler_config):
     "Checks for `diffnb explore model` before a server starts: every model is readable and its sampler makes its input."
     if sampler is not None and sampler not in SAMPLERS: fail("sampler", sampler, f"one of {sorted(SAMPLERS)}")
@@ -427,6 +428,7 @@ def latent_explorer(model_dir,        # saved VAE directory (`save_model(..., ta
                     caches={"decoded": decoded},
                     note=f"{Path(str(model.path)).name}: decoded intensities in [0, 1]; slider range ±{R:g}")
 
+# %% ../nbs/api/71_explore_models.ipynb #0d60ad49
 def _check_latent_args(model_dir, codes=None, **kw):
     "Quick checks for `diffnb explore latent`: a readable VAE directory and, if given, an existing codes file."
     if isinstance(model_dir, (list, tuple)): fail("model_dir", model_dir, "one VAE directory (an ensemble has no single latent space)")

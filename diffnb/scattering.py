@@ -34,6 +34,7 @@ def _tables() -> dict:
     from importlib.resources import files
     return json.loads(files("diffnb").joinpath("_tables", "electron_scattering.json").read_text())
 
+# %% ../nbs/api/15_scattering.ipynb #b39bfd01
 def _symbol(symbol_or_z):
     from ase.data import chemical_symbols
     if isinstance(symbol_or_z, (numbers.Integral, np.integer)) and not isinstance(symbol_or_z, bool):
@@ -43,6 +44,7 @@ def _symbol(symbol_or_z):
     if isinstance(symbol_or_z, str) and symbol_or_z in chemical_symbols[1:]: return symbol_or_z
     fail("symbol_or_Z", symbol_or_z, "a chemical symbol such as 'Bi' or an atomic number")
 
+# %% ../nbs/api/15_scattering.ipynb #d16e7b58
 @functools.lru_cache(maxsize=None)
 def _coefficients(symbol: str, parametrization: str) -> np.ndarray:
     "Published coefficients of `symbol` in our evaluation form (s = 1/d), float64."
@@ -53,6 +55,7 @@ def _coefficients(symbol: str, parametrization: str) -> np.ndarray:
     if parametrization == "peng": c[1] /= 4   # Peng's b is for sinθ/λ = s/2
     return c
 
+# %% ../nbs/api/15_scattering.ipynb #90906c1b
 def scattering_coefficients(symbols,  # chemical symbols or atomic numbers
                             parametrization: str = "lobato",  # "lobato", "kirkland" or "peng"
                             dtype=torch.float64, device=None) -> torch.Tensor:  # (n_symbols, rows, terms)
@@ -61,6 +64,7 @@ def scattering_coefficients(symbols,  # chemical symbols or atomic numbers
     c = np.stack([_coefficients(_symbol(x), parametrization) for x in symbols])
     return torch.as_tensor(c, dtype=dtype, device=device)
 
+# %% ../nbs/api/15_scattering.ipynb #7fabd600
 def _evaluate(coef: torch.Tensor,  # (n, rows, terms)
               s2: torch.Tensor,    # s² broadcastable to (n, ...) [1/Å²]
               parametrization: str) -> torch.Tensor:
@@ -75,6 +79,7 @@ def _evaluate(coef: torch.Tensor,  # (n, rows, terms)
     a, b = coef[:, 0].reshape(shape), coef[:, 1].reshape(shape)  # Peng et al. 1996 (b already /4 for s = 1/d)
     return (a * torch.exp(-b * s2)).sum(-1)
 
+# %% ../nbs/api/15_scattering.ipynb #44544137
 def electron_form_factor(symbol_or_Z,  # chemical symbol / atomic number, or a list of them
                          s,            # reciprocal distance s = 1/d [1/Å]: float, numpy array or torch tensor
                          parametrization: str = "lobato",  # "lobato", "kirkland" or "peng"

@@ -35,6 +35,7 @@ def site_occupancy(atoms: ase.Atoms) -> np.ndarray:  # (n_atoms,) occupancy, 1 w
     "Per-atom site occupancy, ones when `atoms` carries none."
     return np.asarray(atoms.arrays.get("occupancy", np.ones(len(atoms))), dtype=np.float64)
 
+# %% ../nbs/api/10_structure.ipynb #a7a231d3
 def site_b_iso(atoms: ase.Atoms,
                default: float | None = 0.0,  # B [Å²] used when `atoms` carries none (None: raise)
               ) -> np.ndarray:               # (n_atoms,) B [Å²]
@@ -43,6 +44,7 @@ def site_b_iso(atoms: ase.Atoms,
     if default is None: raise StructureError("atoms carry no 'b_iso' array and no default B was given")
     return np.full(len(atoms), float(default))
 
+# %% ../nbs/api/10_structure.ipynb #c4c4d1e6
 def check_b_iso(name: str, b) -> np.ndarray:
     "Fail unless every B [Å²] in `b` (number or array) is a finite number in [0, MAX_B_ISO]; return them as float64."
     try: a = np.asarray(b, dtype=np.float64)
@@ -53,6 +55,7 @@ def check_b_iso(name: str, b) -> np.ndarray:
     if not ok.all(): fail(name, a[~ok][:5].tolist(), f"in [0, {MAX_B_ISO}] Å² (B = 8π²U_iso)", StructureError)
     return a
 
+# %% ../nbs/api/10_structure.ipynb #742badd1
 def check_occupancy(name: str, occ) -> np.ndarray:
     "Fail unless every occupancy in `occ` is a finite number in (0, 1]; return them as float64."
     if isinstance(occ, (str, bytes, bool)) or np.asarray(occ).dtype.kind not in "iuf":
@@ -62,6 +65,7 @@ def check_occupancy(name: str, occ) -> np.ndarray:
     if not ok.all(): fail(name, a[~ok][:5].tolist(), "in (0, 1]", StructureError)
     return a
 
+# %% ../nbs/api/10_structure.ipynb #1bdb7eb3
 def check_structure(atoms,                 # structure to check
                     name: str = "atoms",   # argument name for the message
                     periodic: bool = True, # require a 3-D, right-handed cell of positive volume (False: finite cluster)
@@ -86,6 +90,7 @@ def check_structure(atoms,                 # structure to check
     if "b_iso" in atoms.arrays: check_b_iso(f"{name} b_iso", atoms.arrays["b_iso"])
     return atoms
 
+# %% ../nbs/api/10_structure.ipynb #568e27f1
 def validate_atoms(atoms, name: str = "atoms") -> ase.Atoms:
     "`check_structure` of a periodic crystal; returns `atoms`."
     return check_structure(atoms, name)
@@ -141,6 +146,7 @@ def _cif_to_atoms(text: str, source: str) -> ase.Atoms:
     atoms.info.update(space_group=st.spacegroup.hm, source=source)
     return atoms
 
+# %% ../nbs/api/10_structure.ipynb #0c10eda3
 def read_structure(path_or_text,        # file path (str/Path), or the text of a CIF/POSCAR
                    format: str | None = None,  # ASE format name (e.g. "vasp"); None: from the suffix, CIF if text looks like CIF
                   ) -> ase.Atoms:       # structure with arrays "occupancy" and, for CIF, "b_iso" [Å²]
@@ -199,37 +205,44 @@ def _sample_lattice(rng, a_min):
     if p_hi - p_lo < 1e-6: return float(rng.uniform(a_min, 2 * a_min))   # outside the tabulated range
     return float(np.interp(rng.uniform(p_lo, p_hi), p, q))
 
+# %% ../nbs/api/10_structure.ipynb #55f94b0b
 def _packing_a(symbols, counts):
     "Lattice parameter [Å] at which the atoms' covalent spheres fill half the cell."
     v = sum(n * 4 / 3 * math.pi * covalent_radii[atomic_numbers[s]] ** 3 for s, n in zip(symbols, counts))
     return (v / 0.5) ** (1 / 3)
 
+# %% ../nbs/api/10_structure.ipynb #efcc50c0
 def _centring(group) -> int:
     "Lattice points per conventional cell: 1 (P), 2 (I) or 4 (F)."
     return {"P": 1, "I": 2, "F": 4}[group.symbol[0]]
 
+# %% ../nbs/api/10_structure.ipynb #813384ae
 @functools.lru_cache(maxsize=None)
 def _group(sg: int):
     "pyxtal's `Group` of space group `sg` (built once per process)."
     from pyxtal.symmetry import Group
     return Group(sg)
 
+# %% ../nbs/api/10_structure.ipynb #b91d50be
 @functools.lru_cache(maxsize=None)
 def _wyckoff_affine(sg: int, letter: str) -> np.ndarray:
     "(multiplicity, 4, 4) affine matrices of the Wyckoff position's orbit; the first maps free xyz onto the position."
     wp = next(w for w in _group(sg).Wyckoff_positions if w.letter == letter)
     return np.stack([np.asarray(op.affine_matrix, float) for op in wp.ops])
 
+# %% ../nbs/api/10_structure.ipynb #9a6b2750
 @functools.lru_cache(maxsize=None)
 def _wyckoff_table(sg: int) -> tuple:
     "(multiplicity, letter, free coordinates) of every Wyckoff position of `sg`."
     return tuple((int(w.multiplicity), w.letter, int(w.get_dof())) for w in _group(sg).Wyckoff_positions)
 
+# %% ../nbs/api/10_structure.ipynb #59511163
 def _max_conventional_atoms(a, species, packing=0.64, tol_factor=0.7) -> int:
     "Most atoms a cubic cell of edge `a` [Å] holds at random close packing of spheres of radius tol_factor·r_cov (mean of `species`)."
     r = tol_factor * float(np.mean([covalent_radii[atomic_numbers[s]] for s in species]))
     return int(packing * a ** 3 / (4 / 3 * math.pi * r ** 3))
 
+# %% ../nbs/api/10_structure.ipynb #126d3a34
 def _choose_sites(rng, group, max_atoms, n_species, prefer_general=False, max_conventional=None):
     """Pick Wyckoff positions (multiplicity, letter, dof) for `n_species` species within `max_atoms` atoms per
     primitive cell (and `max_conventional` per conventional cell), the first one with a free coordinate when the group
@@ -251,6 +264,7 @@ def _choose_sites(rng, group, max_atoms, n_species, prefer_general=False, max_co
         if w[2] == 0: used_fixed.add(w[1])
     return sites
 
+# %% ../nbs/api/10_structure.ipynb #341ded01
 def _place(rng, group, species, sites_per_species, a, draws=30, tol_factor=0.7):
     """Put each species on its Wyckoff positions: draw `draws` candidate points at once (the position's first
     operation applied to uniform xyz), expand each orbit with the position's operations, and accept the first
@@ -283,6 +297,7 @@ def _place(rng, group, species, sites_per_species, a, draws=30, tol_factor=0.7):
 _CENTRING_BASIS = {1: np.eye(3), 2: np.array([[-.5, .5, .5], [.5, -.5, .5], [.5, .5, -.5]]),
                    4: np.array([[0, .5, .5], [.5, 0, .5], [.5, .5, 0]])}
 
+# %% ../nbs/api/10_structure.ipynb #9458e340
 def _primitive_cell(atoms, group):
     """(lattice, fractional positions, numbers) of the primitive cell of a centred cubic structure built from full
     orbits (each atom repeated by the I or F centring), for spglib: 2× or 4× fewer atoms, same space-group type."""
@@ -294,6 +309,7 @@ def _primitive_cell(atoms, group):
 
 _HALF_TRANSLATIONS = np.array([(i, j, k) for i in (0, .5) for j in (0, .5) for k in (0, .5)][1:])
 
+# %% ../nbs/api/10_structure.ipynb #40d68c59
 def _has_extra_translation(atoms, group, symprec=1e-3) -> bool:
     """True when `atoms` is invariant under a half-cell translation that is not a centring vector of `group`: then its
     space group is a supergroup (a smaller or differently centred cell). A cheap test before spglib's full search."""
@@ -306,6 +322,7 @@ def _has_extra_translation(atoms, group, symprec=1e-3) -> bool:
         if hit.any(1).all(): return True
     return False
 
+# %% ../nbs/api/10_structure.ipynb #b356b7a4
 def random_cubic_crystal(space_group: int,          # international number, 195-230
                          seed: int,                 # random seed (>= 0); with `space_group` fixes the result
                          max_atoms: int = 40,       # most atoms in the primitive cell (conventional: ×1 P, ×2 I, ×4 F)
@@ -359,6 +376,7 @@ def random_cubic_crystal(space_group: int,          # international number, 195-
                          f"special positions alone may only make a supergroup: max_atoms >= {general} admits "
                          f"the general position")
 
+# %% ../nbs/api/10_structure.ipynb #fac4fb73
 @functools.lru_cache(maxsize=None)
 def feasible_space_groups(max_atoms: int = 40,  # most atoms in the primitive cell
                          ) -> tuple:             # cubic space-group numbers, ascending
@@ -375,7 +393,6 @@ def feasible_space_groups(max_atoms: int = 40,  # most atoms in the primitive ce
             try: random_cubic_crystal(sg, seed, max_atoms=max_atoms, max_tries=30); out.append(sg); break
             except StructureError: pass
     return tuple(out)
-
 
 # %% ../nbs/api/10_structure.ipynb #3366c376
 @functools.lru_cache(maxsize=1)

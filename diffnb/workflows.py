@@ -97,6 +97,7 @@ def _type_name(v) -> str:
 
 _DECLARED = {"str": str, "int": int, "float": float, "bool": bool, "list": list, "dict": dict}
 
+# %% ../nbs/api/80_workflows.ipynb #570bfbda
 def _parse_cli(text: str, p: WorkflowParameter):
     "A command-line string as the Python value the parameter expects."
     if isinstance(p.default, str): return text
@@ -106,6 +107,7 @@ def _parse_cli(text: str, p: WorkflowParameter):
     try: return ast.literal_eval(text)
     except (ValueError, SyntaxError): return text          # a bare word is a string
 
+# %% ../nbs/api/80_workflows.ipynb #12829b08
 def _conform(p: WorkflowParameter, v):
     "`v` converted to the type of `p`'s default, or a clear error."
     d = p.default
@@ -129,6 +131,7 @@ def _conform(p: WorkflowParameter, v):
     if isinstance(d, dict): return v if isinstance(v, dict) and all(isinstance(k, str) for k in v) else bad()
     return v if isinstance(v, type(d)) else bad()
 
+# %% ../nbs/api/80_workflows.ipynb #0a1400f9
 def _plain(v, name: str, depth: int = 0):
     "`v` if it holds only str, int, float, bool, None, lists and str-keyed dicts (what reaches a notebook), else an error."
     ok = (v is None or isinstance(v, (str, bool, int)) or (isinstance(v, float) and math.isfinite(v))) and depth <= 8
@@ -138,6 +141,7 @@ def _plain(v, name: str, depth: int = 0):
     if not ok: fail(f"parameter {name}", v, "a string, number, boolean, None, or a list or dict of them")
     return v
 
+# %% ../nbs/api/80_workflows.ipynb #e38c0597
 def notebook_literal(v, name: str) -> str:
     "The Python source papermill writes for parameter value `v`, checked to read back as exactly `v` (no code)."
     from papermill.translators import PythonTranslator
@@ -149,6 +153,7 @@ def notebook_literal(v, name: str) -> str:
         fail(f"parameter {name}", v, "a value that reads back as itself in the notebook")
     return src
 
+# %% ../nbs/api/80_workflows.ipynb #7f5bc4ba
 def check_parameters(name: str,           # workflow name
                      parameters: dict,    # parameter name → value (or string, with `strings=True`)
                      strings: bool = False,  # values are command-line strings to parse first
@@ -176,6 +181,7 @@ def _jsonable(v):
     if isinstance(v, Path): return str(v)
     return v
 
+# %% ../nbs/api/80_workflows.ipynb #ce8097b4
 class RunRecord:
     "Numbers, tables, figures, models and stores of a workflow run, written to `out_dir/metrics.json`."
     def __init__(self, workflow: str,    # workflow name
@@ -240,10 +246,12 @@ class RunRecord:
         path.write_text(json.dumps(_jsonable(self.data), indent=1, allow_nan=False))
         return path
 
+# %% ../nbs/api/80_workflows.ipynb #c7115bb5
 def _torch_threads():
     import torch
     return torch.get_num_threads()
 
+# %% ../nbs/api/80_workflows.ipynb #ca534817
 def _relative(path, base) -> str:
     p = Path(path).resolve()
     return str(p.relative_to(Path(base).resolve())) if p.is_relative_to(Path(base).resolve()) else str(p)
@@ -328,6 +336,7 @@ def timed(self: RunRecord, key: str,  # metric name of the wall time, e.g. "trai
     yield
     self.log(key, time.perf_counter() - t0, fmt)
 
+# %% ../nbs/api/80_workflows.ipynb #55dc7a3e
 @patch
 def cached_store(self: RunRecord, name: str,  # name of the store in the record (and `out_dir/stores/name`)
                  sampler, n: int, seed: int,    # as `cached_store`
@@ -339,6 +348,7 @@ def cached_store(self: RunRecord, name: str,  # name of the store in the record 
     if self.verbose: print(st)
     return st
 
+# %% ../nbs/api/80_workflows.ipynb #620e8b0d
 @patch
 def save_model(self: RunRecord, name: str,  # the model's folder under `out_dir/models`, and its name in the record
                learn,                       # a trained fastai Learner
@@ -351,6 +361,7 @@ def save_model(self: RunRecord, name: str,  # the model's folder under `out_dir/
     self.add_model(name, folder)
     return load_model(folder, device=getattr(self, "device", None) or default_device())
 
+# %% ../nbs/api/80_workflows.ipynb #33c6693a
 @patch
 def provenance(self: RunRecord, store,      # the `SampleStore` the model was trained on
                sampler,                     # the sampler that made the store
@@ -364,6 +375,7 @@ def provenance(self: RunRecord, store,      # the `SampleStore` the model was tr
         out.update(split=split, split_sha1=fold_checksum(folds), n_train=int((folds == 0).sum()))
     return {**out, **more}
 
+# %% ../nbs/api/80_workflows.ipynb #1ebf170e
 @patch
 def study_table(self: RunRecord, rows,      # (quantity, the study's value or None, this run's value or None) per row
                 study: str,                 # column name of the study's values, e.g. "Shen et al."
@@ -430,12 +442,14 @@ def _new_run_dir(runs_dir: Path, name: str) -> Path:
 
 LAUNCH_DIR_ENV = "DIFFNB_LAUNCH_DIR"   # the folder `run_workflow` was called in, for the workflow's kernel
 
+# %% ../nbs/api/80_workflows.ipynb #9e2a305e
 def user_path(path) -> str | None:
     "A file, folder or glob a user gave a workflow as a parameter, absolute: relative ones are taken from the folder the run was started in."
     if path is None: return None
     p = Path(os.path.expanduser(str(path)))
     return str(p if p.is_absolute() else Path(os.environ.get(LAUNCH_DIR_ENV) or os.getcwd()) / p)
 
+# %% ../nbs/api/80_workflows.ipynb #f880ffe0
 def _check_writable(name: str, folder: Path):
     "Fail unless `folder` is, or can be created as, a folder this process can write (checked before anything starts)."
     p = Path(os.path.abspath(os.path.expanduser(str(folder))))
@@ -444,6 +458,7 @@ def _check_writable(name: str, folder: Path):
     if not os.access(existing, os.W_OK | os.X_OK):
         fail(name, str(folder), f"a folder diffnb can write ({existing} is read-only for this user)")
 
+# %% ../nbs/api/80_workflows.ipynb #0b4feb3d
 def _kernel_dir() -> str | None:
     "A new private folder for a kernel's IPC sockets whose socket paths fit the ~100-byte limit (None: no such folder)."
     import tempfile
@@ -454,6 +469,7 @@ def _kernel_dir() -> str | None:
         os.rmdir(d)
     return None
 
+# %% ../nbs/api/80_workflows.ipynb #c3cd2044
 def _ipc_kernel_manager(folder: str):
     "A Jupyter kernel manager whose kernel talks over IPC sockets in the private folder `folder`, not over TCP ports."
     from jupyter_client.manager import KernelManager
@@ -463,6 +479,7 @@ def _ipc_kernel_manager(folder: str):
                              ip=os.path.join(folder, "kernel"), **kwargs)
     return IPCKernelManager
 
+# %% ../nbs/api/80_workflows.ipynb #13ba3df4
 def run_notebook(src,                       # notebook to execute (only read)
                  dest,                      # the executed notebook (written even when a cell fails)
                  parameters: dict | None = None,  # values papermill injects after the `parameters` cell
@@ -483,6 +500,7 @@ def run_notebook(src,                       # notebook to execute (only read)
     finally:
         if kernel_dir: shutil.rmtree(kernel_dir, ignore_errors=True)
 
+# %% ../nbs/api/80_workflows.ipynb #42dbf01c
 def run_workflow(name: str,                 # workflow name (see `list_workflows`)
                  parameters: dict | None = None,  # parameter name → value; the others keep their tiny defaults
                  out=None,                  # run folder (default: <runs_dir>/<name>/<UTC timestamp>); new or empty
@@ -532,6 +550,7 @@ def run_workflow(name: str,                 # workflow name (see `list_workflows
         mpath.write_text(json.dumps(_jsonable(m), indent=1, allow_nan=False))
     return out
 
+# %% ../nbs/api/80_workflows.ipynb #f4d347ed
 def run_summary(out,  # a run folder
                ) -> str | None:  # the workflow's one-line summary, or None when it wrote none
     "The one-line summary a workflow wrote under the key `summary` of its `metrics.json` (first line, at most 300 characters)."

@@ -63,6 +63,7 @@ class StoreFold:
 # %% ../../nbs/api/43a_data.batches.ipynb #0880fcb7
 def _cat(a, b): return None if a is None else torch.cat([a, b])
 
+# %% ../../nbs/api/43a_data.batches.ipynb #935bc758
 class ChunkBatchDL:
     "Batches (x, y) of one fold of a store, read a whole chunk at a time, shuffled by chunk then within a buffer."
     n_inp = 1
@@ -154,6 +155,7 @@ def _load(self: ChunkBatchDL, chunks, samples, buf: dict):
     pos = np.searchsorted(idx if cached else np.concatenate(members), samples)
     return c["x"], c["y"], torch.from_numpy(pos)
 
+# %% ../../nbs/api/43a_data.batches.ipynb #a34d7cbe
 @patch
 def _emit(self: ChunkBatchDL, x, y):
     "The batch on the device, typed as the per-item loaders type it, after the batch transforms."
@@ -164,6 +166,7 @@ def _emit(self: ChunkBatchDL, x, y):
     task = self.store.task
     return (x, TensorCategory(y) if task == "classification" else FloatImage(y) if task == "image2image" else FloatTarget(y))
 
+# %% ../../nbs/api/43a_data.batches.ipynb #cf5396f0
 @patch
 def batches(self: ChunkBatchDL, epoch: int = 0):
     "The batches of pass `epoch` (the same for the same seed and epoch; validation ignores `epoch`)."
@@ -183,6 +186,7 @@ def batches(self: ChunkBatchDL, epoch: int = 0):
         if i < len(pos): rest = take(pos[i:])
     if rest is not None and not self.drop_last: yield self._emit(*rest)
 
+# %% ../../nbs/api/43a_data.batches.ipynb #cef4c600
 @patch
 def __iter__(self: ChunkBatchDL):
     "One pass: training (shuffled) passes advance `epoch`, so each has its own order."
@@ -190,6 +194,7 @@ def __iter__(self: ChunkBatchDL):
     if self.shuffle: self.epoch += 1
     return self.batches(epoch)
 
+# %% ../../nbs/api/43a_data.batches.ipynb #6820c33e
 @patch
 def one_batch(self: ChunkBatchDL):
     "The first batch of the next pass (does not advance the training order)."

@@ -128,6 +128,7 @@ def _wrap(images, targets, task):
     if task == "image2image": return (x, FloatImage(targets))
     return (x, FloatTarget(targets))
 
+# %% ../../nbs/api/43_data.loaders.ipynb #dd85d80b
 class ZarrDataset(torch.utils.data.Dataset):
     """Items `(image, target)` of a store, read a whole chunk at a time (cached); safe to send to DataLoader workers.
     Each chunk is checked against its checksum the first time it is read (`DamagedStoreError` if it fails)."""
@@ -166,6 +167,7 @@ class ZarrDataset(torch.utils.data.Dataset):
         t = None if targets is None else torch.from_numpy(np.asarray(targets[r]).copy())
         return _wrap(x, t, self.task)
 
+# %% ../../nbs/api/43_data.loaders.ipynb #b8d45e06
 class ZarrDL(TfmdDL):
     """DataLoader over a `ZarrDataset` whose shuffle permutes the chunks, then the samples inside each chunk, so each
     chunk is read once per epoch. Samples are independent draws (each from its own (seed, index) stream), so a batch
@@ -180,6 +182,7 @@ class ZarrDL(TfmdDL):
             out += self.rng.sample(sel, len(sel))
         return out
 
+# %% ../../nbs/api/43_data.loaders.ipynb #8ddf299c
 class _SamplerDataset:
     "Indices of an on-the-fly dataset; each training epoch moves to fresh indices."
     def __init__(self, sampler, n, seed, base, fresh, device):
@@ -194,6 +197,7 @@ class _SamplerDataset:
         images, targets, _ = self.sampler.sample(self.seed, idx, **kw)
         return _wrap(images, targets, self.sampler.task)
 
+# %% ../../nbs/api/43_data.loaders.ipynb #a19b8338
 class SimulatedDL(TfmdDL):
     "DataLoader drawing fresh samples from a sampler (batched) at each training epoch."
     def create_batch(self, b): return self.dataset.batch(b)
@@ -207,12 +211,14 @@ def _item_pipeline(item_tfms, classes):
     if classes: tf.append(_ClassNames(classes))
     return tf
 
+# %% ../../nbs/api/43_data.loaders.ipynb #e23e8c2e
 def _finish(dls, task, classes, target_shape, batch_tfms):
     dls.task, dls.vocab = task, classes
     dls.c = len(classes) if classes else (int(np.prod(target_shape)) if task == "regression" else None)
     dls.intensity_transforms = [t.record() for t in (batch_tfms or []) if hasattr(t, "record")]
     return dls
 
+# %% ../../nbs/api/43_data.loaders.ipynb #c87d854f
 def dataloaders(source,  # a store (path/URL or `SampleStore`), or a sampler / registered sampler name (on the fly)
                 split=None,  # store: None (random valid_pct), a saved split name, or an array of folds
                 bs: int = 64,  # batch size

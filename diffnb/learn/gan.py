@@ -138,22 +138,26 @@ def _data_range(real, data_range):
     r = float(real.detach().amax() - real.detach().amin())
     return r if r > 0 else 1.0
 
+# %% ../../nbs/api/56_learn.gan.ipynb #c06432b4
 def _freeze(net: nn.Module, name: str) -> nn.Module:
     if not isinstance(net, nn.Module): fail(name, net, "a torch.nn.Module")
     for p in net.parameters(): p.requires_grad_(False)
     return net.eval()
 
+# %% ../../nbs/api/56_learn.gan.ipynb #84effb9b
 def _net_device(net, device):
     p = next(net.parameters(), None)
     if p is not None and p.device != device: net.to(device)
     return net.eval()
 
+# %% ../../nbs/api/56_learn.gan.ipynb #e8ae7f33
 class L2Term:
     "Mean squared error (G(x) − y)²."
     needs_label = False
     def __call__(self, fake, real, input, label): return F.mse_loss(fake.float(), real.float())
     def __repr__(self): return "l2_term()"
 
+# %% ../../nbs/api/56_learn.gan.ipynb #110443d3
 class SSIMTerm:
     "1 − SSIM(G(x), y) (Gaussian window 11 px, σ = 1.5) at intensity range `data_range`."
     needs_label = False
@@ -162,6 +166,7 @@ class SSIMTerm:
         return 1 - _tm_ssim(fake.float(), real.float(), data_range=_data_range(real, self.data_range))
     def __repr__(self): return f"ssim_term(data_range={self.data_range})"
 
+# %% ../../nbs/api/56_learn.gan.ipynb #76bea557
 class PSNRTerm:
     "−PSNR(G(x), y) in dB at intensity range `data_range` (minimising it maximises the PSNR)."
     needs_label = False
@@ -170,6 +175,7 @@ class PSNRTerm:
         return -_tm_psnr(fake.float(), real.float(), data_range=_data_range(real, self.data_range))
     def __repr__(self): return f"psnr_term(data_range={self.data_range})"
 
+# %% ../../nbs/api/56_learn.gan.ipynb #adc10eee
 class PerceptualTerm:
     "Σ_l w_l·L1(φ_l(G(x)), φ_l(y)) over the outputs of layers `layers` of a frozen `nn.Sequential` feature net φ."
     needs_label = False
@@ -194,6 +200,7 @@ class PerceptualTerm:
         return sum(w * F.l1_loss(a.float(), b.float()) for w, a, b in zip(self.weights, self._feats(fake), fr))
     def __repr__(self): return f"perceptual_term(layers={self.layers}, weights={self.weights})"
 
+# %% ../../nbs/api/56_learn.gan.ipynb #3efd347e
 class PhysicsTerm:
     "mean |label − R(G(x))| of a frozen regressor R (Daoud et al. 2023, Eq. 4: γ₂|u_iso − CCNN(G(x))|)."
     needs_label = True
@@ -209,22 +216,26 @@ class PhysicsTerm:
         return (pred.float().reshape(n, -1) - label.float().reshape(n, -1)).abs().mean()
     def __repr__(self): return f"physics_term({type(self.regressor).__name__})"
 
+# %% ../../nbs/api/56_learn.gan.ipynb #6330c398
 def l2_term() -> L2Term:
     "Generator term: mean squared error to the target."
     return L2Term()
 
+# %% ../../nbs/api/56_learn.gan.ipynb #ffbfe7d2
 def ssim_term(data_range: float | None = None,  # intensity range of the targets (None: each batch's range)
              ) -> SSIMTerm:
     "Generator term: 1 − SSIM to the target."
     if data_range is not None: check_positive("data_range", data_range)
     return SSIMTerm(data_range)
 
+# %% ../../nbs/api/56_learn.gan.ipynb #4dac547f
 def psnr_term(data_range: float | None = None,  # intensity range of the targets (None: each batch's range)
              ) -> PSNRTerm:
     "Generator term: −PSNR [dB] to the target."
     if data_range is not None: check_positive("data_range", data_range)
     return PSNRTerm(data_range)
 
+# %% ../../nbs/api/56_learn.gan.ipynb #18d157e5
 def perceptual_term(net: nn.Sequential,    # frozen feature network (e.g. a VGG's `features`)
                     layers=None,           # indices of `net` whose outputs are compared (default: the last)
                     weights=None,          # weight per layer (pix2pixHD VGG: 1/32, 1/16, 1/8, 1/4, 1)
@@ -233,6 +244,7 @@ def perceptual_term(net: nn.Sequential,    # frozen feature network (e.g. a VGG'
     "Generator term: perceptual (feature) L1 distance through a frozen network."
     return PerceptualTerm(net, layers, weights, n_channels)
 
+# %% ../../nbs/api/56_learn.gan.ipynb #995237e2
 def physics_term(regressor: nn.Module,        # frozen regressor of the label from an image (e.g. the CCNN of u_iso)
                  preprocess: Callable | None = None,  # applied to G(x) before the regressor (its input normalisation)
                 ) -> PhysicsTerm:
@@ -274,6 +286,7 @@ class _PairData:
     def __len__(self): return len(self.x)
     def __getitem__(self, i): return int(i)
 
+# %% ../../nbs/api/56_learn.gan.ipynb #89ad84dc
 class PairDL(TfmdDL):
     "DataLoader over in-memory pairs; batches are (FloatImage, FloatImage[, FloatTarget])."
     def create_batch(self, b):
@@ -281,12 +294,14 @@ class PairDL(TfmdDL):
         out = (FloatImage(ds.x[idx]), FloatImage(ds.y[idx]))
         return out if ds.label is None else out + (FloatTarget(ds.label[idx]),)
 
+# %% ../../nbs/api/56_learn.gan.ipynb #badc3f07
 def _as_images(name, a):
     t = torch.as_tensor(np.asarray(a) if not isinstance(a, torch.Tensor) else a).float()
     if t.ndim == 3: t = t[:, None]
     if t.ndim != 4: fail(name, a, "images (n, c, h, w) or (n, h, w)", ShapeError)
     return check_finite(name, t.contiguous())
 
+# %% ../../nbs/api/56_learn.gan.ipynb #4aeead49
 def pair_dataloaders(inputs,                 # input images (n, c, h, w) / (n, h, w), or an image2image store (path or SampleStore)
                      targets=None,           # target images, same n, h, w (None for a store)
                      labels=None,            # per-sample labels (n,) or (n, k), e.g. u_iso [Å²]; store: a parameter name
@@ -329,6 +344,7 @@ def pair_dataloaders(inputs,                 # input images (n, c, h, w) / (n, h
     dls.intensity_transforms = [t.record() for t in (batch_tfms or []) if hasattr(t, "record")]
     return dls
 
+# %% ../../nbs/api/56_learn.gan.ipynb #fe5c21da
 def sample_pairs(sampler,             # an image2image sampler (e.g. BismuthRingSampler(mode="pair"), LacbedSampler)
                  n: int,              # number of samples
                  seed: int = 0,       # run seed
@@ -363,6 +379,7 @@ def _check_batch(dls):
     if x.shape[-2:] != y.shape[-2:]: fail("dls", dls, f"inputs and targets of one size; got {tuple(x.shape[-2:])} and {tuple(y.shape[-2:])}", ShapeError)
     return x, y, (b[2] if len(b) == 3 else None)
 
+# %% ../../nbs/api/56_learn.gan.ipynb #a1cffa98
 def _check_generator(generator, x, y):
     if not isinstance(generator, nn.Module): fail("generator", generator, "a torch.nn.Module")
     (H, W), m = x.shape[-2:], getattr(generator, "size_multiple", 1)
@@ -381,6 +398,7 @@ def _check_generator(generator, x, y):
         fail("generator", type(generator).__name__, f"a network whose output has the target's shape {tuple(y.shape[1:])}, "
              f"it returns {tuple(out.shape[1:])}", ShapeError)
 
+# %% ../../nbs/api/56_learn.gan.ipynb #54d315d7
 def _check_critic(critic, x, y):
     c, want = _first_conv_in(critic.critic), x.shape[1] + y.shape[1]
     if c is not None and c != want:
@@ -394,6 +412,7 @@ def _check_critic(critic, x, y):
         fail("critic", type(critic.critic).__name__, f"able to judge {tuple(x.shape[-2:])} px pairs ({e})", ShapeError)
     finally: critic.train(training); critic.cond = None
 
+# %% ../../nbs/api/56_learn.gan.ipynb #8f7dbea3
 def _check_terms(extra_losses):
     out = {}
     for name, v in dict(extra_losses or {}).items():
@@ -403,16 +422,19 @@ def _check_terms(extra_losses):
         out[str(name)] = (v[0], float(v[1]))
     return out
 
+# %% ../../nbs/api/56_learn.gan.ipynb #34a66ae9
 def _range_of(y, data_range):
     if data_range is not None: return float(check_positive("data_range", data_range))
     r = float(y.max() - y.min())
     return r if r > 0 else 1.0
 
+# %% ../../nbs/api/56_learn.gan.ipynb #09fdd855
 def _adam(betas, eps=1e-8):
     if len(betas) != 2: fail("betas", betas, "a (β1, β2) pair")
     check_range("betas", list(betas), 0, 1, hi_inclusive=False)
     return partial(Adam, mom=float(betas[0]), sqr_mom=float(betas[1]), eps=eps, wd=0.)
 
+# %% ../../nbs/api/56_learn.gan.ipynb #0e1bd38a
 def generator_learner(dls: DataLoaders,        # pairs (input, target[, label])
                       generator: nn.Module,    # generator network
                       loss_func: Callable | None = None,  # reconstruction loss (pred, target) (default: L1)
@@ -432,6 +454,7 @@ def generator_learner(dls: DataLoaders,        # pairs (input, target[, label])
     learn.data_range = data_range
     return learn
 
+# %% ../../nbs/api/56_learn.gan.ipynb #cf84546b
 def gan_learner(dls: DataLoaders,           # pairs (input, target[, label]) (`pair_dataloaders`, `dataloaders`)
                 generator,                  # generator network (or a `generator_learner` after pre-training)
                 critic: nn.Module,          # critic of C_in + C_out channels (`patchgan`, `multiscale_critic`…)

@@ -76,6 +76,7 @@ def _plain(model, images):
     check_finite("images", x)
     return m, x.float().to(next(m.parameters()).device)
 
+# %% ../../nbs/api/54_learn.interpret.ipynb #2a65b5d5
 def _targets(m, x, target):
     "Target output index per image: given, or the largest output (predicted class; 0 for one regression output)."
     if target is None:
@@ -83,12 +84,14 @@ def _targets(m, x, target):
     t = torch.as_tensor(target, dtype=torch.long, device=x.device)
     return t.expand(len(x)) if t.ndim == 0 else t
 
+# %% ../../nbs/api/54_learn.interpret.ipynb #7bf7de34
 def last_conv(model: nn.Module) -> nn.Module:
     "The last `nn.Conv2d` of `model` (in module order): the usual Grad-CAM layer."
     convs = [m for m in unwrap_model(model).modules() if isinstance(m, nn.Conv2d)]
     if not convs: fail("model", type(model).__name__, "a model with at least one nn.Conv2d layer")
     return convs[-1]
 
+# %% ../../nbs/api/54_learn.interpret.ipynb #02318dbc
 def saliency_maps(model,  # classifier or regressor (learner or module)
                   images,  # `(n, c, h, w)` images, transformed like the training inputs
                   target=None,  # output index (int or one per image); default: the predicted class
@@ -103,6 +106,7 @@ def saliency_maps(model,  # classifier or regressor (learner or module)
     finally: m.train(was)
     return out.detach().cpu()
 
+# %% ../../nbs/api/54_learn.interpret.ipynb #3a5e626c
 def gradcam_maps(model,  # classifier or regressor (learner or module)
                  images,  # `(n, c, h, w)` images, transformed like the training inputs
                  target=None,  # output index (int or one per image); default: the predicted class
@@ -119,6 +123,7 @@ def gradcam_maps(model,  # classifier or regressor (learner or module)
     finally: m.train(was)
     return LayerAttribution.interpolate(cam.detach(), tuple(x.shape[-2:]), interpolate_mode="bilinear").cpu()
 
+# %% ../../nbs/api/54_learn.interpret.ipynb #4b487e04
 def plot_attributions(images,  # `(n, c, h, w)` images (channel 0 is shown)
                       maps,  # `(n, 1 or c, h, w)` attribution maps (channel 0 is shown)
                       titles=None,  # one title per image
@@ -216,6 +221,7 @@ def latent_embedding(codes,  # latent codes `(n, d)`
     from sklearn.manifold import TSNE
     return TSNE(n_components=2, random_state=seed, perplexity=min(30.0, (len(z) - 1) / 3), init="pca", **kwargs).fit_transform(z)
 
+# %% ../../nbs/api/54_learn.interpret.ipynb #c9343898
 def plot_latent(points,  # `(n, 2)` coordinates (from `latent_embedding`) or `(n, d)` codes (embedded with "auto")
                 labels=None,  # one label per point (class index or a number)
                 label_names=None,  # names of integer class labels
@@ -246,6 +252,7 @@ def plot_latent(points,  # `(n, 2)` coordinates (from `latent_embedding`) or `(n
     fig.tight_layout()
     return fig
 
+# %% ../../nbs/api/54_learn.interpret.ipynb #723de071
 def latent_traversal(learn_or_model,  # VAE learner or model
                      z0=None,  # centre code `(d,)` (default: the origin)
                      dims=None,  # latent dimensions to move along (default: all)
@@ -267,6 +274,7 @@ def latent_traversal(learn_or_model,  # VAE learner or model
     imgs = vae_decode(learn_or_model, z.reshape(-1, len(z0)))
     return imgs.reshape(len(dims), steps, *imgs.shape[1:])
 
+# %% ../../nbs/api/54_learn.interpret.ipynb #0703f322
 def plot_traversal(grid,  # `(n_dims, steps, c, h, w)` from `latent_traversal`
                    span: float = 3.0,  # the traversal's span (column labels) [prior σ]
                    dims=None,  # the traversed dimensions (row labels)

@@ -68,12 +68,14 @@ FORMAT_VERSION = 1
 WEIGHTS_FILE, META_FILE = "model.safetensors", "model.json"
 TASKS = tuple(t for t in _TASK_NAMES if t != "unlabelled")  # the tasks a saved model can have
 
+# %% ../../nbs/api/55_learn.io.ipynb #74ae2565
 def _sha256(path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""): h.update(block)
     return h.hexdigest()
 
+# %% ../../nbs/api/55_learn.io.ipynb #9be0e984
 def _to_json(value, name):
     "A JSON-ready copy of `value` (paths → str, numpy → python), or a clear error naming `name`."
     def conv(v):
@@ -89,11 +91,13 @@ def _to_json(value, name):
     json.dumps(out)
     return out
 
+# %% ../../nbs/api/55_learn.io.ipynb #15dd80e4
 def _unwrap(model):
     "The registered module inside DataParallel/DDP wrappers."
     while getattr(model, "diffnb_spec", None) is None and isinstance(getattr(model, "module", None), nn.Module): model = model.module
     return model
 
+# %% ../../nbs/api/55_learn.io.ipynb #51c10741
 def _shape_from_spec(spec):
     "(C, H, W) from factory arguments `n_in` and `img_size` (an int or a pair), when a factory takes both."
     kw = spec.get("kwargs", {})
@@ -103,6 +107,7 @@ def _shape_from_spec(spec):
     size = [size, size] if isinstance(size, int) else list(size)
     return [n, *size] if len(size) == 2 and all(isinstance(v, int) for v in size) else None
 
+# %% ../../nbs/api/55_learn.io.ipynb #f823ae4c
 def _first_in_channels(model):
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Conv1d, nn.Conv3d)): return int(m.in_channels)
@@ -111,6 +116,7 @@ def _first_in_channels(model):
 MODEL_LAYOUT = (WEIGHTS_FILE, META_FILE)   # the only files save_model writes into a model directory
 _MAX_META_BYTES = 16 << 20                  # a model.json larger than this is not one diffnb wrote
 
+# %% ../../nbs/api/55_learn.io.ipynb #9c4e4289
 def _check_replaceable(path: Path):
     "Fail, changing nothing, unless `path` is a diffnb model directory that holds nothing but the model layout."
     refuse = f"refusing to overwrite {str(path)!r}"
@@ -131,6 +137,7 @@ def _check_replaceable(path: Path):
         raise DiffnbValueError(f"{refuse}: besides the model ({', '.join(MODEL_LAYOUT)}) it holds {foreign}, which "
                                f"save_model did not write; move them elsewhere or save to a new directory; nothing was changed")
 
+# %% ../../nbs/api/55_learn.io.ipynb #be30e052
 def _remove_model_dir(path: Path):
     "Delete a replaced model directory: only the files of the model layout, then the empty folder."
     for name in MODEL_LAYOUT:
@@ -160,6 +167,7 @@ def _learner_parts(learn):
         except Exception: pass  # no batch to look at: shape comes from the caller or stays unknown
     return learn.model, meta
 
+# %% ../../nbs/api/55_learn.io.ipynb #2d0511b2
 def save_model(learn_or_model,        # a fastai Learner (uses `learn.model`, its dls and `learn.diffnb_meta`) or a registered model
                path,                   # model directory to write (`model.safetensors` + `model.json`)
                *,
@@ -307,6 +315,7 @@ def _resolve_model_dir(path) -> Path:
 
 _MAX_SPEC_DEPTH = 16   # lists and dicts inside an architecture spec (diffnb's own: 4)
 
+# %% ../../nbs/api/55_learn.io.ipynb #d341cce5
 def _depth(obj, limit=_MAX_SPEC_DEPTH + 1) -> int:
     "Nesting depth of lists/dicts (counted without recursion, up to `limit`)."
     level, depth = [obj], 0
@@ -316,6 +325,7 @@ def _depth(obj, limit=_MAX_SPEC_DEPTH + 1) -> int:
         depth += 1
     return depth
 
+# %% ../../nbs/api/55_learn.io.ipynb #82d7e609
 def _spec_archs(spec) -> set:
     "Every architecture named in a (possibly nested) model spec."
     if isinstance(spec, dict):
@@ -323,6 +333,7 @@ def _spec_archs(spec) -> set:
     if isinstance(spec, list): return set().union(*[_spec_archs(v) for v in spec])
     return set()
 
+# %% ../../nbs/api/55_learn.io.ipynb #69cdf8e2
 def _check_weights_entry(path: Path, weights) -> Path:
     "The weights file named by model.json, which must be a plain file name inside the model directory."
     if not isinstance(weights, dict):
@@ -337,6 +348,7 @@ def _check_weights_entry(path: Path, weights) -> Path:
         fail(f"{META_FILE} weights sha256", weights.get("sha256"), "the hexadecimal SHA-256 of the weights file")
     return f
 
+# %% ../../nbs/api/55_learn.io.ipynb #8bd57d99
 def _check_input(inp) -> dict:
     "model.json's `input`: a (C, H, W) shape of positive sizes within the image limit, and a matching channel count."
     if not isinstance(inp, dict): fail(f"{META_FILE} input", inp, "a dict {'shape': [C, H, W], 'channels': C, ...}")
@@ -351,6 +363,7 @@ def _check_input(inp) -> dict:
         fail(f"{META_FILE} input channels", c, "a positive integer equal to the first entry of the input shape")
     return inp
 
+# %% ../../nbs/api/55_learn.io.ipynb #2536da93
 def read_model_meta(path) -> dict:
     "The checked `model.json` of a model directory (format, version, keys, input shape, weights file name)."
     path = _resolve_model_dir(path)
@@ -437,6 +450,7 @@ MAX_ACTIVATIONS = 1 << 31           # values a model's layers may produce for on
 
 _MAX_ARGUMENT = 1 << 24   # largest size argument (channels, widths, bins…) of an architecture that cannot be built on `meta`
 
+# %% ../../nbs/api/55_learn.io.ipynb #0251be86
 def _check_kwargs_sizes(spec, where):
     "Refuse numbers beyond `_MAX_ARGUMENT`, and lists of sizes (an image size) beyond `MAX_IMAGE_PIXELS` values, anywhere in a spec."
     level = [spec.get("kwargs")]
@@ -450,6 +464,7 @@ def _check_kwargs_sizes(spec, where):
         level = [x for v in level for x in (v.values() if isinstance(v, dict) else v if isinstance(v, list) else ())
                  if isinstance(x, (dict, list, int, float))]
 
+# %% ../../nbs/api/55_learn.io.ipynb #ebe4b047
 def _estimate(spec, shape, where):
     "Build `spec` on the meta device (no memory) and refuse absurd parameter or activation counts before the real build."
     import_architectures(_spec_archs(spec))
@@ -473,6 +488,7 @@ def _estimate(spec, shape, where):
         raise DiffnbValueError(f"{where}: {spec['arch']} with {spec.get('kwargs')} produces {sum(acts):,} activations "
                                f"for one {tuple(shape)} image, more than MAX_ACTIVATIONS = {MAX_ACTIVATIONS:,}; not built")
 
+# %% ../../nbs/api/55_learn.io.ipynb #c7bbe7f8
 def _compare_weights(wfile, header, model, arch):
     "Fail unless the file's tensor names, shapes and dtypes are the model's (tied weights stored once), before any data is read."
     state = model.state_dict()
@@ -491,6 +507,7 @@ def _compare_weights(wfile, header, model, arch):
 _TORCH_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "I64": torch.int64,
                  "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
 
+# %% ../../nbs/api/55_learn.io.ipynb #bc5cedb4
 def load_model(path,        # model directory written by `save_model` (or its model.json / model.safetensors)
                device=None,  # torch device (default: `default_device()`)
               ) -> LoadedModel:

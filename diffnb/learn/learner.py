@@ -178,11 +178,13 @@ def _learner(dls, model, loss_func, metrics, opt_func, cbs, wd, precision, meta,
     learn.diffnb_meta = meta
     return set_precision(learn, precision)
 
+# %% ../../nbs/api/53_learn.learner.ipynb #a1a8e630
 def _check_task(dls, task, fn):
     t = getattr(dls, "task", None)
     if t is not None and t != task:
         fail("dls", f"DataLoaders of task {t!r}", f"DataLoaders of a {task} task for {fn}")
 
+# %% ../../nbs/api/53_learn.learner.ipynb #7943d557
 def _training_targets(dls, n_max: int = 256) -> torch.Tensor:
     "Targets of the training split of a store, or of (up to `n_max`) on-the-fly training samples, read without advancing the training stream."
     ds = dls.train.dataset
@@ -194,6 +196,7 @@ def _training_targets(dls, n_max: int = 256) -> torch.Tensor:
     else: ys = torch.stack([torch.as_tensor(ds[i][1]) for i in range(min(len(ds), n_max))])
     return torch.as_tensor(np.asarray(ys), dtype=torch.float32).reshape(len(ys), -1)
 
+# %% ../../nbs/api/53_learn.learner.ipynb #b51c2584
 def _check_output(model, xb, shape, what):
     was = model.training
     model.eval()
@@ -205,6 +208,7 @@ def _check_output(model, xb, shape, what):
     if got != tuple(shape): fail("arch", type(model).__name__, f"a model whose output is {what} {tuple(shape)}; its output has shape {got}")
     return out
 
+# %% ../../nbs/api/53_learn.learner.ipynb #02e1ca9a
 class StandardizedMSELoss:
     "Mean squared error in units of each target's standard deviation, mean(((ŷ − y)/σ)²): O(1) whatever the target's unit."
     def __init__(self, std,  # standard deviation of each target [target unit]
@@ -219,6 +223,7 @@ class StandardizedMSELoss:
         return se.mean() if self.reduction == "mean" else se.sum() if self.reduction == "sum" else se
     def __repr__(self): return f"StandardizedMSELoss(std={self.std.tolist()})"
 
+# %% ../../nbs/api/53_learn.learner.ipynb #d4d4a187
 def regression_learner(dls,  # DataLoaders of a regression task (`diffnb.data.loaders.dataloaders`)
                        arch,  # registered model name, `model_spec` dict or built `nn.Module`
                        arch_kwargs: dict | None = None,  # factory arguments (n_in/n_out/image_size filled from `dls`)
@@ -384,6 +389,7 @@ def unwrap_model(learn_or_model) -> nn.Module:
     while isinstance(m, (nn.parallel.DistributedDataParallel, nn.DataParallel)): m = m.module
     return m
 
+# %% ../../nbs/api/53_learn.learner.ipynb #36dd56a8
 class VAELearner(Learner):
     "A fastai `Learner` for VAEs whose `show_results` shows each input next to its reconstruction (decoded from μ)."
     def show_results(self, ds_idx=1, dl=None, max_n: int = 6, figsize=None, **kwargs):
@@ -401,6 +407,7 @@ class VAELearner(Learner):
             FloatImage(x[i]).show(ctx=ctxs[2 * i], **kwargs); FloatImage(rec[i]).show(ctx=ctxs[2 * i + 1], **kwargs)
         return ctxs
 
+# %% ../../nbs/api/53_learn.learner.ipynb #5305ed70
 def decoder_logits(model: nn.Module) -> bool:
     "Whether `model.decode` returns logits: the model's `logits` attribute, else True for diffnb's `ConvVAE`, else False."
     m = unwrap_model(model)
@@ -409,6 +416,7 @@ def decoder_logits(model: nn.Module) -> bool:
     from diffnb.learn.models import ConvVAE
     return isinstance(m, ConvVAE)
 
+# %% ../../nbs/api/53_learn.learner.ipynb #d9268588
 def vae_learner(dls,  # DataLoaders of images (any task; the images are the targets)
                 arch="conv_vae",  # registered VAE name, `model_spec` dict or built module with encode/decode
                 arch_kwargs: dict | None = None,  # factory arguments (n_in/image_size filled from `dls`)
@@ -449,6 +457,7 @@ def vae_learner(dls,  # DataLoaders of images (any task; the images are the targ
 # %% ../../nbs/api/53_learn.learner.ipynb #ac42a249
 def _model_device(m): return next(m.parameters()).device
 
+# %% ../../nbs/api/53_learn.learner.ipynb #aece93a2
 def _batches(images, bs):
     "Image batches from a tensor/array `(n, c, h, w)` or a DataLoader (first element of each batch)."
     if hasattr(images, "one_batch"):
@@ -458,6 +467,7 @@ def _batches(images, bs):
     if images.ndim != 4: fail("images", images, "a (n, c, h, w) stack of images", ShapeError)
     for i in range(0, len(images), bs): yield images[i:i + bs]
 
+# %% ../../nbs/api/53_learn.learner.ipynb #985a6ea1
 def vae_encode(learn_or_model,  # VAE learner or model
                images,  # `(n, c, h, w)` images (already transformed like the training inputs) or a DataLoader
                bs: int = 256,  # batch size
@@ -477,6 +487,7 @@ def vae_encode(learn_or_model,  # VAE learner or model
     mu, lv = torch.cat(mus), torch.cat(lvs)
     return (mu, lv) if with_logvar else mu
 
+# %% ../../nbs/api/53_learn.learner.ipynb #adb02165
 def vae_decode(learn_or_model,  # VAE learner or model
                z,  # latent codes `(n, latent_dim)`
                bs: int = 256,  # batch size
@@ -497,6 +508,7 @@ def vae_decode(learn_or_model,  # VAE learner or model
     finally: m.train(was)
     return torch.cat(out)
 
+# %% ../../nbs/api/53_learn.learner.ipynb #0b0e4f8b
 def vae_sample(learn_or_model,  # VAE learner or model
                n: int,  # number of images
                seed: int = 0,  # seed of the prior draws
@@ -519,6 +531,7 @@ def readout_layer(learn_or_model) -> nn.Linear:
     if not lin: fail("model", type(m).__name__, "a classifier whose last layer is an nn.Linear read-out")
     return lin[-1]
 
+# %% ../../nbs/api/53_learn.learner.ipynb #c07750b9
 def readout_features(learn_or_model,  # classifier (learner or module) whose output is its last `nn.Linear`
                      images,  # `(n, c, h, w)` images (already transformed like the training inputs) or a DataLoader
                      bs: int = 256,  # batch size
@@ -545,6 +558,7 @@ def readout_features(learn_or_model,  # classifier (learner or module) whose out
     if not feats: fail("images", "no images", "at least one image")
     return torch.cat(feats).numpy()
 
+# %% ../../nbs/api/53_learn.learner.ipynb #02bedaf2
 def refit_readout(learn_or_model,  # classifier (learner or module) whose output is its last `nn.Linear`
                   features,  # `(n, in_features)` from `readout_features` (evaluation mode)
                   targets,  # `(n,)` class indices; every class 0 … n_out − 1 must occur

@@ -224,6 +224,7 @@ class AzimuthalAverage(nn.Module):
         out = v.new_zeros(b, c, self.n_rings).index_add_(2, self.ring, v)
         return out / self.counts.to(out.dtype)
 
+# %% ../../nbs/api/51_learn.models.ipynb #9e297710
 class RadialProfileNet(nn.Module):
     "Azimuthal average → drop the beam-stop rings → (affine-invariant log) profile → batch norm → MLP."
     def __init__(self, n_in, n_out, img_size, skip, tail, hidden, p_drop, affine_invariant):
@@ -245,6 +246,7 @@ class RadialProfileNet(nn.Module):
 
     def forward(self, x): return self.head(self.features(x))
 
+# %% ../../nbs/api/51_learn.models.ipynb #ea17fc06
 @register_model("radial_mlp")
 def radial_mlp(n_in: int = 1,                 # image channels
                n_out: int = 1,                # outputs (classes or regressed quantities)
@@ -267,7 +269,6 @@ def radial_mlp(n_in: int = 1,                 # image channels
     check_range("p_drop", p_drop, 0, 1, hi_inclusive=False)
     if not isinstance(affine_invariant, bool): fail("affine_invariant", affine_invariant, "True or False")
     return RadialProfileNet(n_in, n_out, (h, w), skip, tail, hidden, float(p_drop), affine_invariant)
-
 
 # %% ../../nbs/api/51_learn.models.ipynb #0b40adb3
 _PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt", ".tar", ".npy", ".npz"}
@@ -321,6 +322,7 @@ def load_weights(model: nn.Module,     # model to fill (e.g. from `resnet` or `b
 # %% ../../nbs/api/51_learn.models.ipynb #434e08f8
 def _is_pow2(n): return n >= 8 and (n & (n - 1)) == 0
 
+# %% ../../nbs/api/51_learn.models.ipynb #924f1de3
 class ConvVAE(nn.Module):
     "Convolutional VAE: stride-2 conv encoder to 4×4 features, Gaussian latent (μ, log σ²), transposed-conv decoder (logits)."
     logits = True   # `decode` returns logits: the VAE loss applies BCE with logits, `decodes` a sigmoid
@@ -384,6 +386,7 @@ class ConvVAE(nn.Module):
                         device=generator.device if generator is not None else p.device)
         return torch.sigmoid(self.decode(z.to(p.device)))
 
+# %% ../../nbs/api/51_learn.models.ipynb #9e105412
 @register_model("conv_vae")
 def conv_vae(n_in: int = 1,            # image channels
              img_size=64,              # image size [px]: a power of two >= 8 (or a pair of them)

@@ -170,6 +170,7 @@ class BlochSetup:
     @property
     def real(self): return self.u_abs is None and np.abs(self.u.imag).max(initial=0) <= 1e-12 * max(np.abs(self.u).max(initial=0), 1e-300)
 
+# %% ../../nbs/api/21_sim.bloch.ipynb #89d2ff93
 def _parse_absorption(absorption):
     if absorption is None or (isinstance(absorption, str) and absorption == "none"): return None, 0.0
     if isinstance(absorption, str) and absorption == "bird_king": return "bird_king", 0.0
@@ -177,6 +178,7 @@ def _parse_absorption(absorption):
         return "proportional", float(check_positive("absorption fraction", absorption[1], allow_zero=True))
     fail("absorption", absorption, 'None, ("proportional", fraction) or "bird_king"')
 
+# %% ../../nbs/api/21_sim.bloch.ipynb #90d30c79
 def bloch_setup(atoms,                 # crystal structure (ase.Atoms; per-site B/occupancy in atoms.arrays)
                 energy_kev: float,     # electron kinetic energy [keV]
                 zone=(0, 0, 1),        # zone axis [uvw]
@@ -194,6 +196,7 @@ def bloch_setup(atoms,                 # crystal structure (ase.Atoms; per-site 
     return _bloch_setup(_checked_crystal(atoms, b_iso, occupancy), energy_kev, zone, x_dir, g_max, parametrization,
                         absorption, mean_absorption, beams, symmetry, max_memory_gb)
 
+# %% ../../nbs/api/21_sim.bloch.ipynb #a4dd3bde
 def _bloch_setup(cr: _Crystal, energy_kev, zone=(0, 0, 1), x_dir=(1, 0, 0), g_max=1.5, parametrization="kirkland",
                  absorption=None, mean_absorption=True, beams=None, symmetry=True, max_memory_gb=None) -> BlochSetup:
     "`bloch_setup` of a checked crystal (the structure is checked once, by the caller)."
@@ -271,6 +274,7 @@ def _thickness_sum(coef, gamma, t):
         out[k] = torch.einsum("pgj,pj->gp", coef, z)
     return out
 
+# %% ../../nbs/api/21_sim.bloch.ipynb #4025a639
 def _structure_matrix(setup, kx, ky, rdt, cdt, device, real):
     "A = 2K s_g on the diagonal + U(g−h) (+ i U'(g−h) with absorption), one (n, n) matrix per tilt."
     g = torch.as_tensor(setup.g_xy, dtype=rdt, device=device)
@@ -282,6 +286,7 @@ def _structure_matrix(setup, kx, ky, rdt, cdt, device, real):
     a.diagonal(dim1=-2, dim2=-1).add_(d.to(a.dtype))
     return a
 
+# %% ../../nbs/api/21_sim.bloch.ipynb #3fd75c29
 def _amplitudes_eigh(setup, kx, ky, t, out_idx, rdt, cdt, device):
     kz = torch.sqrt(setup.k ** 2 - kx ** 2 - ky ** 2)                            # [1/Å]
     if setup.real:                                                                 # centrosymmetric, no absorption:
@@ -301,6 +306,7 @@ def _amplitudes_eigh(setup, kx, ky, t, out_idx, rdt, cdt, device):
     gamma = w / (2 * kz[:, None])                                                  # Bloch-wave γ_j [1/Å]
     return _thickness_sum(coef, gamma, t)                                          # (T, n_out, P)
 
+# %% ../../nbs/api/21_sim.bloch.ipynb #9e272793
 def _amplitudes_expm(setup, kx, ky, t, out_idx, rdt, cdt, device):
     # ψ(t) = exp(2πi t A/(2k_z)) e₀, by propagation between consecutive thicknesses with the slab operator
     # S(Δt) = exp(2πi Δt A/(2k_z)) — batched matrix products instead of a batched eigen-decomposition
@@ -319,6 +325,7 @@ def _amplitudes_expm(setup, kx, ky, t, out_idx, rdt, cdt, device):
         out[order[j]] = psi[:, out_idx].T
     return out
 
+# %% ../../nbs/api/21_sim.bloch.ipynb #dcc5d6f1
 def bloch_amplitudes(setup: BlochSetup,  # from `bloch_setup`
                      kx, ky,             # incident tilts, 1-D, same length P [1/Å]
                      thickness,          # crystal thickness(es) [Å], scalar or 1-D
@@ -363,6 +370,7 @@ def _orbits(ops, n):
     op_of = (images[inv] == rep[None]).argmax(0)
     return rep, op_of, inv
 
+# %% ../../nbs/api/21_sim.bloch.ipynb #4316c94e
 def lacbed(atoms,                     # crystal structure (ase.Atoms; B, occupancy in atoms.arrays)
            energy_kev: float,         # electron kinetic energy [keV]
            thickness,                 # crystal thickness(es) [Å], scalar or 1-D

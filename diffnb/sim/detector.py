@@ -194,6 +194,7 @@ def _gauss_kernels(sigma: torch.Tensor, radius: int) -> torch.Tensor:
     k = torch.where(x.abs() <= torch.ceil(4 * s), k, torch.zeros_like(k))   # own support: batch-independent
     return k / k.sum(-1, keepdim=True)
 
+# %% ../../nbs/api/25_sim.detector.ipynb #a8bfa9b5
 def psf_blur(img: torch.Tensor,  # (..., H, W) intensities
              sigma_px,           # Gaussian PSF σ per image [px]; 0 = no blur
             ) -> torch.Tensor:   # blurred image, same shape; total intensity preserved away from edges
@@ -217,11 +218,13 @@ def psf_blur(img: torch.Tensor,  # (..., H, W) intensities
         out.append(xi)
     return torch.cat(out).reshape(img.shape)
 
+# %% ../../nbs/api/25_sim.detector.ipynb #42bc0bb1
 def _check_generator(name, g):
     "Fail unless `g` is None or a `torch.Generator`."
     if g is not None and not isinstance(g, torch.Generator): fail(name, g, "None, a torch.Generator or a list of them (one per image)")
     return g
 
+# %% ../../nbs/api/25_sim.detector.ipynb #74672c6c
 def gain_map(shape: tuple,          # (H, W) [px]
              sigma,                 # relative r.m.s. gain variation (e.g. 0.03)
              correlation_px=16.0,   # correlation length of the variation [px]
@@ -241,6 +244,7 @@ def gain_map(shape: tuple,          # (H, W) [px]
     xi = (xi - xi.mean()) / xi.std().clamp_min(1e-12)
     return (1 + float(sigma) * xi[0, 0]).clamp_min(0)
 
+# %% ../../nbs/api/25_sim.detector.ipynb #15907aa6
 def distort(img: torch.Tensor,   # (..., H, W) intensities
             shift_px=(0.0, 0.0), # centre offset (dy, dx) [px], per image (..., 2) or shared
             ellipticity=0.0,     # ε: stretch 1+ε/2 along `angle_rad`, 1−ε/2 across it
@@ -282,6 +286,7 @@ def scale_to_dose(img: torch.Tensor,  # (..., H, W) non-negative intensities
     if bool((mean <= 0).any()): fail("img", img, "images with a positive mean intensity")
     return img * (_param(dose_e_per_px, img, "dose_e_per_px") / mean)
 
+# %% ../../nbs/api/25_sim.detector.ipynb #71487d37
 def _per_image(img: torch.Tensor, generators, fn):
     "Apply `fn(image_2d, generator)` image by image (random draws need one stream per image)."
     flat = img.reshape(-1, *img.shape[-2:])
@@ -292,6 +297,7 @@ def _per_image(img: torch.Tensor, generators, fn):
 
 MAX_EXPECTED_COUNTS = 1e18   # largest expectation torch.poisson samples without overflow [electrons per pixel]
 
+# %% ../../nbs/api/25_sim.detector.ipynb #72b202d6
 def shot_noise(expected: torch.Tensor,  # (..., H, W) expected counts [electrons per pixel], >= 0
                generators=None,          # a torch.Generator per image (list), or one shared, or None
               ) -> torch.Tensor:         # Poisson counts [electrons]
@@ -303,6 +309,7 @@ def shot_noise(expected: torch.Tensor,  # (..., H, W) expected counts [electrons
         fail("expected", expected, f"at most {MAX_EXPECTED_COUNTS:g} counts per pixel (Poisson sampling overflows beyond)")
     return _per_image(expected, generators, lambda x, g: torch.poisson(x, generator=g))
 
+# %% ../../nbs/api/25_sim.detector.ipynb #9f96a96a
 def readout_noise(img: torch.Tensor,  # (..., H, W) counts [electrons]
                   sigma_e,            # Gaussian readout σ [electrons], per image
                   generators=None,    # a torch.Generator per image (list), or one shared
@@ -313,6 +320,7 @@ def readout_noise(img: torch.Tensor,  # (..., H, W) counts [electrons]
     z = _per_image(img, generators, lambda x, g: torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype))
     return img + _param(sigma_e, img, "sigma_e") * z
 
+# %% ../../nbs/api/25_sim.detector.ipynb #cab9989c
 def bad_pixels(img: torch.Tensor,    # (..., H, W) counts
                dead_fraction=0.0,    # fraction of dead pixels (read 0)
                hot_fraction=0.0,     # fraction of hot pixels (read `hot_value`)
@@ -328,6 +336,7 @@ def bad_pixels(img: torch.Tensor,    # (..., H, W) counts
     hv = img.amax(dim=(-2, -1), keepdim=True) if hot_value is None else _param(hot_value, img, "hot_value")
     return torch.where(dead, torch.zeros_like(img), torch.where(hot, hv.expand_as(img), img))
 
+# %% ../../nbs/api/25_sim.detector.ipynb #639d127c
 def saturate(img: torch.Tensor,  # (..., H, W) counts
              level,              # full-well / ADC limit [same units], per image
             ) -> torch.Tensor:

@@ -199,6 +199,7 @@ def pattern(atoms,  # structure, or a list of structures (batched output)
     t = t.to(dev) if device is not None else t
     return t if batched else t[0]
 
+# %% ../../nbs/api/22_sim.kinematic.ipynb #d963469a
 def _pixel_integrated(atoms, energy_kev, grid, s_max, ewald, tilt_mrad, method, parametrization, eps, device, dtype,
                       nthreads, max_memory_gb, m):
     "Mean of I over the m×m sub-pixel samples centred in each pixel (m odd): a fine centred grid, cropped and binned."
@@ -209,7 +210,6 @@ def _pixel_integrated(atoms, energy_kev, grid, s_max, ewald, tilt_mrad, method, 
                 device, torch.float64, nthreads, max_memory_gb, 1)
     i = i[..., :grid * m, :grid * m]
     return i.reshape(*i.shape[:-2], grid, m, grid, m).mean((-3, -1)).to(dtype)
-
 
 # %% ../../nbs/api/22_sim.kinematic.ipynb #7e88bbaf
 def crystallite(cell: Atoms,  # periodic cell whose a₁, a₂ lie in the x–y plane

@@ -150,6 +150,7 @@ def _cache_dir(cache_dir=None) -> Path:
     d = d / "phonons"; d.mkdir(parents=True, exist_ok=True)
     return d
 
+# %% ../../nbs/api/22a_sim.mote2.ipynb #7f79b0a3
 def _phonopy_supercell_map(phase: str, phonopy_supercell) -> np.ndarray:
     "Index of each phonopy supercell atom among the sites of `mote2_supercell(phase)` (periodic nearest site)."
     from scipy.spatial import cKDTree
@@ -160,6 +161,7 @@ def _phonopy_supercell_map(phase: str, phonopy_supercell) -> np.ndarray:
         fail("phonopy supercell", phase, "a supercell whose sites coincide with mote2_supercell", StructureError)
     return idx
 
+# %% ../../nbs/api/22a_sim.mote2.ipynb #8bf4b843
 def chgnet_force_constants(phase: str = "2H",  # "2H" or "1T'"
                            cache_dir=None,  # cache folder (default $DIFFNB_CACHE or ~/.cache/diffnb)
                            distance: float = 0.01,  # finite-displacement amplitude [Å]
@@ -190,6 +192,7 @@ def chgnet_force_constants(phase: str = "2H",  # "2H" or "1T'"
     np.save(f, ph.force_constants)
     return ph
 
+# %% ../../nbs/api/22a_sim.mote2.ipynb #cee538eb
 def chgnet_phonon_fields(phase: str = "2H",  # "2H" or "1T'"
                          temperature_k: float = 300.0,  # temperature of the thermal snapshots [K]
                          n_snapshots: int = 10,  # number of snapshots
@@ -276,12 +279,14 @@ PARAM_NAMES = ["set", "is_1t", "size_x", "size_y", "rotation_deg", "dose_e_per_p
                "vacancy_mo", "vacancy_te", "strain_xx", "strain_yy", "strain_xy", "phonon_strength", "transformation_t",
                "amorphous_fraction", "n_atoms"]
 
+# %% ../../nbs/api/22a_sim.mote2.ipynb #11cfb2fa
 def _pair(name, v, lo=0.0, hi=None):
     v = tuple(float(x) for x in np.broadcast_to(np.asarray(v, np.float64), (2,)))
     check_range(name, v, lo, hi)
     if v[0] > v[1]: fail(name, v, "a (lo, hi) pair with lo <= hi")
     return v
 
+# %% ../../nbs/api/22a_sim.mote2.ipynb #e210e05d
 class _MoTe2Base:
     version = "1"
     def __init__(self,

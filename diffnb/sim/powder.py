@@ -37,7 +37,7 @@ def _atoms_arrays(atoms):
     b = np.asarray(atoms.arrays.get("b_iso", np.zeros(len(atoms))), dtype=np.float64)
     return atoms.get_scaled_positions(wrap=False), list(atoms.get_chemical_symbols()), occ, b
 
-
+# %% ../../nbs/api/20_sim.powder.ipynb #489bf42e
 class PowderRings:
     "Rings (|g|, multiplicity-summed |F|²) of a crystal up to `s_max`, ready to make profiles and images fast."
     def __init__(self, atoms,                    # crystal structure (ase.Atoms; optional arrays occupancy, b_iso [Å²])
@@ -222,12 +222,14 @@ def _interp(xg: torch.Tensor,  # (n_s,) increasing grid
     out = out.reshape(*batch, *xq.shape[-2:])
     return torch.where(xq > xg[-1], torch.zeros_like(out), out)
 
+# %% ../../nbs/api/20_sim.powder.ipynb #578e2bae
 def _check_shape_hw(shape) -> tuple:
     "(H, W) as two positive integers."
     if isinstance(shape, (str, bytes)) or not hasattr(shape, "__len__") or len(shape) != 2:
         fail("shape", shape, "(H, W), two integers [px]")
     return check_int("H", shape[0], 1), check_int("W", shape[1], 1)
 
+# %% ../../nbs/api/20_sim.powder.ipynb #14bee6d4
 def ring_image(profile,                       # (..., n_s) radial profile I(s)
                s,                             # (n_s,) increasing s samples of the profile [1/Å]
                shape: tuple = (256, 256),     # (H, W) [px]
@@ -264,6 +266,7 @@ def ring_image(profile,                       # (..., n_s) radial profile I(s)
     s_pix = torch.sqrt(a ** 2 + b ** 2) / pixels_per_inv_angstrom
     return _interp(st.float(), prof, s_pix)
 
+# %% ../../nbs/api/20_sim.powder.ipynb #844a6e5a
 def ring_profile(atoms,                    # crystal (ase.Atoms)
                  s,                        # 1-D s = 1/d grid [1/Å]
                  energy_kev: float = 100.0,   # electron energy [keV]

@@ -150,6 +150,7 @@ def _pixel_orbits(ops, n):
     flat = lambda v: ((v[:, 1] + n - 1) // 2) * n + (v[:, 0] + n - 1) // 2
     return np.stack([flat(c @ np.asarray(q).T) for q in ops]).min(0)
 
+# %% ../../nbs/api/21b_sim.refine.ipynb #839874a6
 class LacbedModel:
     "Differentiable bright-field LACBED disc of one crystal on an N×N tilt field: (thickness, B, U_g, κ) → patterns."
     def __init__(self, atoms,                 # crystal (ase.Atoms), B and occupancy in atoms.arrays
@@ -299,6 +300,7 @@ def _check_patterns(patterns) -> np.ndarray:
 # %% ../../nbs/api/21b_sim.refine.ipynb #1263b3d2
 def _softplus_inv(y): return y + math.log(-math.expm1(-y))
 
+# %% ../../nbs/api/21b_sim.refine.ipynb #1ec4b4bd
 class _Fit:
     "Free parameters ↔ the optimiser's unconstrained vector θ, and the profiled weighted least-squares misfit."
     def __init__(self, model, y, w, t0, b0, ug0, kap0, free):
@@ -364,6 +366,7 @@ class _Fit:
         a, b = self.scale_background(sim)
         return (self.w * (self.y - a[:, None, None] * sim - b[:, None, None]) ** 2).sum()
 
+# %% ../../nbs/api/21b_sim.refine.ipynb #c92c0347
 def _scale_background(sim, y, w):
     "Closed-form weighted least-squares scale a and background b of each pattern (T, N, N) → (T,), (T,)."
     sw, si, sii = w.sum((1, 2)), (w * sim).sum((1, 2)), (w * sim * sim).sum((1, 2))
@@ -371,6 +374,7 @@ def _scale_background(sim, y, w):
     det = sw * sii - si * si
     return (sw * siy - si * sy) / det, (sii * sy - si * siy) / det
 
+# %% ../../nbs/api/21b_sim.refine.ipynb #78669b82
 def zncc(a, b) -> np.ndarray:   # R per pattern
     "FELIX's figure of merit: zero-mean normalised cross-correlation of each pair of images (1 = identical up to scale and offset)."
     a = np.asarray(a, float).reshape(len(a), -1); b = np.asarray(b, float).reshape(len(b), -1)
@@ -650,6 +654,7 @@ def _ug_frame(atoms, field_of_view, energy_kev, hkl, origin, zone, x_dir, pixels
     r = np.arange(n) * (float(field_of_view) / n)
     return hkl, g, x0, relativistic_gamma(energy_kev), cr.volume, r
 
+# %% ../../nbs/api/21b_sim.refine.ipynb #2a8935fa
 def ug_from_potential(potential_image,        # (N, N) projected potential over the field of view [Å⁻²] (as `potential_field`)
                       atoms,                  # crystal (ase.Atoms) giving the cell and, by default, the phase origin
                       field_of_view: float,   # side of the image's field [Å]
@@ -672,6 +677,7 @@ def ug_from_potential(potential_image,        # (N, N) projected potential over 
     c_minus = c[[lut[tuple(h)] for h in (-hkl).tolist()]]                  # … so that none leaks into the ones asked for
     return hkl, gamma / math.pi * c_minus * np.exp(2j * np.pi * hkl @ x0)   # U_g = γ c(−g)/π, then about x₀
 
+# %% ../../nbs/api/21b_sim.refine.ipynb #17066f06
 def potential_from_ug(hkl,                    # (M, 3) reflections (a set closed under g → −g, or one of each pair)
                       ug,                     # (M,) complex U_g about x₀ [1/Å²]
                       atoms,                  # crystal (ase.Atoms): the cell and, by default, the phase origin
@@ -709,6 +715,7 @@ class Inversion:
     result: RefineResult      # thickness, B, errors, R, evaluations
     model: LacbedModel = field(repr=False)
 
+# %% ../../nbs/api/21b_sim.refine.ipynb #b47abd05
 def invert_patterns(patterns,               # (T, N, N) bright-field discs of one crystal, one per thickness
                     structure_guess,        # ase.Atoms (or CIF path): cell, symmetry and the start of anything not free
                     energy_kev: float,      # electron energy [keV]
@@ -762,6 +769,7 @@ def invert_patterns(patterns,               # (T, N, N) bright-field discs of on
     rho = potential_from_ug(hkl[keep], u_syn[keep], atoms, field_of_view, energy_kev, potential_pixels, origin=model.origin)
     return Inversion(reps, ug, ug0, rho, model.origin, res, model)
 
+# %% ../../nbs/api/21b_sim.refine.ipynb #09842c6b
 def _b_per_site(model, b):
     "Per-site B [Å²] from the model's per-group values."
     return np.asarray(b, float)[model._grp.cpu().numpy()]

@@ -68,6 +68,7 @@ def _draw_radii(rng, n_disks, total_area, polydispersity):
     else: fail("polydispersity", polydispersity, "small enough that positive radii can be drawn")
     return r * math.sqrt(total_area / (math.pi * np.sum(r**2)))  # rescale: Σ πr² = A exactly
 
+# %% ../../nbs/api/23_sim.speckle.ipynb #5d897d23
 def _place(rng, radii, box, min_gap, max_attempts, batch=16, margin=None):
     """Random sequential addition with a cell grid; returns centres (n, 2) or None when a disk cannot be placed.
     Centres are uniform in [r, box − r] (disk inside the box) or, with `margin`, in [margin, box − margin]."""
@@ -106,6 +107,7 @@ def _place(rng, radii, box, min_gap, max_attempts, batch=16, margin=None):
         if not placed: return None
     return centres
 
+# %% ../../nbs/api/23_sim.speckle.ipynb #1242b10c
 def disk_system(n_disks: int,          # number of disks (>= 1)
                 seed=0,                 # integer seed, or a `numpy.random.Generator`
                 box: float = STUDY_BOX,  # side of the square box [px]
@@ -175,6 +177,7 @@ def airy_amplitude(x):
     else: j1x = torch.special.bessel_j1(xs)
     return 2 * j1x / xs
 
+# %% ../../nbs/api/23_sim.speckle.ipynb #0ed829b6
 @lru_cache(maxsize=16)
 def _grid_indices(n, grid):
     "Integer k-indices j of the grid, |j| of the first quadrant, distinct |j| values and inverse maps (full, quadrant)."
@@ -184,6 +187,7 @@ def _grid_indices(n, grid):
     inv_full = np.searchsorted(u, j[:, None]**2 + j[None, :]**2)
     return j, jq, np.sqrt(u), inv_full.reshape(-1), inv_q.reshape(-1)
 
+# %% ../../nbs/api/23_sim.speckle.ipynb #0a231fb5
 def k_axes(n: int = 257,            # pixels per side
            k_step: float | None = None,  # pixel width w [rad/px]; default π/box
            grid: str = "centered",  # "centered" (k = 0 in the middle) or "quadrant" (0 … k_max)
@@ -197,6 +201,7 @@ def k_axes(n: int = 257,            # pixels per side
     w = math.pi / box if k_step is None else float(check_positive("k_step", k_step))
     return _grid_indices(n, grid)[0] * w
 
+# %% ../../nbs/api/23_sim.speckle.ipynb #300e17b2
 def _as_batch(disks):
     "(centres (B, N, 2), radii (B, N), box) from a DiskSystem, a list of them or a (centres, radii) pair."
     if isinstance(disks, DiskSystem): disks = [disks]
@@ -214,6 +219,7 @@ def _as_batch(disks):
         return c, r, None, single
     fail("disks", disks, "a DiskSystem, a list of DiskSystems or a (centres, radii) pair")
 
+# %% ../../nbs/api/23_sim.speckle.ipynb #a48161bd
 def speckle(disks,                   # DiskSystem, list of DiskSystems, or (centres (B,N,2), radii (B,N)) [px]
             n: int = 257,            # pixels per side of the pattern
             k_max: float | None = None,  # largest |k| along an axis [rad/px]; sets w = k_max/(n//2) (centered) or k_max/(n-1) (quadrant)
@@ -269,11 +275,13 @@ def speckle(disks,                   # DiskSystem, list of DiskSystems, or (cent
                                          cdt, not complex_output) for i in range(0, len(r), bs)])
     return out[0] if single else out
 
+# %% ../../nbs/api/23_sim.speckle.ipynb #111fffa7
 def _abs2(z):
     "|z|² of a complex tensor (faster than abs()**2 or a reduction over view_as_real)."
     v = torch.view_as_real(z)
     return v[..., 0] * v[..., 0] + v[..., 1] * v[..., 1]
 
+# %% ../../nbs/api/23_sim.speckle.ipynb #757e268e
 def _speckle_matrix(c, r, a, j, jq, w, ku, inv, inv_q, dev, cdt, intensity):
     "Separable matrix DFT, batched over systems: |A|² (real) when `intensity`, else A (complex)."
     B, N = r.shape; n = len(j)
@@ -313,6 +321,7 @@ def _speckle_matrix(c, r, a, j, jq, w, ku, inv, inv_q, dev, cdt, intensity):
     if intensity: return (re.square() + im.square()).reshape(B, -1)[:, flat].reshape(B, n, n)
     return torch.complex(re.reshape(B, -1)[:, flat], im.reshape(B, -1)[:, flat]).reshape(B, n, n).to(cdt)
 
+# %% ../../nbs/api/23_sim.speckle.ipynb #06ee400f
 @lru_cache(maxsize=16)
 def _unfold_index(n, m, centered):
     "Flat index into the 4 sign combinations (sy, sx) × quadrant (m, m) for every pixel of the full grid."
@@ -320,6 +329,7 @@ def _unfold_index(n, m, centered):
     c = (j < 0).astype(int)
     return ((2 * c[:, None] + c[None, :]) * m + np.abs(j)[:, None]) * m + np.abs(j)[None, :]
 
+# %% ../../nbs/api/23_sim.speckle.ipynb #2994c3fa
 def _combine(t):
     "Re, Im of A(sy|ky|, sx|kx|) = Tcc − sx sy Tss − i (sx Tsc + sy Tcs) from quadrant sums t (B, 2, 2, m, m)."
     cc, cs, sc, ss = t[:, 0, 0], t[:, 0, 1], t[:, 1, 0], t[:, 1, 1]  # [p=y, q=x]: cs = Cy Sx, sc = Sy Cx
@@ -327,6 +337,7 @@ def _combine(t):
     im = torch.stack([-(cs + sc), cs - sc, sc - cs, cs + sc], 1)
     return re, im
 
+# %% ../../nbs/api/23_sim.speckle.ipynb #cb376c7d
 def _speckle_finufft(c, r, a, n, w, grid, ku, inv, eps):
     "Type-1 NUFFT (finufft): one transform per distinct radius, batched as n_trans strength vectors."
     import finufft
