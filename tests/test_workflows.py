@@ -117,33 +117,30 @@ def test_speckle_tiny_run_end_to_end(workflow_run):
 
 def test_speckle_radial_model_run(workflow_run):
     "arch 'radial' (the tiny default): the azimuthal-average model trains, is saved and reloaded, and reproduces its reported test accuracy."
-    from diffnb.learn.io import load_model, predict
-    from diffnb.data import open_store
     out, m = workflow_run("speckle", *SPECKLE)
     assert m["parameters"]["arch"] == "radial"
+    _reloaded_models_reproduce_their_test_accuracy(out, m, "RadialProfileNet")
+    assert (out / "saliency_gradcam.png").stat().st_size > 5000
+
+
+def _reloaded_models_reproduce_their_test_accuracy(out, m, network):
+    "Each saved speckle model, reloaded, is a `network` and gives the recorded test accuracy on its store's test fold."
+    from diffnb.learn.io import load_model, predict
+    from diffnb.data import open_store
     for kind in ("mono", "poly"):
         model = load_model(out / "models" / kind, device="cpu")
-        assert type(model.model).__name__ == "RadialProfileNet"
+        assert type(model.model).__name__ == network
         st = open_store(out / "stores" / kind)
         test_idx = np.flatnonzero(st.load_split("train_valid_test") == 2)
         p = predict(model, st.images[:][test_idx], progress=False).probabilities.argmax(1)
         assert np.isclose(np.mean(p == st.targets[:][test_idx]), m["metrics"][f"test.{kind}.cnn.accuracy"])
-    assert (out / "saliency_gradcam.png").stat().st_size > 5000
 
 
 def test_speckle_cnn_model_run(workflow_run):
     "arch 'cnn' (a small run): the compact CNN trains, is reloaded, reproduces its test accuracy, and gets a Grad-CAM row."
-    from diffnb.learn.io import load_model, predict
-    from diffnb.data import open_store
     out, m = workflow_run("speckle", "-p", "arch", "cnn", "-p", "image_size", "32", "-p", "k_max", "0.2",
                           "-p", "epochs", "1", "-p", "fluences", "[10.0]", "-p", "n_saliency", "2")
-    for kind in ("mono", "poly"):
-        model = load_model(out / "models" / kind, device="cpu")
-        assert type(model.model).__name__ == "ConversionCNN"
-        st = open_store(out / "stores" / kind)
-        test_idx = np.flatnonzero(st.load_split("train_valid_test") == 2)
-        p = predict(model, st.images[:][test_idx], progress=False).probabilities.argmax(1)
-        assert np.isclose(np.mean(p == st.targets[:][test_idx]), m["metrics"][f"test.{kind}.cnn.accuracy"])
+    _reloaded_models_reproduce_their_test_accuracy(out, m, "ConversionCNN")
     assert (out / "saliency_gradcam.png").stat().st_size > 5000
 
 
