@@ -98,21 +98,26 @@ b.querySelectorAll('pre, code, .katex, script, style, nav').forEach(e => e.remov
 return [document.body.getAttribute('data-math'), b.innerText];"""
 
 
-def test_math_rendered_in_chromium(docs):
-    "After KaTeX ran in a real browser no page shows raw $…$ or pseudo-LaTeX (x^{…}, x_{…}) outside code."
+def _headless_chromium():
+    "Debian's Chromium, headless at 1,280 × 900 with no background networking (skip, or fail in CI, when missing)."
     chromium, driver = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver") or "/usr/bin/chromedriver"
     if not (os.path.exists(chromium) and os.path.exists(driver)):
         if os.environ.get("CI", "").lower() == "true": pytest.fail("chromium/chromedriver missing in CI")
         pytest.skip("Debian's chromium and chromium-driver are not installed")
-    assert (docs / "_static" / "katex" / "katex.min.js").exists(), "KaTeX was not shipped with the site"
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     o = webdriver.ChromeOptions()
     o.binary_location = chromium
     for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-              "--disable-background-networking", "--disable-component-update", "--disable-sync"):
+              "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1280,900"):
         o.add_argument(a)
-    d = webdriver.Chrome(service=Service(driver), options=o)
+    return webdriver.Chrome(service=Service(driver), options=o)
+
+
+def test_math_rendered_in_chromium(docs):
+    "After KaTeX ran in a real browser no page shows raw $…$ or pseudo-LaTeX (x^{…}, x_{…}) outside code."
+    assert (docs / "_static" / "katex" / "katex.min.js").exists(), "KaTeX was not shipped with the site"
+    d = _headless_chromium()
     problems, rendered = [], 0
     try:
         for page in _local_pages(docs):
@@ -216,18 +221,8 @@ def test_search_index_covers_every_page(docs):
 
 def test_search_box_answers_in_chromium(docs):
     "Typing 'Debye–Waller' in the search box of the home page lists sections that mention it, linked to their anchors."
-    chromium, driver = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver") or "/usr/bin/chromedriver"
-    if not (os.path.exists(chromium) and os.path.exists(driver)):
-        if os.environ.get("CI", "").lower() == "true": pytest.fail("chromium/chromedriver missing in CI")
-        pytest.skip("Debian's chromium and chromium-driver are not installed")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
-    o = webdriver.ChromeOptions()
-    o.binary_location = chromium
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,900"):
-        o.add_argument(a)
-    d = webdriver.Chrome(service=Service(driver), options=o)
+    d = _headless_chromium()
     try:
         d.get((docs / "api" / "core.html").resolve().as_uri())
         box = d.find_element(By.ID, "diffnb-q")
