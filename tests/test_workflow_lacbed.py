@@ -41,7 +41,7 @@ def test_sampler_input_determines_the_lattice_parameter():
     x1, _, p1 = s8.sample(2, [5]); x2, _, p2 = s8.sample(2, [5])
     np.testing.assert_array_equal(x1.numpy(), x2.numpy())
     np.testing.assert_array_equal(x1[0, 0].numpy(), s8.input_image(s8.crystal(2, 5)[0]).astype(np.float32))
-    assert LacbedSampler.version == "3"
+    assert LacbedSampler.version == "4"
 
 
 def test_origin_shift_moves_the_potential_and_leaves_the_pattern():

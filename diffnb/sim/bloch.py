@@ -549,24 +549,42 @@ def substitute_elements(atoms,          # crystal (ase.Atoms) with distinct spec
 @functools.lru_cache(maxsize=8)
 def _icsd_order(seed, n): return numpy_rng(seed).permutation(n)   # the run's own stream, apart from every sample's
 
+@functools.lru_cache(maxsize=8)
+def _icsd_entries(lattice_parameter) -> np.ndarray:   # indices of the matched entries with lo ≤ a ≤ hi (all for None)
+    from diffnb.structure import icsd_prototypes
+    a = np.array([e["a"] for e in icsd_prototypes()], float)
+    if lattice_parameter is None: return np.arange(len(a))
+    lo, hi = lattice_parameter
+    return np.flatnonzero((a >= lo) & (a <= hi))
+
 def icsd_crystal(seed: int,    # run seed
                  index: int,   # sample index ≥ 0
-                 max_draws: int = 16,  # redraws of a variant whose space group is not its prototype's
+                 max_draws: int = 16,  # redraws of a variant whose space group is not its prototype's (or a out of range)
+                 lattice_parameter=None,  # (low, high) range of a [Å] of entries and variants (None: every entry)
                 ) -> "ase.Atoms":      # conventional cell; info: formula, prototype, space_group, icsd_code, variant
-    """Crystal `index` of the ICSD-derived set: indices below the number of matched entries are the entries in an
-    order shuffled by `seed`; each further index is an element-substitution variant of a random entry."""
-    from diffnb.structure import icsd_prototype_crystal, icsd_prototypes
+    """Crystal `index` of the ICSD-derived set: indices below the number of matched entries (with a in
+    `lattice_parameter`) are the entries in an order shuffled by `seed`; each further index is an
+    element-substitution variant of a random such entry (its rescaled a also in range)."""
+    from diffnb.structure import icsd_prototype_crystal
     seed, index = check_int("seed", seed, min_value=0), check_int("index", index, min_value=0)
-    n = len(icsd_prototypes())
+    if lattice_parameter is not None:
+        check_finite("lattice_parameter", lattice_parameter)
+        if np.shape(lattice_parameter) != (2,) or not 0 < lattice_parameter[0] <= lattice_parameter[1]:
+            fail("lattice_parameter", lattice_parameter, "a (low, high) range [Å] with 0 < low <= high, or None")
+        lattice_parameter = (float(lattice_parameter[0]), float(lattice_parameter[1]))
+    entries = _icsd_entries(lattice_parameter)
+    n = len(entries)
+    if n == 0: fail("lattice_parameter", lattice_parameter, "a range holding at least one matched entry")
     if index < n:
-        at = icsd_prototype_crystal(int(_icsd_order(seed, n)[index]))
+        at = icsd_prototype_crystal(int(entries[_icsd_order(seed, n)[index]]))
         at.info.update(variant=False, substitution="")
         return at
     for draw in range(max_draws):
         rng = numpy_rng(seed, index if draw == 0 else (index, draw))
-        base = icsd_prototype_crystal(int(rng.integers(n)))
+        base = icsd_prototype_crystal(int(entries[rng.integers(n)]))
         try: at, swap = substitute_elements(base, rng)
         except DiffnbValueError: continue                                   # no element of this entry can be swapped
+        if lattice_parameter is not None and not lattice_parameter[0] <= at.cell.lengths()[0] <= lattice_parameter[1]: continue
         found = spglib.get_symmetry_dataset((at.cell[:], at.get_scaled_positions(), at.numbers), symprec=1e-3)
         if found is None or found.number != base.info["space_group"]: continue
         at.info.update(formula=reduced_formula(at.get_chemical_symbols()), variant=True,
@@ -577,7 +595,7 @@ def icsd_crystal(seed: int,    # run seed
 # %% ../../nbs/api/21_sim.bloch.ipynb #c870caad
 class LacbedSampler:
     "Projected potential → bright-field LACBED pattern of random or ICSD-derived cubic crystals (sampler protocol, image2image)."
-    name, version, task, classes = "bloch.lacbed", "3", "image2image", None
+    name, version, task, classes = "bloch.lacbed", "4", "image2image", None
 
     def __init__(self, pixels: int = 64,          # image side N [px]
                  energy_kev: float = 200.0,       # electron energy [keV]
@@ -585,7 +603,7 @@ class LacbedSampler:
                  alpha: float = 0.6,              # reciprocal half-width of the field [1/Å]
                  n_beams: int = 70,               # beams per pattern (g_max from the nearest shell)
                  max_atoms: int = 40,             # most atoms per primitive cell (conventional: ×1 P, ×2 I, ×4 F)
-                 lattice_parameter=(3.5, 7.0),    # range of the cubic lattice parameter a [Å]
+                 lattice_parameter=None,          # (low, high) range of the cubic lattice parameter a [Å] (None: random (3.5, 7.0), icsd every entry)
                  b_iso: float = 0.5,              # Debye–Waller B of every site [Å²]
                  parametrization: str = "kirkland",  # scattering factors
                  field_of_view: float = 14.0,     # side of the input potential's field [Å] (default: 2 × the largest a)
@@ -593,7 +611,7 @@ class LacbedSampler:
                  device=None):                    # torch device of the solve
         if device is not None: check_device(device)
         self.crystals = check_choice("crystals", crystals, ("random", "icsd"))
-        if crystals == "icsd": self.name = "bloch.lacbed_icsd"   # max_atoms and lattice_parameter apply to random crystals only
+        if crystals == "icsd": self.name = "bloch.lacbed_icsd"   # max_atoms applies to random crystals only
         self.pixels = check_int("pixels", pixels, min_value=2)
         for k, v in dict(energy_kev=energy_kev, alpha=alpha, field_of_view=field_of_view).items(): check_scalar(k, v); check_positive(k, v)
         check_finite("thickness", thickness)
@@ -601,15 +619,19 @@ class LacbedSampler:
         if np.ndim(thickness) > 1 or not thick: fail("thickness", thickness, "a thickness [Å] or a non-empty list of them")
         check_positive("thickness", thick)
         check_int("n_beams", n_beams, min_value=2); check_int("max_atoms", max_atoms, min_value=1)
-        check_finite("lattice_parameter", lattice_parameter)
-        if np.shape(lattice_parameter) != (2,): fail("lattice_parameter", lattice_parameter, "a (low, high) range [Å]")
-        lo, hi = (float(x) for x in lattice_parameter)
-        check_positive("lattice_parameter", [lo, hi])
+        if lattice_parameter is None and crystals == "random": lattice_parameter = (3.5, 7.0)
+        a_range = None
+        if lattice_parameter is not None:
+            check_finite("lattice_parameter", lattice_parameter)
+            if np.shape(lattice_parameter) != (2,): fail("lattice_parameter", lattice_parameter, "a (low, high) range [Å]")
+            lo, hi = (float(x) for x in lattice_parameter)
+            check_positive("lattice_parameter", [lo, hi])
+            if hi < lo: fail("lattice_parameter", lattice_parameter, "a (low, high) range with low <= high")
+            a_range = [lo, hi]
         if max(thick) > MAX_THICKNESS: fail("thickness", thickness, f"at most {MAX_THICKNESS:g} Å")
-        if hi < lo: fail("lattice_parameter", lattice_parameter, "a (low, high) range with low <= high")
         check_scalar("b_iso", b_iso); check_b_iso("b_iso", b_iso); check_choice("parametrization", parametrization, _PARAMETRIZATIONS)
         self.config = dict(pixels=self.pixels, energy_kev=float(energy_kev), thickness=thick[0] if np.ndim(thickness) == 0 else thick, alpha=float(alpha),
-                           n_beams=int(n_beams), max_atoms=int(max_atoms), lattice_parameter=[lo, hi],
+                           n_beams=int(n_beams), max_atoms=int(max_atoms), lattice_parameter=a_range,
                            b_iso=float(b_iso), parametrization=parametrization,
                            field_of_view=float(field_of_view))
         if crystals != "random": self.config["crystals"] = crystals
@@ -624,7 +646,7 @@ class LacbedSampler:
         """The random crystal of sample `index`: space group (among those feasible within max_atoms), a and crystal
         seed drawn from (seed, index); when no structure fits that draw, redrawn from (seed, index, draw)."""
         if self.crystals == "icsd":
-            atoms = icsd_crystal(seed, index)
+            atoms = icsd_crystal(seed, index, lattice_parameter=self.config["lattice_parameter"])
             atoms.arrays["b_iso"] = np.full(len(atoms), self.config["b_iso"])
             return atoms, int(atoms.info["space_group"]), float(atoms.cell.lengths()[0])
         from diffnb.structure import feasible_space_groups, random_cubic_crystal

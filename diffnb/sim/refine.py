@@ -730,11 +730,15 @@ def invert_patterns(patterns,               # (T, N, N) bright-field discs of on
                     scan=None,              # thickness scan of `refine` (None: the thicknesses are known)
                     seed: int = 0,          # signs of the "zero" start
                     noise: float = 1e-3,    # relative pixel noise σ/mean of the uniform weights 1/σ² (when no `weights` are given)
+                    outside: str = "guess", # U_g beyond the beam set in the synthesis: "guess" (its independent atoms), "start" (the start image's) or "zero"
                     max_iter: int = 300, progress: bool = False, **kwargs,   # more `refine` arguments
                    ) -> Inversion:
     "Structure factors and projected potential from LACBED patterns: `refine` with free U_g from a chosen start."
     atoms = read_structure(structure_guess)
     p = _check_patterns(patterns)
+    check_choice("outside", outside, ("guess", "start", "zero"))
+    if outside == "start" and (isinstance(start, (str, dict))):
+        fail("outside", outside, '"start" only when the start is a potential image')
     model = LacbedModel(atoms, energy_kev, alpha, p.shape[-1], g_max, n_beams)
     k = len(model.free_orbits) if n_ug is None else check_int("n_ug", n_ug, min_value=1, max_value=len(model.free_orbits))
     reps = np.array([o.hkl for o in model.free_orbits[:k]])               # U(rep) = U(o.hkl): the identity maps it to itself
@@ -759,10 +763,13 @@ def invert_patterns(patterns,               # (T, N, N) bright-field discs of on
     u_all = model.potential(torch.as_tensor(b, dtype=torch.float64), torch.as_tensor(ug)).detach().cpu().numpy()
     band = _zolz_beams(_checked_crystal(atoms), (potential_pixels - 1) / (2 * float(field_of_view)))[0]
     lut = {tuple(h): i for i, h in enumerate(model.refl.tolist())}
-    outside = [h for h in band.tolist() if tuple(h) not in lut]            # beyond the beam set: the guess's independent atoms
-    u_out = (potential_coefficients(atoms, outside, energy_kev, b_iso=_b_per_site(model, b)) * np.exp(2j * np.pi * np.asarray(outside) @ model.origin)
-             if outside else np.zeros(0, complex))
-    hkl = np.concatenate([model.refl, np.asarray(outside, int).reshape(-1, 3)])
+    outside_hkl = [h for h in band.tolist() if tuple(h) not in lut]        # beyond the beam set: see `outside`
+    hkl_out = np.asarray(outside_hkl, int).reshape(-1, 3)
+    if not len(hkl_out) or outside == "zero": u_out = np.zeros(len(hkl_out), complex)
+    elif outside == "start": u_out = ug_from_potential(start, atoms, field_of_view, energy_kev, hkl=hkl_out, origin=model.origin)[1]
+    else: u_out = (potential_coefficients(atoms, hkl_out, energy_kev, b_iso=_b_per_site(model, b))
+                   * np.exp(2j * np.pi * hkl_out @ model.origin))
+    hkl = np.concatenate([model.refl, hkl_out])
     u_syn = np.concatenate([u_all, u_out])
     s = np.linalg.norm(hkl @ reciprocal_basis(atoms), axis=1)
     keep = s <= (potential_pixels - 1) / (2 * float(field_of_view)) * (1 + 1e-9)
