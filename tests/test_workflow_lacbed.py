@@ -112,6 +112,15 @@ def test_lacbed_tiny_run_end_to_end(workflow_run):
     r_mean = float(pearson(pred.reshape(-1, 1, *pred.shape[-2:]), torch.as_tensor(st.targets[:][idx]).reshape(-1, 1, *pred.shape[-2:])).mean())
     assert np.isclose(r_mean, met["test.forward.r.mean"], atol=1e-4)
     assert (out / "models" / "inverse" / "model.safetensors").exists()
+    # the forward map by the physics (image → U_g on the cell → Bloch waves) needs no training: it reproduces most
+    # patterns (those whose couplings lie inside the image's band limit) where the tiny cGAN cannot
+    assert met["physics.forward.r.median"] > 0.9 and met["physics.forward.n_patterns"] == met["test.forward.n_patterns"]
+    assert met["physics.image_band_limit_per_A"] == pytest.approx((m["parameters"]["pixels"] - 1) / (2 * m["parameters"]["field_of_view"]))
+    ways = m["tables"]["inverse_three_ways"]
+    assert sorted(set(ways["way"])) == ["cGAN", "hybrid", "refinement from zero"]
+    assert len(ways["way"]) == 3 * min(m["parameters"]["n_invert"], met["data.n_test"])
+    for k in ("cgan", "refinement", "hybrid"):
+        assert 0 <= met[f"physics.inverse.{k}.mse.mean"] <= 1, k
 
 
 def test_no_kernel_transport_warning(workflow_run):
