@@ -117,8 +117,9 @@ def test_lacbed_tiny_run_end_to_end(workflow_run):
     assert met["physics.forward.r.median"] > 0.9 and met["physics.forward.n_patterns"] == met["test.forward.n_patterns"]
     assert met["physics.image_band_limit_per_A"] == pytest.approx((m["parameters"]["pixels"] - 1) / (2 * m["parameters"]["field_of_view"]))
     ways = m["tables"]["inverse_three_ways"]
-    assert sorted(set(ways["way"])) == ["cGAN", "hybrid", "refinement from zero"]
-    assert len(ways["way"]) == 3 * min(m["parameters"]["n_invert"], met["data.n_test"])
+    n_inv = min(m["parameters"]["n_invert"], met["data.n_test"])
+    assert {"cGAN", "hybrid", "refinement from zero"} <= set(ways["way"]) <= {"cGAN", "hybrid", "refinement from zero", "refinement from an isostructural compound"}
+    assert 3 * n_inv <= len(ways["way"]) <= 4 * n_inv
     for k in ("cgan", "refinement", "hybrid"):
         assert 0 <= met[f"physics.inverse.{k}.mse.mean"] <= 1, k
 
