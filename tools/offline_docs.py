@@ -404,8 +404,11 @@ def _results_figures(body: str, nbs: Path, rel: str) -> str:
         fig = _study_figure(nbs, study)
         if fig is None: return m.group(0)
         src = (RESULTS_DIR / fig.relative_to(nbs / RESULTS_DIR)).as_posix()
+        page = Path("workflows") / f"{study}.html"
+        more = (f' More on the <a href="{up}{page.as_posix()}#Figures-of-the-recorded-runs">{study} page</a>.'
+                if (nbs / "workflows" / f"{study}.ipynb").exists() else "")
         return (m.group(0) + f'<figure class="diffnb-figure"><img src="{up}{src}" alt="{study}: {html.escape(fig.stem)}">'
-                f'<figcaption>{html.escape(fig.name)} (recorded run)</figcaption></figure>')
+                f'<figcaption>Drawn from the recorded runs ({html.escape(fig.name)}).{more}</figcaption></figure>')
     return re.sub(r'(<h2[^>]*\sid="[^"]+"[^>]*>)(.*?)</h2>', add, body, flags=re.S)
 
 
