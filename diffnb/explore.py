@@ -32,8 +32,9 @@ import numpy as np
 # starts its server without them, and only the page's kernel loads them
 
 # %% auto #0
-__all__ = ['EXPLORERS', 'MAX_PAGES', 'register_explorer', 'Explorer', 'powder_explorer', 'lacbed_explorer', 'mote2_explorer',
-           'speckle_explorer', 'detector_explorer', 'explorer_notebook', 'voila_config', 'voila_command', 'explore_cli']
+__all__ = ['EXPLORERS', 'MAX_PAGES', 'READY_TIMEOUT_S', 'REFILL_DELAY_S', 'register_explorer', 'Explorer', 'powder_explorer',
+           'lacbed_explorer', 'mote2_explorer', 'speckle_explorer', 'detector_explorer', 'explorer_notebook',
+           'voila_config', 'voila_command', 'explore_cli']
 
 # %% ../nbs/api/70_explore.ipynb #5f3064f1
 EXPLORERS: dict[str, Callable] = {}
@@ -532,6 +533,8 @@ def _port_free(port: int) -> bool:
 
 # %% ../nbs/api/70_explore.ipynb #58e8f09f
 MAX_PAGES = 4   # kernels a `diffnb explore` server runs at once (each open page has one; the preheated one counts)
+READY_TIMEOUT_S = 60.0  # the longest `diffnb explore` waits for the preheated page before printing the address anyway
+REFILL_DELAY_S = 30.0   # after a page takes the preheated kernel, the next one starts this much later (not while the first page draws)
 
 def voila_config(max_kernels: int = MAX_PAGES,  # most kernels at once
                 ) -> dict:                       # Voilà/Jupyter server configuration (written as voila.json)
@@ -542,7 +545,8 @@ def voila_config(max_kernels: int = MAX_PAGES,  # most kernels at once
                       "tornado_settings": {"allow_remote_access": False,  # Host must be 127.0.0.1/localhost (jupyter_server's check)
                                            "local_hostnames": ["localhost"], "allow_origin": ""}},   # websockets: same origin only
             "VoilaConfiguration": {"multi_kernel_manager_class": "diffnb.explore.ExplorerKernelManager"},
-            "ExplorerKernelManager": {"max_kernels": max_kernels}}
+            "ExplorerKernelManager": {"max_kernels": max_kernels},
+            "VoilaKernelManager": {"fill_delay": REFILL_DELAY_S}}
 
 # %% ../nbs/api/70_explore.ipynb #f1275697
 def _explorer_kernel_manager():
@@ -568,6 +572,10 @@ def __getattr__(name):   # PEP 562: `ExplorerKernelManager` is built on first us
     return _LAZY[name]
 
 # %% ../nbs/api/70_explore.ipynb #565aeec9
+# `python -m voila`, less 2 s of start-up: jsonschema's optional IRI format checker (rfc3987_syntax) builds a grammar when
+# imported, and the server validates no IRI
+_VOILA_MAIN = "import sys; sys.modules['rfc3987_syntax'] = None; from voila.app import main; sys.exit(main())"
+
 def voila_command(notebook,             # notebook to serve
                   port: int,            # TCP port on 127.0.0.1
                   open_browser: bool = True,  # let Voilà open the page in the default browser
@@ -575,7 +583,7 @@ def voila_command(notebook,             # notebook to serve
     "The Voilà command line that serves `notebook` on 127.0.0.1:`port`."
     if isinstance(port, bool) or not isinstance(port, (int, np.integer)) or not 1 <= port <= 65535:
         _fail("port", port, "a TCP port 1…65535")
-    cmd = [sys.executable, "-m", "voila", str(notebook), f"--port={port}", "--Voila.ip=127.0.0.1",
+    cmd = [sys.executable, "-c", _VOILA_MAIN, str(notebook), f"--port={port}", "--Voila.ip=127.0.0.1",
            f"--Voila.config_file_paths={Path(notebook).resolve().parent}",   # voila.json beside the notebook, no user config
            "--strip_sources=True", "--show_tracebacks=False", "--theme=light",
            "--preheat_kernel=True", "--pool_size=1"]   # the first page is computed before anyone asks for it
@@ -605,14 +613,18 @@ def _sampler_config(items: list) -> dict:
 # %% ../nbs/api/70_explore.ipynb #17e5c807
 class _Relay:
     "Copy a server's output to stderr from a thread, holding it back until `release()` (dropped if never released)."
+    READY = ("Kernel pool of", "is filled")   # Voilà's line once the preheated kernel runs the notebook: a page now gets it
     def __init__(self, stream):
         self._held, self._lock, self._open = [], threading.Lock(), False
+        self.ready = threading.Event()         # set at the READY line, or when the server's output ends (it stopped)
         threading.Thread(target=self._run, args=(stream,), daemon=True).start()
     def _run(self, stream):
         for line in stream:
+            if all(w in line for w in self.READY): self.ready.set()
             with self._lock:
                 if self._open: sys.stderr.write(line)
                 else: self._held.append(line)
+        self.ready.set()
     def release(self):
         with self._lock:
             self._open = True
@@ -696,9 +708,11 @@ def explore_cli(argv: list | None = None,  # arguments after `diffnb explore`
             if problem:
                 proc.terminate(); proc.wait(timeout=30)
                 return refuse(problem)
-            print(f"diffnb explore {a.name}: {url}  (Ctrl-C to stop)", flush=True)
+            # the address once the preheated kernel runs the page (a page asked for earlier starts a second kernel)
+            relay.ready.wait(READY_TIMEOUT_S)
+            if proc.poll() is None: print(f"diffnb explore {a.name}: {url}  (Ctrl-C to stop)", flush=True)
             relay.release()
-            if not a.no_browser:
+            if proc.poll() is None and not a.no_browser:
                 import webbrowser
                 webbrowser.open(url)
             rc = proc.wait()

@@ -23,8 +23,8 @@ from .core import DiffnbFileNotFoundError, DiffnbValueError, ShapeError, check_i
 from .explore import Explorer, _figure, register_explorer
 
 # %% auto #0
-__all__ = ['SAMPLE_CONTROLS', 'register_sample_controls', 'index_controls', 'class_controls', 'bismuth_controls',
-           'mote2_controls', 'model_sampler', 'model_explorer', 'latent_explorer']
+__all__ = ['SAMPLE_CONTROLS', 'IMAGE_SCALE_KEYS', 'register_sample_controls', 'index_controls', 'class_controls',
+           'bismuth_controls', 'mote2_controls', 'model_sampler', 'model_explorer', 'latent_explorer']
 
 # %% ../nbs/api/71_explore_models.ipynb #8f3dc0d7
 from .data.store import SAMPLERS, _resolve_factory, check_sampler, get_sampler
@@ -186,10 +186,25 @@ def model_sampler(model,          # `LoadedModel` or model directory
         if config: fail("sampler configuration", config, "empty when a sampler object is given")
         s = check_sampler(sampler)
     shape = (meta.get("input") or {}).get("shape")
-    if shape is not None and list(s.image_shape) != list(shape):
-        raise ShapeError(f"the sampler {s.name!r} makes images of shape {tuple(s.image_shape)} but the model takes "
+    inverse, _ = _pair_roles(meta)                      # an inverse model reads the sampler's targets
+    made, what = (s.target_shape, "targets") if inverse else (s.image_shape, "images")
+    if shape is not None and list(made) != list(shape):
+        raise ShapeError(f"the sampler {s.name!r} makes {what} of shape {tuple(made)} but the model takes "
                          f"{tuple(shape)}: pass the configuration it was trained with (e.g. n=..., shape=..., grid=...)")
     return s
+
+# %% ../nbs/api/71_explore_models.ipynb #9ad20b9c
+IMAGE_SCALE_KEYS = ("image_scale", "potential_scale_per_A2")   # provenance keys of the constant the sampler's images were divided by
+
+def _pair_roles(meta: dict) -> tuple:
+    "(inverse, scale) of a model.json: does the model read its sampler's target (provenance `direction: inverse`), and the constant the sampler's images are divided by for the network (1.0 when none is recorded)."
+    prov = meta.get("provenance") if isinstance(meta.get("provenance"), dict) else {}
+    direction = prov.get("direction", "forward")
+    if direction not in ("forward", "inverse"): fail("provenance direction", direction, '"forward" or "inverse"')
+    scale = next((prov[k] for k in IMAGE_SCALE_KEYS if k in prov), 1.0)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+        fail(f"provenance {next((k for k in IMAGE_SCALE_KEYS if k in prov), 'image_scale')}", scale, "a positive number")
+    return direction == "inverse", float(scale)
 
 # %% ../nbs/api/71_explore_models.ipynb #343d4eb7
 def _show_image(ax, img: np.ndarray, title: str):
@@ -243,17 +258,21 @@ def model_explorer(model_dir,        # saved model directory (`save_model`), or 
     if mc_dropout and not has_dropout: fail("mc_dropout", mc_dropout, "0 for a model without dropout layers")
     controls, simulate = _controls_for(smp)
     names = list(controls)
+    inverse, scale = _pair_roles(ref.meta) if ref.task == "image2image" else (False, 1.0)
+    def pair(s):                            # (network input, truth) of a sample
+        return (s["target"], s["image"] / scale) if inverse else (s["image"] / scale, s["target"])
 
     @lru_cache(maxsize=128)
     def prediction(key, passes):            # key: the sample-control values, in order
         s = simulate(**dict(zip(names, key)))
-        return predict(members, s["image"][None], mc_dropout=passes, progress=False)
+        return predict(members, pair(s)[0][None], mc_dropout=passes, progress=False)
 
     def compute(**v):
         key = tuple(v[k] for k in names)
         s = simulate(**dict(zip(names, key)))
         p = prediction(key, int(v["mc_dropout"]))
-        d = dict(image=s["image"].numpy(), target=None if s["target"] is None else s["target"].numpy(),
+        x, truth = pair(s)
+        d = dict(image=x.numpy(), target=None if truth is None else truth.numpy(),
                  params=s["params"], index=s.get("index"), prediction=p)
         if p.task == "classification":
             d.update(probabilities=p.probabilities[0], std=None if p.std is None else p.std[0], label=str(p.labels[0]),
@@ -307,7 +326,9 @@ def model_explorer(model_dir,        # saved model directory (`save_model`), or 
     if hasattr(simulate, "cache_info"): caches["simulate"] = simulate
     return Explorer("model", title, controls, compute, draw, caches=caches,
                     note=f"{Path(str(ref.path)).name}: input {tuple(ref.input_shape or smp.image_shape)}, "
-                         f"preprocessing {[s.name for s in ref.steps] or 'none'}")
+                         f"preprocessing {[s.name for s in ref.steps] or 'none'}"
+                         + (", inverse: it reads the sampler's target" if inverse else "")
+                         + (f", the sampler's images ÷ {scale:.4g}" if scale != 1.0 else ""))
 
 # %% ../nbs/api/71_explore_models.ipynb #04b580b3
 def _check_model_args(model_dir, sampler=None, mc_dropout=0, device=None, **sampler_config):

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import ase
-import ase.io
 from ase.data import atomic_numbers, covalent_radii, chemical_symbols
 
 from .core import (DiffnbFileNotFoundError, StructureError, check_int, fail, numpy_rng, check_positive)
@@ -169,10 +168,11 @@ def read_structure(path_or_text,        # file path (str/Path), or the text of a
     if text is not None and (format == "cif" or (format is None and ("_cell_length_a" in text or "_atom_site" in text))):
         atoms = _cif_to_atoms(text, source)
     else:
+        from ase.io import read as ase_read   # here, not at the top: it costs half a second and only these formats need it
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                atoms = ase.io.read(io.StringIO(text) if text is not None else source, format=format)
+                atoms = ase_read(io.StringIO(text) if text is not None else source, format=format)
         except Exception as e:
             raise StructureError(f"{source}: cannot read structure (format={format!r}): {e}") from None
         if isinstance(atoms, list): atoms = atoms[-1]

@@ -286,3 +286,42 @@ def test_api_pages_signatures_and_setup_cells(docs):
     assert 'class="diffnb-source"' in t
     for name in ("learn.learner.html", "learn.interpret.html"):
         assert "matplotlib.use" not in _reader_text(docs / "api" / name) + re.sub(r"<[^>]+>", "", (docs / "api" / name).read_text())
+
+
+WORKFLOWS = ("bismuth", "lacbed", "mote2", "speckle")
+
+
+def test_workflow_pages_show_the_recorded_figures(docs):
+    "Each workflow page shows every figure recorded under nbs/workflows/results/<workflow>/, each with a caption."
+    results = ROOT / "nbs" / "workflows" / "results"
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "results_figures.py"), "--check"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr          # the figures drawn from the results JSON are all there
+    for wf in WORKFLOWS:
+        t = (docs / "workflows" / f"{wf}.html").read_text()
+        shown = re.findall(rf'<figure class="diffnb-figure"><img[^>]*\ssrc="(results/{wf}/[^"]+\.png)"[^>]*><figcaption>([^<]+)</figcaption>', t)
+        recorded = {f"results/{wf}/{p.name}" for p in (results / wf).glob("*.png")}
+        assert recorded, f"no recorded figure for {wf}"
+        assert {s for s, _ in shown} == recorded, f"{wf}: shown {sorted(s for s, _ in shown)}, recorded {sorted(recorded)}"
+        for src, caption in shown:
+            assert len(caption.split()) >= 8, f"{wf}: {src} has no real caption"
+            assert (docs / "workflows" / src).read_bytes() == (results / src.split("/", 1)[1]).read_bytes()
+
+
+def test_workflow_page_figures_load_in_chromium(docs):
+    "In a real browser every image of each workflow page loads (naturalWidth > 0), the recorded figures among them."
+    d = _headless_chromium()
+    try:
+        for wf in WORKFLOWS:
+            d.get((docs / "workflows" / f"{wf}.html").resolve().as_uri())
+            for _ in range(100):
+                imgs = d.execute_script("return document.readyState === 'complete' ? Array.from(document.images).map("
+                                        "i => [i.getAttribute('src'), i.complete, i.naturalWidth]) : null")
+                if imgs is not None: break
+                time.sleep(0.05)
+            assert imgs is not None, f"{wf}: the page did not finish loading"
+            figures = [i for i in imgs if i[0].startswith(f"results/{wf}/")]
+            assert figures, f"{wf}: no recorded figure on the page"
+            broken = [src for src, complete, width in imgs if not (complete and width > 0)]
+            assert not broken, f"{wf}: images that did not load: {broken}"
+    finally:
+        d.quit()

@@ -267,6 +267,15 @@ def _source_beside_heading(body: str) -> str:
                   r'\2\4<a class="diffnb-source" href="\1">source</a>\5', body, flags=re.S)
 
 
+def _captioned_images(body: str) -> str:
+    "A markdown image alone in its paragraph, `![caption](path)`, becomes a figure with that caption (as Quarto renders it)."
+    def figure(m):
+        alt = re.search(r'\salt="([^"]*)"', m.group(1))
+        if not alt or not alt.group(1).strip(): return m.group(0)
+        return f'<figure class="diffnb-figure"><img{m.group(1)}><figcaption>{alt.group(1)}</figcaption></figure>'
+    return re.sub(r"<p>\s*<img(\s[^>]*?)\s*/?>\s*</p>", figure, body)
+
+
 def _drop_duplicate_headings(body: str) -> str:
     "A notebook's own heading for a function directly above show_doc's heading of it (same id, nothing between): keep one."
     heads = list(re.finditer(r'<h([1-6])\sid="([^"]+)"[^>]*>.*?</h\1>', body, flags=re.S))
@@ -395,8 +404,11 @@ def _results_figures(body: str, nbs: Path, rel: str) -> str:
         fig = _study_figure(nbs, study)
         if fig is None: return m.group(0)
         src = (RESULTS_DIR / fig.relative_to(nbs / RESULTS_DIR)).as_posix()
+        page = Path("workflows") / f"{study}.html"
+        more = (f' More on the <a href="{up}{page.as_posix()}#Figures-of-the-recorded-runs">{study} page</a>.'
+                if (nbs / "workflows" / f"{study}.ipynb").exists() else "")
         return (m.group(0) + f'<figure class="diffnb-figure"><img src="{up}{src}" alt="{study}: {html.escape(fig.stem)}">'
-                f'<figcaption>{html.escape(fig.name)} (recorded run)</figcaption></figure>')
+                f'<figcaption>Drawn from the recorded runs ({html.escape(fig.name)}).{more}</figcaption></figure>')
     return re.sub(r'(<h2[^>]*\sid="[^"]+"[^>]*>)(.*?)</h2>', add, body, flags=re.S)
 
 
@@ -469,7 +481,7 @@ def build(root: Path = ROOT, out: Path | None = None) -> Path:
         head = (f'<header class="diffnb-title"><h1 class="title">{html.escape(title)}</h1>'
                 + (f'<p class="description">{_inline_md(desc)}</p>' if desc else "") + "</header>")
         body = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + CSS + _nav(nav_pages, rel, depth) + head, body, count=1)
-        body = _rewrite_links(_drop_duplicate_headings(_source_beside_heading(body)), rel, names)
+        body = _rewrite_links(_captioned_images(_drop_duplicate_headings(_source_beside_heading(body))), rel, names)
         if rel == "explanations/results.html": body = _results_figures(body, Path(cfg.nbs_path), rel)
         bodies[rel] = body
     fixed = _fix_fragments(bodies)

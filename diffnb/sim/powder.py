@@ -293,9 +293,12 @@ BI_ENERGY_KEV = 100.0                         # electron energy of the study's U
 
 def bismuth_atoms(b_iso: float | None = None,  # B of every site [Å²]; None → no b_iso array (static lattice)
                  ):                            # ase.Atoms, hexagonal R-3m cell with 6 Bi
-    "Room-temperature Bi (R-3m, hexagonal setting)."
-    from ase.spacegroup import crystal
-    atoms = crystal("Bi", [(0.0, 0.0, BI_Z)], spacegroup=166, cellpar=[BI_A, BI_A, BI_C, 90, 90, 120])
+    "Room-temperature Bi (R-3m, hexagonal setting): the 6c sites ±(0, 0, z) with the R-centring translations."
+    import ase
+    centring = np.array([[0, 0, 0], [2 / 3, 1 / 3, 1 / 3], [1 / 3, 2 / 3, 2 / 3]])   # obverse R centring (Int. Tables A)
+    sites = np.array([[0.0, 0.0, BI_Z], [0.0, 0.0, -BI_Z]])                            # 6c: (0, 0, z), (0, 0, -z)
+    atoms = ase.Atoms("Bi6", scaled_positions=(centring[:, None] + sites[None]).reshape(-1, 3) % 1.0,
+                      cell=[BI_A, BI_A, BI_C, 90, 90, 120], pbc=True)
     if b_iso is not None:
         check_positive("b_iso", b_iso, allow_zero=True)
         atoms.arrays["b_iso"] = np.full(len(atoms), float(b_iso))
