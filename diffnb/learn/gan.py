@@ -7,6 +7,7 @@ Docs: https://diffnb.github.io/diffnb/api/learn.gan.html.md"""
 # %% ../../nbs/api/56_learn.gan.ipynb #ce8cc8ab
 from __future__ import annotations
 import math
+import tempfile
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -24,15 +25,16 @@ __all__ = ['ADV_LOSSES', 'ConditionalCritic', 'PairGANCallback', 'critic_adv_los
            'L2Term', 'SSIMTerm', 'PSNRTerm', 'PerceptualTerm', 'PhysicsTerm', 'l2_term', 'ssim_term', 'psnr_term',
            'perceptual_term', 'physics_term', 'PairGANLoss', 'PairDL', 'pair_dataloaders', 'sample_pairs',
            'image_metrics', 'ReaderError', 'reader_error', 'generator_learner', 'gan_learner', 'pix2pix_learner',
-           'pix2pixhd_learner', 'save_generator', 'translate', 'show_translations', 'NORMS', 'OUT_ACTS', 'Pix2PixUnet',
-           'pix2pix_unet', 'unet_resnet', 'ResnetBlock', 'Pix2PixHDGenerator', 'pix2pixhd_global', 'pix2pixhd_local',
-           'PatchGAN', 'MultiscaleCritic', 'patchgan', 'multiscale_critic']
+           'pix2pixhd_learner', 'save_generator', 'translate', 'show_translations', 'fit_translator', 'NORMS',
+           'OUT_ACTS', 'Pix2PixUnet', 'pix2pix_unet', 'unet_resnet', 'ResnetBlock', 'Pix2PixHDGenerator',
+           'pix2pixhd_global', 'pix2pixhd_local', 'PatchGAN', 'MultiscaleCritic', 'patchgan', 'multiscale_critic']
 
 # %% ../../nbs/api/56_learn.gan.ipynb #5a600be9
 from fastai.callback.core import Callback
 from fastai.data.core import DataLoaders, TfmdDL
 from fastai.learner import Learner, AvgMetric, Metric
 from fastai.optimizer import Adam
+from fastai.callback.tracker import SaveModelCallback
 from fastai.vision.gan import GANLearner, GANLoss, GANModule, GANTrainer, FixedGANSwitcher, AdaptiveGANSwitcher
 from fastprogress.fastprogress import progress_bar
 
@@ -627,3 +629,50 @@ def show_translations(model,              # generator, GAN learner or loaded mod
         for j, (name, im) in enumerate(cols):
             FloatImage(im[i]).show(ctx=axs[i, j], title=name if i == 0 else None)
     return fig
+
+# %% ../../nbs/api/56_learn.gan.ipynb #50aff039
+def fit_translator(dls: DataLoaders,          # pairs (input, target[, label]); validation pairs choose the kept epoch
+                   generator: nn.Module,      # generator network
+                   critic: nn.Module,         # critic of C_in + C_out channels
+                   reader: nn.Module | None = None,  # frozen regressor of the label from G(x) (needs labels); None: keep on PSNR
+                   pretrain_epochs: int = 10, # epochs on the reconstruction loss alone
+                   epochs: int = 5,           # adversarial epochs (adversarial + extra terms)
+                   pretrain_loss: Callable | None = None,  # reconstruction loss (default: L1)
+                   pretrain_lr: float = 1e-3, # learning rate of the pre-training
+                   lr: float = 2e-4,          # learning rate of the adversarial phase
+                   **kwargs,                  # `gan_learner` arguments (extra_losses, adv_loss, l1_weight…)
+                  ) -> GANLearner:            # the GAN learner, its generator the kept one
+    "Pre-train a generator, train it adversarially, keep the epoch of either phase that validates best (`reader_error` or PSNR)."
+    pretrain_epochs, epochs = check_int("pretrain_epochs", pretrain_epochs, min_value=0), check_int("epochs", epochs, min_value=0)
+    if pretrain_epochs + epochs == 0: fail("epochs", epochs, "at least one epoch of pre-training or adversarial training")
+    if reader is not None and not isinstance(reader, nn.Module): fail("reader", reader, "a torch.nn.Module")
+    if isinstance(generator, Learner): generator = generator.model
+    monitor, better = ("reader_error", np.less) if reader is not None else ("psnr", np.greater)
+    curves, best = [], (None, None)
+
+    def _fit(learn, n, lr_, phase):
+        if reader is not None: learn.metrics = list(learn.metrics) + [reader_error(reader)]
+        learn.add_cb(SaveModelCallback(monitor=monitor, comp=better, fname=f"translator_{phase}", with_opt=False))
+        learn.fit(n, lr_)
+        names = learn.recorder.metric_names[1:-1]
+        rows = [dict(zip(names, [float("nan") if a is None else float(a) for a in v]), phase=phase, epoch=e)
+                for e, v in enumerate(learn.recorder.values)]
+        curves.extend(rows)
+        scores = [r[monitor] for r in rows]
+        return scores[int(np.argmin(scores) if better is np.less else np.argmax(scores))]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if pretrain_epochs:
+            pre = generator_learner(dls, generator, loss_func=pretrain_loss, lr=pretrain_lr, path=Path(tmp))
+            best = (_fit(pre, pretrain_epochs, pretrain_lr, "pretrain"), {k: v.clone() for k, v in generator.state_dict().items()})
+        learn = gan_learner(dls, generator, critic, lr=lr, path=Path(tmp), **kwargs)
+        kept = "pretrain"
+        if epochs:
+            score = _fit(learn, epochs, lr, "gan")
+            if best[0] is None or better(score, best[0]): kept = "gan"
+            else: generator.load_state_dict(best[1])   # pre-training validated better than every adversarial epoch
+    learn.path = Path(".")
+    learn.remove_cbs([cb for cb in learn.cbs if isinstance(cb, SaveModelCallback)])
+    learn.translator_curves, learn.kept_phase = curves, kept
+    return learn
+
