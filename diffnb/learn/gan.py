@@ -646,6 +646,7 @@ def fit_translator(dls: DataLoaders,          # pairs (input, target[, label]); 
     pretrain_epochs, epochs = check_int("pretrain_epochs", pretrain_epochs, min_value=0), check_int("epochs", epochs, min_value=0)
     if pretrain_epochs + epochs == 0: fail("epochs", epochs, "at least one epoch of pre-training or adversarial training")
     if reader is not None and not isinstance(reader, nn.Module): fail("reader", reader, "a torch.nn.Module")
+    if reader is None and kwargs.get("metrics", True) is False: fail("metrics", False, "True when no reader is given (the kept epoch is chosen on PSNR)")
     if isinstance(generator, Learner): generator = generator.model
     monitor, better = ("reader_error", np.less) if reader is not None else ("psnr", np.greater)
     curves, best = [], (None, None)
