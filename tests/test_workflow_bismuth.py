@@ -37,7 +37,7 @@ def test_outputs_metrics_figures_models(run):
     out, m = run
     assert m["run"]["completed"] and m["workflow"] == "bismuth"
     met = m["metrics"]
-    methods = ("cnn_only", "gan_cnn", "domain_randomised", "analytic")
+    methods = ("cnn_only", "gan_cnn", "domain_randomised", "gan_dr_mean", "analytic")
     for meth in methods:
         assert 0 <= met[f"cv.{meth}.mean_rel_error"] < 10, meth
         for split in ("low_fluence", "uiso_band"): assert f"split.{split}.{meth}.mean_rel_error" in met
@@ -45,7 +45,12 @@ def test_outputs_metrics_figures_models(run):
               "dr.valid.mean_rel_error"):
         assert k in met, k
     assert set(m["tables"]["error_table"]["method"]) == set(methods)
-    for fig in ("temperature_model", "experiment_images", "temperature_curves", "gan_translations", "user_temperatures"):
+    for k in range(m["parameters"]["n_folds"]):   # what the CCNN sees in each fold's translations, next to the ideal targets
+        for key in ("ccnn_on_G.mean_rel_error", "ccnn_on_G.fraction_out_of_range", "ccnn_on_ideal.mean_rel_error", "G.psnr_db",
+                    "G.pixel_mean", "ideal.pixel_mean"):
+            assert f"gan.cv{k}.{key}" in met, (k, key)
+    assert set(m["tables"]["gan_curves"]["phase"]) <= {"pretrain", "gan"} and "reader_error" in m["tables"]["gan_curves"]
+    for fig in ("temperature_model", "experiment_images", "temperature_curves", "gan_translations", "user_temperatures", "gan_curves"):
         assert (out / f"{fig}.png").stat().st_size > 5000, fig
     assert set(m["models"]) >= {"ccnn", "domain_randomised_0", "gan_generator"}
     ccnn = load_model(out / m["models"]["ccnn"], device="cpu")
@@ -74,6 +79,17 @@ def test_simulated_experiment_follows_its_temperature_model(run):
     for exp_id in set(e["experiment"]):  # every experiment: every delay once, one fluence
         rows = np.array(e["experiment"]) == exp_id
         assert sorted(t[rows]) == sorted(prm["delays_ps"]) and len(set(F[rows])) == 1
+
+
+def test_calibrated_intervals_nest_around_the_prediction(run):
+    "The calibrated 68 % interval lies inside the 95 % one and both hold the ensemble's own prediction; coverages are fractions."
+    _, m = run
+    e = {k: np.array(v, dtype=float) for k, v in m["tables"]["experiment"].items() if k.startswith("dr_")}
+    tol = 1e-6
+    assert (e["dr_lo95_k"] <= e["dr_lo68_k"] + tol).all() and (e["dr_lo68_k"] <= e["dr_k"] + tol).all()
+    assert (e["dr_k"] <= e["dr_hi68_k"] + tol).all() and (e["dr_hi68_k"] <= e["dr_hi95_k"] + tol).all()
+    for level in ("0.68", "0.95"):
+        assert 0 <= m["metrics"][f"dr.calibrated.coverage_{level}"] <= 1 and m["metrics"][f"dr.calibrated.mean_width_k_{level}"] >= 0
 
 
 def test_cross_validation_folds_are_grouped_by_experiment(run):

@@ -7,6 +7,7 @@ Docs: https://diffnb.github.io/diffnb/api/learn.gan.html.md"""
 # %% ../../nbs/api/56_learn.gan.ipynb #ce8cc8ab
 from __future__ import annotations
 import math
+import tempfile
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -23,16 +24,17 @@ from .registry import register_model
 __all__ = ['ADV_LOSSES', 'ConditionalCritic', 'PairGANCallback', 'critic_adv_loss', 'generator_adv_loss', 'feature_matching_loss',
            'L2Term', 'SSIMTerm', 'PSNRTerm', 'PerceptualTerm', 'PhysicsTerm', 'l2_term', 'ssim_term', 'psnr_term',
            'perceptual_term', 'physics_term', 'PairGANLoss', 'PairDL', 'pair_dataloaders', 'sample_pairs',
-           'image_metrics', 'generator_learner', 'gan_learner', 'pix2pix_learner', 'pix2pixhd_learner',
-           'save_generator', 'translate', 'show_translations', 'NORMS', 'OUT_ACTS', 'Pix2PixUnet', 'pix2pix_unet',
-           'unet_resnet', 'ResnetBlock', 'Pix2PixHDGenerator', 'pix2pixhd_global', 'pix2pixhd_local', 'PatchGAN',
-           'MultiscaleCritic', 'patchgan', 'multiscale_critic']
+           'image_metrics', 'ReaderError', 'reader_error', 'generator_learner', 'gan_learner', 'pix2pix_learner',
+           'pix2pixhd_learner', 'save_generator', 'translate', 'show_translations', 'fit_translator', 'NORMS',
+           'OUT_ACTS', 'Pix2PixUnet', 'pix2pix_unet', 'unet_resnet', 'ResnetBlock', 'Pix2PixHDGenerator',
+           'pix2pixhd_global', 'pix2pixhd_local', 'PatchGAN', 'MultiscaleCritic', 'patchgan', 'multiscale_critic']
 
 # %% ../../nbs/api/56_learn.gan.ipynb #5a600be9
 from fastai.callback.core import Callback
 from fastai.data.core import DataLoaders, TfmdDL
-from fastai.learner import Learner, AvgMetric
+from fastai.learner import Learner, AvgMetric, Metric
 from fastai.optimizer import Adam
+from fastai.callback.tracker import SaveModelCallback
 from fastai.vision.gan import GANLearner, GANLoss, GANModule, GANTrainer, FixedGANSwitcher, AdaptiveGANSwitcher
 from fastprogress.fastprogress import progress_bar
 
@@ -76,6 +78,7 @@ class PairGANCallback(Callback):
         xb, yb = self.learn.xb, self.learn.yb
         label = yb[1] if len(yb) > 1 else None
         self.learn.yb = tuple(yb[:1])
+        self.learn.pair_label = _plain(label)   # for metrics of the label (`reader_error`)
         critic = getattr(self.learn.model, "critic", None)
         if isinstance(critic, ConditionalCritic): critic.cond = _plain(xb[0])
         if isinstance(self.learn.loss_func, PairGANLoss):
@@ -310,6 +313,7 @@ def pair_dataloaders(inputs,                 # input images (n, c, h, w) / (n, h
                      seed: int = 0,          # seed of the split
                      device=None,            # device of the batches (default: `default_device()`)
                      batch_tfms=None,        # fastai batch transforms on FloatImage (applied to inputs and targets)
+                     valid_idx=None,         # indices of the validation samples (e.g. whole experiments); replaces the random `valid_pct` split
                     ) -> DataLoaders:
     "fastai DataLoaders of (input, target[, label]) from in-memory images or an image2image store."
     from diffnb.data.store import SampleStore
@@ -327,13 +331,19 @@ def pair_dataloaders(inputs,                 # input images (n, c, h, w) / (n, h
         lab = check_finite("labels", torch.as_tensor(np.asarray(labels, dtype=np.float32)))
         if lab.ndim == 1: lab = lab[:, None]
         if lab.ndim != 2 or len(lab) != len(x): fail("labels", labels, f"{len(x)} labels, (n,) or (n, k)", ShapeError)
-    check_range("valid_pct", valid_pct, 0, 1, lo_inclusive=False, hi_inclusive=False)
     bs = check_int("bs", bs, min_value=1)
     n = len(x)
-    n_valid = max(1, int(round(valid_pct * n)))
-    if n - n_valid < 1: fail("inputs", x, f"at least 2 samples to split with valid_pct = {valid_pct}", ShapeError)
-    perm = torch.as_tensor(np.random.default_rng(seed).permutation(n))
-    tr, va = perm[n_valid:], perm[:n_valid]
+    if valid_idx is not None:
+        va = np.unique(np.asarray(valid_idx, dtype=np.int64).reshape(-1))
+        if len(va) != len(np.asarray(valid_idx).reshape(-1)) or len(va) < 1 or va[0] < 0 or va[-1] >= n or len(va) == n:
+            fail("valid_idx", valid_idx, f"distinct indices in [0, {n}), at least one, leaving at least one training sample")
+        tr, va = torch.as_tensor(np.setdiff1d(np.arange(n), va)), torch.as_tensor(va)
+    else:
+        check_range("valid_pct", valid_pct, 0, 1, lo_inclusive=False, hi_inclusive=False)
+        n_valid = max(1, int(round(valid_pct * n)))
+        if n - n_valid < 1: fail("inputs", x, f"at least 2 samples to split with valid_pct = {valid_pct}", ShapeError)
+        perm = torch.as_tensor(np.random.default_rng(seed).permutation(n))
+        tr, va = perm[n_valid:], perm[:n_valid]
     sub = lambda t, i: None if t is None else t[i]
     device = as_device(device)
     kw = dict(bs=bs, after_batch=batch_tfms, device=device)
@@ -365,6 +375,32 @@ def image_metrics(data_range: float,  # intensity range of the targets, for SSIM
     "fastai metrics averaged per image over the validation set: pearson_mean, ssim, psnr [dB], mse."
     check_positive("data_range", data_range)
     return [PearsonMean(), SSIM(data_range), PSNR(data_range), PerSampleMetric(mse, "mean", "mse")]
+
+# %% ../../nbs/api/56_learn.gan.ipynb #fc4d1007
+class ReaderError(Metric):
+    "Mean |label − R(G(x))| over the validation pairs, R a frozen regressor; the label comes from `PairGANCallback`."
+    def __init__(self, reader: nn.Module, name: str = "reader_error"):
+        self.reader, self._name = _freeze(reader, "reader"), name
+        self.reset()
+    def reset(self): self.total, self.count = 0., 0
+    def accumulate(self, learn):
+        label = getattr(learn, "pair_label", None)
+        if label is None: raise DiffnbValueError("reader_error needs batches (input, target, label), got no label")
+        pred = _plain(learn.pred[0] if isinstance(learn.pred, (tuple, list)) else learn.pred).detach()
+        with torch.no_grad(): r = _net_device(self.reader, pred.device)(pred.float())
+        n = len(pred)
+        self.total += float((r.float().reshape(n, -1) - label.float().reshape(n, -1)).abs().mean(1).sum()); self.count += n
+    @property
+    def value(self): return self.total / self.count if self.count else None
+    @property
+    def name(self): return self._name
+
+def reader_error(reader: nn.Module,  # frozen regressor of the label from a translated image (e.g. the CCNN of u_iso)
+                ) -> ReaderError:
+    "fastai metric: mean absolute error of `reader`(G(x)) against the pairs' labels on the validation set [label units]."
+    if not isinstance(reader, nn.Module): fail("reader", reader, "a torch.nn.Module")
+    return ReaderError(reader)
+
 
 # %% ../../nbs/api/56_learn.gan.ipynb #7de82f08
 def _check_batch(dls):
@@ -593,3 +629,51 @@ def show_translations(model,              # generator, GAN learner or loaded mod
         for j, (name, im) in enumerate(cols):
             FloatImage(im[i]).show(ctx=axs[i, j], title=name if i == 0 else None)
     return fig
+
+# %% ../../nbs/api/56_learn.gan.ipynb #50aff039
+def fit_translator(dls: DataLoaders,          # pairs (input, target[, label]); validation pairs choose the kept epoch
+                   generator: nn.Module,      # generator network
+                   critic: nn.Module,         # critic of C_in + C_out channels
+                   reader: nn.Module | None = None,  # frozen regressor of the label from G(x) (needs labels); None: keep on PSNR
+                   pretrain_epochs: int = 10, # epochs on the reconstruction loss alone
+                   epochs: int = 5,           # adversarial epochs (adversarial + extra terms)
+                   pretrain_loss: Callable | None = None,  # reconstruction loss (default: L1)
+                   pretrain_lr: float = 1e-3, # learning rate of the pre-training
+                   lr: float = 2e-4,          # learning rate of the adversarial phase
+                   **kwargs,                  # `gan_learner` arguments (extra_losses, adv_loss, l1_weight…)
+                  ) -> GANLearner:            # the GAN learner, its generator the kept one
+    "Pre-train a generator, train it adversarially, keep the epoch of either phase that validates best (`reader_error` or PSNR)."
+    pretrain_epochs, epochs = check_int("pretrain_epochs", pretrain_epochs, min_value=0), check_int("epochs", epochs, min_value=0)
+    if pretrain_epochs + epochs == 0: fail("epochs", epochs, "at least one epoch of pre-training or adversarial training")
+    if reader is not None and not isinstance(reader, nn.Module): fail("reader", reader, "a torch.nn.Module")
+    if reader is None and kwargs.get("metrics", True) is False: fail("metrics", False, "True when no reader is given (the kept epoch is chosen on PSNR)")
+    if isinstance(generator, Learner): generator = generator.model
+    monitor, better = ("reader_error", np.less) if reader is not None else ("psnr", np.greater)
+    curves, best = [], (None, None)
+
+    def _fit(learn, n, lr_, phase):
+        if reader is not None: learn.metrics = list(learn.metrics) + [reader_error(reader)]
+        learn.add_cb(SaveModelCallback(monitor=monitor, comp=better, fname=f"translator_{phase}", with_opt=False))
+        learn.fit(n, lr_)
+        names = learn.recorder.metric_names[1:-1]
+        rows = [dict(zip(names, [float("nan") if a is None else float(a) for a in v]), phase=phase, epoch=e)
+                for e, v in enumerate(learn.recorder.values)]
+        curves.extend(rows)
+        scores = [r[monitor] for r in rows]
+        return scores[int(np.argmin(scores) if better is np.less else np.argmax(scores))]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if pretrain_epochs:
+            pre = generator_learner(dls, generator, loss_func=pretrain_loss, lr=pretrain_lr, path=Path(tmp))
+            best = (_fit(pre, pretrain_epochs, pretrain_lr, "pretrain"), {k: v.clone() for k, v in generator.state_dict().items()})
+        learn = gan_learner(dls, generator, critic, lr=lr, path=Path(tmp), **kwargs)
+        kept = "pretrain"
+        if epochs:
+            score = _fit(learn, epochs, lr, "gan")
+            if best[0] is None or better(score, best[0]): kept = "gan"
+            else: generator.load_state_dict(best[1])   # pre-training validated better than every adversarial epoch
+    learn.path = Path(".")
+    learn.remove_cbs([cb for cb in learn.cbs if isinstance(cb, SaveModelCallback)])
+    learn.translator_curves, learn.kept_phase = curves, kept
+    return learn
+
