@@ -1,7 +1,7 @@
 """Coherent X-ray speckle of random 2-D disk systems (mono- and polydisperse): disk placement, analytic speckle
 by separable matrix DFT or finufft, the study's rasterise + FFT reference path, preprocessing, the first-moment
-baseline with a nearest-class-mean classifier, and labelled samplers (fresh radii per pattern, or the study's
-radii fixed per class).
+baseline with a nearest-class-mean classifier, and labelled samplers (fresh radii per pattern, the study's
+radii fixed per class, or the study's draw of radii fresh per pattern).
 
 Docs: https://diffnb.github.io/diffnb/api/sim.speckle.html.md"""
 
