@@ -1,4 +1,4 @@
-"""Model factories for diffraction images: the Bi study's conversion CNN (with its RMSprop and exponential-decay schedule), WideResNets, fastai ResNets with any number of input channels, and the MoTe2 study's convolutional VAE — all registered so that `model.json` can rebuild them.
+"""Model factories for diffraction images: the Bi study's conversion CNN (with its RMSprop and exponential-decay schedule), WideResNets, fastai ResNets with any number of input channels, radial-profile and polar networks for isotropic patterns, and the MoTe2 study's convolutional VAE — all registered so that `model.json` can rebuild them.
 
 Docs: https://diffnb.github.io/diffnb/api/learn.models.html.md"""
 
