@@ -5,7 +5,7 @@ import pytest
 from diffnb.data.store import SAMPLERS, available_samplers, get_sampler
 
 SMALL = {  # cheap constructor arguments per sampler (the defaults of some build large grids)
-    "speckle.mono": dict(n=16), "speckle.poly": dict(n=16), "speckle.poly_study": dict(n=16),
+    "speckle.mono": dict(n=16), "speckle.poly": dict(n=16), "speckle.poly_study": dict(n=16), "speckle.poly_area": dict(n=16),
     "powder.bismuth": dict(shape=(32, 32)), "bloch.lacbed_icsd": dict(pixels=16, n_beams=15),
 }
 

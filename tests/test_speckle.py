@@ -213,3 +213,23 @@ def test_fresh_radii_sampler_is_unchanged_by_the_study_protocol():
     np.testing.assert_array_equal(s.disks(4, 9).centres, d.centres)
     x = s.sample(4, [9])[0][0, 0]
     assert torch.equal(x, preprocess(speckle([d], n=17))[0])
+
+
+def test_fresh_area_radii_are_the_study_draw_in_every_pattern():
+    from diffnb.core import numpy_rng
+    from diffnb.sim.speckle import STUDY_CODE_TOTAL_AREA, STUDY_MARGIN, area_coefficient_radii
+    s = SpeckleSampler(radii="fresh_area", n=17)
+    assert s.name == "speckle.poly_area" and s.class_radii is None and s.config["total_area"] == STUDY_CODE_TOTAL_AREA
+    # sample (seed, index): N, then the study's area-coefficient draw, then the placement, all from the sample's stream
+    rng = numpy_rng(4, 9); N = int(rng.integers(2, 21))
+    r = area_coefficient_radii(rng, N)
+    d = disk_system(N, rng, radii=r, margin=STUDY_MARGIN)
+    got = s.disks(4, 9)
+    np.testing.assert_array_equal(got.radii, r); np.testing.assert_array_equal(got.centres, d.centres)
+    # radii differ between patterns of one class; the areas scatter as the coefficients N(3, 1): σ/mean = 1/3 less 1/N
+    ds = [d for d in (s.disks(0, i) for i in range(400)) if d.n_disks == 12]
+    assert len(ds) >= 10 and not np.allclose(np.sort(ds[0].radii), np.sort(ds[1].radii))
+    a = np.concatenate([d.radii**2 / np.mean(d.radii**2) for d in ds])
+    assert abs(a.std() - np.sqrt(1 - 1 / 12) / 3) < 0.04
+    for d in ds: np.testing.assert_allclose(np.pi * np.sum(d.radii**2), STUDY_CODE_TOTAL_AREA, rtol=1e-12)
+    with pytest.raises(ValueError, match="polydispersity"): SpeckleSampler(radii="fresh_area", polydispersity=0.1)

@@ -136,6 +136,47 @@ def _reloaded_models_reproduce_their_test_accuracy(out, m, network):
         assert np.isclose(np.mean(p == st.targets[:][test_idx]), m["metrics"][f"test.{kind}.cnn.accuracy"])
 
 
+def test_speckle_models_carry_their_validation_calibration(workflow_run):
+    "Each model's temperature is the NLL minimiser on the validation fold, is stored in model.json, `predict` applies it, and the test ECE is the textbook one."
+    import torch
+    from diffnb.learn.io import load_model, predict
+    from diffnb.data import open_store
+    out, m = workflow_run("speckle", *SPECKLE)
+    met = m["metrics"]
+    assert (out / "reliability.png").stat().st_size > 5000
+    for kind in ("mono", "poly"):
+        model = load_model(out / "models" / kind, device="cpu")
+        cal = model.calibration
+        assert cal["kind"] == "classification" and cal["fitted_on"] == "validation" and cal["n"] == met[f"data.{kind}.n_valid"]
+        T = cal["temperature"]
+        assert T > 0 and np.isclose(T, met[f"calibration.{kind}.temperature"])
+        st = open_store(out / "stores" / kind)
+        folds, y = st.load_split("train_valid_test"), st.targets[:]
+        with torch.no_grad():
+            z_va = model(torch.as_tensor(st.images[:][folds == 1])).double()
+            z_te = model(torch.as_tensor(st.images[:][folds == 2])).double()
+        nll = lambda t: float(torch.nn.functional.cross_entropy(z_va / t, torch.as_tensor(y[folds == 1])))
+        if (z_va.argmax(1).numpy() != y[folds == 1]).any():                    # (all right: the NLL falls as T → 0, no minimum)
+            assert nll(T) <= min(nll(T * 1.2), nll(T / 1.2)) + 1e-9             # a minimum of the validation NLL
+        p = torch.softmax(z_te / T, 1).numpy()
+        np.testing.assert_allclose(predict(model, st.images[:][folds == 2], progress=False).probabilities, p, atol=1e-5)
+        # ECE by hand: top-class confidence in 15 equal bins (a, b], |accuracy − confidence| weighted by the bin's share
+        conf, hit = p.max(1), p.argmax(1) == y[folds == 2]
+        b = np.clip(np.ceil(conf * 15).astype(int) - 1, 0, 14)
+        ece = sum(abs(hit[b == i].mean() - conf[b == i].mean()) * (b == i).mean() for i in range(15) if (b == i).any())
+        assert np.isclose(ece, met[f"test.{kind}.ece"], atol=1e-5)
+        assert 0 <= met[f"test.{kind}.ece_uncalibrated"] <= 1
+
+
+def test_speckle_polar_model_run(workflow_run):
+    "arch 'polar' (a small run): the polar 2-D model trains on the study's protocol, is reloaded and reproduces its test accuracy."
+    out, m = workflow_run("speckle", "-p", "arch", "polar", "-p", "poly_sampler", "poly_study", "-p", "image_size", "32",
+                          "-p", "epochs", "1", "-p", "fluences", "[10.0]", "-p", "n_saliency", "2")
+    assert m["stores"]["poly"]["config"]["radii"] == "per_class"
+    _reloaded_models_reproduce_their_test_accuracy(out, m, "PolarSpeckleNet")
+    assert (out / "saliency_gradcam.png").stat().st_size > 5000
+
+
 def test_speckle_cnn_model_run(workflow_run):
     "arch 'cnn' (a small run): the compact CNN trains, is reloaded, reproduces its test accuracy, and gets a Grad-CAM row."
     out, m = workflow_run("speckle", "-p", "arch", "cnn", "-p", "image_size", "32", "-p", "k_max", "0.2",

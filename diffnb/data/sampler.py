@@ -144,6 +144,7 @@ SAMPLERS: dict[str, Any] = {
     "bloch.lacbed": ("diffnb.sim.bloch:LacbedSampler", {}),
     "bloch.lacbed_icsd": ("diffnb.sim.bloch:LacbedSampler", {"crystals": "icsd"}),  # ICSD prototypes + variants
     "speckle.poly_study": ("diffnb.sim.speckle:SpeckleSampler", {"radii": "per_class"}),
+    "speckle.poly_area": ("diffnb.sim.speckle:SpeckleSampler", {"radii": "fresh_area"}),  # the study's draw of radii, per pattern
 }
 
 def register_sampler(name: str,  # registry name, e.g. "powder.bismuth"

@@ -1,4 +1,4 @@
-"""Model factories for diffraction images: the Bi study's conversion CNN (with its RMSprop and exponential-decay schedule), WideResNets, fastai ResNets with any number of input channels, and the MoTe2 study's convolutional VAE — all registered so that `model.json` can rebuild them.
+"""Model factories for diffraction images: the Bi study's conversion CNN (with its RMSprop and exponential-decay schedule), WideResNets, fastai ResNets with any number of input channels, radial-profile and polar networks for isotropic patterns, and the MoTe2 study's convolutional VAE — all registered so that `model.json` can rebuild them.
 
 Docs: https://diffnb.github.io/diffnb/api/learn.models.html.md"""
 
@@ -19,8 +19,8 @@ from .registry import register_model
 
 # %% auto #0
 __all__ = ['ConversionCNN', 'conversion_cnn', 'ccnn_opt_func', 'ExponentialDecay', 'WideBlock', 'WideResNet', 'wide_resnet',
-           'wide_resnet_ued', 'resnet', 'AzimuthalAverage', 'RadialProfileNet', 'radial_mlp', 'load_weights', 'ConvVAE',
-           'conv_vae']
+           'wide_resnet_ued', 'resnet', 'AzimuthalAverage', 'RadialProfileNet', 'radial_mlp', 'PolarResample',
+           'PolarSpeckleNet', 'polar_cnn', 'load_weights', 'ConvVAE', 'conv_vae']
 
 # %% ../../nbs/api/51_learn.models.ipynb #8e5ca1be
 from fastai.callback.core import Callback
@@ -269,6 +269,83 @@ def radial_mlp(n_in: int = 1,                 # image channels
     check_range("p_drop", p_drop, 0, 1, hi_inclusive=False)
     if not isinstance(affine_invariant, bool): fail("affine_invariant", affine_invariant, "True or False")
     return RadialProfileNet(n_in, n_out, (h, w), skip, tail, hidden, float(p_drop), affine_invariant)
+
+# %% ../../nbs/api/51_learn.models.ipynb #7e4b9d20
+class PolarResample(nn.Module):
+    "Bilinear resampling about pixel (h // 2, w // 2) onto rings r = r_min, r_min + 1, … and `n_phi` directions: (b, c, h, w) → (b, c, n_k, n_phi)."
+    def __init__(self, img_size, n_phi: int = 64, r_min: int = 0):
+        super().__init__()
+        h, w = _size2("img_size", img_size)
+        n_phi, r_min = check_int("n_phi", n_phi, 4), check_int("r_min", r_min, 0)
+        cy, cx = h // 2, w // 2
+        r_max = min(cy, cx, h - 1 - cy, w - 1 - cx)            # inscribed circle: every sample inside the image
+        if r_max - r_min < 1: fail("img_size", img_size, f"at least two rings from r_min = {r_min} inside the image")
+        r = torch.arange(r_min, r_max + 1, dtype=torch.float64)
+        phi = torch.arange(n_phi, dtype=torch.float64) * (2 * math.pi / n_phi)
+        x = cx + r[:, None] * torch.cos(phi); y = cy + r[:, None] * torch.sin(phi)
+        grid = torch.stack([2 * x / (w - 1) - 1, 2 * y / (h - 1) - 1], -1).float()   # grid_sample's (x, y) in [-1, 1]
+        self.img_size, self.n_k, self.n_phi = (h, w), len(r), n_phi
+        self.register_buffer("grid", grid[None], persistent=False)
+
+    def forward(self, x):
+        g = self.grid.to(x.dtype).expand(len(x), -1, -1, -1)
+        return nn.functional.grid_sample(x, g, mode="bilinear", padding_mode="border", align_corners=True)
+
+# %% ../../nbs/api/51_learn.models.ipynb #5f0e2a84
+class PolarSpeckleNet(nn.Module):
+    "Polar resampling → affine-invariant log profile + CNN on the unit-mean speckle (circular in φ, pooled over φ) → MLP."
+    def __init__(self, n_in, n_out, img_size, skip, tail, n_phi, channels, hidden, p_drop):
+        super().__init__()
+        self.n_in, self.img_size, self.tail = n_in, tuple(img_size), tail
+        self.polar = PolarResample(img_size, n_phi, r_min=skip)
+        convs, c = [], n_in
+        for ch in channels: convs += [nn.Conv2d(c, ch, 3, padding=(1, 0), bias=False), nn.BatchNorm2d(ch), nn.ReLU()]; c = ch
+        self.convs = nn.ModuleList(convs)
+        f = (n_in + 2 * c) * self.polar.n_k
+        layers = [nn.BatchNorm1d(f)]
+        for nh in hidden: layers += [nn.Linear(f, nh), nn.GELU(), nn.Dropout(p_drop)]; f = nh
+        self.head = nn.Sequential(*layers, nn.Linear(f, n_out))
+
+    def features(self, x):
+        "Profile (b, n_in · n_k) and ring features (b, 2 · channels[-1] · n_k), concatenated."
+        P = self.polar(_check_images(x, self.n_in, self.img_size))         # (b, c, n_k, n_phi)
+        m = P.mean(-1, keepdim=True)                                        # ring means
+        tail = m[..., -self.tail:, :].mean(-2, keepdim=True)
+        scale = (m[..., :1, :] - tail).clamp_min(1e-12)
+        prof = torch.log(((m - tail) / scale).clamp(1e-6, 1e6))[..., 0]
+        s = ((P - tail) / (m - tail).clamp_min(1e-3 * scale)).clamp(-10, 50)   # speckle at unit mean per ring
+        for layer in self.convs:
+            if isinstance(layer, nn.Conv2d): s = nn.functional.pad(s, (1, 1, 0, 0), mode="circular")
+            s = layer(s)
+        return torch.cat([prof.flatten(1), s.mean(-1).flatten(1), s.amax(-1).flatten(1)], 1)
+
+    def forward(self, x): return self.head(self.features(x))
+
+# %% ../../nbs/api/51_learn.models.ipynb #8b3c5d7f
+@register_model("polar_cnn")
+def polar_cnn(n_in: int = 1,                 # image channels
+              n_out: int = 1,                # outputs (classes or regressed quantities)
+              img_size=(257, 257),           # (height, width) [px] the model is built for (or one integer)
+              skip: int = 2,                 # innermost rings left out (the beam stop) [rings]
+              tail: int = 8,                 # outermost rings that set the zero of the affine-invariant profile
+              n_phi: int = 32,               # directions per ring of the polar resampling (a multiple of 4)
+              channels=(8, 16, 16),          # filters of the 3×3 convolutions on the polar speckle
+              hidden=(512, 512),             # widths of the MLP's hidden layers
+              p_drop: float = 0.1,           # dropout after each hidden layer
+             ) -> nn.Module:                 # maps (b, n_in, h, w) images to (b, n_out)
+    "Radial profile plus a CNN on the speckle in polar coordinates, pooled over direction (for isotropic patterns)."
+    n_in, n_out = check_int("n_in", n_in, 1), check_int("n_out", n_out, 1)
+    h, w = _size2("img_size", img_size)
+    skip, tail = check_int("skip", skip, 0), check_int("tail", tail, 1)
+    n_phi = check_int("n_phi", n_phi, 4)
+    if n_phi % 4: fail("n_phi", n_phi, "a multiple of 4 (a quarter turn is then a shift along φ)")
+    n_k = min(h // 2, w // 2, h - 1 - h // 2, w - 1 - w // 2) + 1 - skip
+    if n_k < tail + 2: fail("img_size", img_size, f"more than skip + tail + 1 = {skip + tail + 1} complete rings")
+    for name, v in (("channels", channels), ("hidden", hidden)):
+        if not isinstance(v, (list, tuple)): fail(name, v, "a list of widths")
+    channels = [check_int("channels", c, 1) for c in channels]; hidden = [check_int("hidden", c, 1) for c in hidden]
+    check_range("p_drop", p_drop, 0, 1, hi_inclusive=False)
+    return PolarSpeckleNet(n_in, n_out, (h, w), skip, tail, n_phi, channels, hidden, float(p_drop))
 
 # %% ../../nbs/api/51_learn.models.ipynb #0b40adb3
 _PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt", ".tar", ".npy", ".npz"}

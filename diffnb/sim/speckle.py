@@ -1,7 +1,7 @@
 """Coherent X-ray speckle of random 2-D disk systems (mono- and polydisperse): disk placement, analytic speckle
 by separable matrix DFT or finufft, the study's rasterise + FFT reference path, preprocessing, the first-moment
-baseline with a nearest-class-mean classifier, and labelled samplers (fresh radii per pattern, or the study's
-radii fixed per class).
+baseline with a nearest-class-mean classifier, and labelled samplers (fresh radii per pattern, the study's
+radii fixed per class, or the study's draw of radii fresh per pattern).
 
 Docs: https://diffnb.github.io/diffnb/api/sim.speckle.html.md"""
 
@@ -24,9 +24,9 @@ from ..core import (check_device, check_memory, check_scalar, DiffnbValueError, 
 
 # %% auto #0
 __all__ = ['STUDY_BOX', 'STUDY_PADDED', 'STUDY_TOTAL_AREA', 'STUDY_CODE_TOTAL_AREA', 'STUDY_MARGIN', 'RSA_JAMMING',
-           'MOMENT_VARIANTS', 'study_k_step', 'DiskSystem', 'disk_system', 'study_radii', 'airy_amplitude', 'k_axes',
-           'speckle', 'rasterise_disks', 'raster_speckle', 'central_mask', 'preprocess', 'photon_noise', 'first_moment',
-           'NearestClassMean', 'SpeckleSampler']
+           'MOMENT_VARIANTS', 'study_k_step', 'DiskSystem', 'disk_system', 'area_coefficient_radii', 'study_radii',
+           'airy_amplitude', 'k_axes', 'speckle', 'rasterise_disks', 'raster_speckle', 'central_mask', 'preprocess',
+           'photon_noise', 'first_moment', 'NearestClassMean', 'SpeckleSampler']
 
 # %% ../../nbs/api/23_sim.speckle.ipynb #e7d3c0c6
 STUDY_BOX = 2000.0            # side of the study's simulation box [px]
@@ -154,6 +154,16 @@ def disk_system(n_disks: int,          # number of disks (>= 1)
              f"(coverage {cover:.3f}, min_gap {min_gap} px); lower n_disks, total_area or min_gap")
     return DiskSystem(centres, radii, float(box))
 
+# %% ../../nbs/api/23_sim.speckle.ipynb #5b1e0c7a
+def area_coefficient_radii(rng: np.random.Generator,  # the stream of the draw
+                           n_disks: int,              # number of disks N
+                           total_area: float = STUDY_CODE_TOTAL_AREA,  # total area of the N disks, Σ πr² [px²]
+                          ) -> np.ndarray:            # (N,) radii [px]
+    "The study's draw of N radii: area coefficients c_i ~ Normal(3, 1) kept if positive, r_i² ∝ c_i, Σ πr_i² = `total_area`."
+    c = rng.normal(3.0, 1.0, n_disks)
+    while (bad := c <= 0).any(): c[bad] = rng.normal(3.0, 1.0, bad.sum())  # kept if positive (P(c ≤ 0) = 0.13 %)
+    return np.sqrt(c / c.sum() * (total_area / math.pi))
+
 # %% ../../nbs/api/23_sim.speckle.ipynb #f427320a
 def study_radii(n_disks: int,          # number of disks N (the class)
                 radii_seed: int = 0,    # seed of the per-class draw; the stream is `numpy_rng(radii_seed, n_disks)`
@@ -163,10 +173,7 @@ def study_radii(n_disks: int,          # number of disks N (the class)
     n_disks = check_int("n_disks", n_disks, min_value=1)
     radii_seed = check_int("radii_seed", radii_seed, min_value=0)
     check_scalar("total_area", total_area); check_positive("total_area", total_area)
-    rng = numpy_rng(radii_seed, n_disks)
-    c = rng.normal(3.0, 1.0, n_disks)
-    while (bad := c <= 0).any(): c[bad] = rng.normal(3.0, 1.0, bad.sum())  # kept if positive (P(c ≤ 0) = 0.13 %)
-    return np.sqrt(c / c.sum() * (total_area / math.pi))
+    return area_coefficient_radii(numpy_rng(radii_seed, n_disks), n_disks, total_area)
 
 # %% ../../nbs/api/23_sim.speckle.ipynb #40337001
 def airy_amplitude(x):
@@ -522,18 +529,18 @@ class SpeckleSampler:
                  block: int = 11,              # blocked centre [pixels]; 0 = none
                  standardise: bool = True,     # standardise each pattern
                  fluence: float | None = None,  # photons per px² for Poisson noise; None = noiseless
-                 radii: str = "fresh",         # "fresh": drawn per pattern; "per_class": the study's, fixed per class
+                 radii: str = "fresh",         # "fresh": Gaussian radii per pattern; "per_class": the study's, fixed per class; "fresh_area": the study's draw, per pattern
                  radii_seed: int = 0,          # per_class: seed of the per-class radii (`study_radii`)
-                 margin: float | None = None,  # per_class: centres in [margin, box − margin] [px]; None: 90 px · box/2000
+                 margin: float | None = None,  # per_class, fresh_area: centres in [margin, box − margin] [px]; None: 90 px · box/2000
                 ):
-        check_choice("radii", radii, ("fresh", "per_class"))
+        check_choice("radii", radii, ("fresh", "per_class", "fresh_area"))
         check_range("polydispersity", polydispersity, 0, 1)
         n_min = check_int("n_min", n_min, min_value=1); n_max = check_int("n_max", n_max, min_value=n_min)
         n = check_int("n", n, min_value=3); check_choice("grid", grid, ("centered", "quadrant"))
         if k_step is not None: check_positive("k_step", k_step)
         check_positive("box", box)
-        per_class = radii == "per_class"
-        if total_area is None: total_area = STUDY_CODE_TOTAL_AREA if per_class else STUDY_TOTAL_AREA
+        per_class, study = radii == "per_class", radii in ("per_class", "fresh_area")
+        if total_area is None: total_area = STUDY_CODE_TOTAL_AREA if study else STUDY_TOTAL_AREA
         check_positive("total_area", total_area)
         if fluence is not None: check_positive("fluence", fluence)
         central_mask(n, block, grid)  # validates block
@@ -543,16 +550,17 @@ class SpeckleSampler:
                            standardise=bool(standardise), fluence=None if fluence is None else float(fluence))
         self.name = "speckle.mono" if polydispersity == 0 else "speckle.poly"
         self.class_radii = None
-        if per_class:
+        if study:
             if polydispersity != 0:
-                fail("polydispersity", polydispersity, "0 with radii='per_class' (the per-class radii have σ/mean = 1/3 "
-                     "on the area; polydispersity sets fresh radii)")
-            radii_seed = check_int("radii_seed", radii_seed, min_value=0)
+                fail("polydispersity", polydispersity, f"0 with radii={radii!r} (the study's radii have σ/mean = 1/3 "
+                     "on the area; polydispersity sets Gaussian radii)")
             margin = STUDY_MARGIN * box / STUDY_BOX if margin is None else margin
             check_scalar("margin", margin); check_range("margin", margin, 0, box / 2, hi_inclusive=False)
-            del self.config["polydispersity"]  # not a setting of this protocol
-            self.config.update(radii="per_class", radii_seed=radii_seed, margin=float(margin))
-            self.name = "speckle.poly_study"
+            del self.config["polydispersity"]  # not a setting of these protocols
+            seeded = {"radii_seed": check_int("radii_seed", radii_seed, min_value=0)} if per_class else {}
+            self.config.update(radii=radii, **seeded, margin=float(margin))
+            self.name = "speckle.poly_study" if per_class else "speckle.poly_area"
+        if per_class:
             self.class_radii = {N: study_radii(N, radii_seed, total_area) for N in range(n_min, n_max + 1)}
             for N, r in self.class_radii.items():  # fail now, not in the middle of a long generation
                 disk_system(N, numpy_rng(radii_seed, (N, 0)), box=box, min_gap=min_gap, radii=r, margin=margin)
@@ -567,6 +575,9 @@ class SpeckleSampler:
         if self.class_radii is not None:
             return disk_system(k, rng, box=cfg["box"], min_gap=cfg["min_gap"], radii=self.class_radii[k],
                                margin=cfg["margin"])
+        if cfg.get("radii") == "fresh_area":
+            return disk_system(k, rng, box=cfg["box"], min_gap=cfg["min_gap"], margin=cfg["margin"],
+                               radii=area_coefficient_radii(rng, k, cfg["total_area"]))
         return disk_system(k, rng, box=cfg["box"], total_area=cfg["total_area"],
                            polydispersity=cfg["polydispersity"], min_gap=cfg["min_gap"])
 
@@ -587,7 +598,7 @@ class SpeckleSampler:
         x = preprocess(I, cfg["block"], cfg["standardise"], cfg["grid"]) if (cfg["block"] or cfg["standardise"]) else I
         nd = np.asarray([s.n_disks for s in systems], np.int64)
         radii = [s.radii for s in systems]
-        spread = ([r.std() / r.mean() for r in radii] if self.class_radii is not None  # per class: the class's own σ/mean
+        spread = ([r.std() / r.mean() for r in radii] if "radii" in cfg  # the study's draw: the pattern's own σ/mean
                   else np.full(len(nd), cfg["polydispersity"]))
         params = {"n_disks": nd,
                   "polydispersity": np.asarray(spread, np.float64),
