@@ -301,3 +301,8 @@ def test_pump_probe_series_alarms(run):
     med = met["series.test.median_delay"]
     assert (med is None and not ok) or med == pytest.approx(float(np.median(ok)))
     assert met["series.rule"] in ("threshold", "cusum")
+    # the latent explorer reads the saved codes: the test fold's sets and one series' frames, with the path
+    from diffnb.explore_models import _latent_sets
+    codes, labels, path = _latent_sets(out / "latent_codes.npz", None, None, par["vae_latent"])
+    assert sum(lab.startswith("series ") for lab in labels) == n_f and len(path) >= 2
+    assert np.array_equal(path, np.array(m["tables"]["vae.path_codes"]))
