@@ -44,7 +44,8 @@ def test_mote2_tiny_run_outputs(run):
     assert met["train.wrn.kept_epoch"] == int(np.argmax(accs))
     assert met["train.wrn.valid_accuracy"] == pytest.approx(max(accs), abs=1e-6)
     assert met["transfer.n_train"] + met["transfer.n_valid"] == 77
-    for fig in ("patterns", "training", "confusion", "saliency", "instruments", "latent", "traversal"):
+    for fig in ("patterns", "training", "confusion", "saliency", "instruments", "latent", "traversal", "reliability",
+                "reliability_unseen", "series"):
         assert (out / f"{fig}.png").stat().st_size > 5000, fig
     assert "study_comparison" in m["tables"]
     # every model reloads from safetensors + JSON; the WRN reproduces the reported test accuracy on the stored test fold
@@ -94,7 +95,10 @@ def test_steering_score_is_zero_on_the_path_and_grows_off_it(run):
     out, m = run
     path = np.array(m["tables"]["vae.path_codes"])
     t = m["tables"]["vae.test_codes"]
-    codes, scores = np.stack([t[f"z{d}"] for d in range(4)], 1), np.array(t["score"])
+    n_z = m["parameters"]["vae_latent"]
+    codes, scores = np.stack([t[f"z{d}"] for d in range(n_z)], 1), np.array(t["distance"])
+    assert m["parameters"]["vae_members"] == 1 and m["metrics"]["vae.steering.choice"].endswith("_single")
+    np.testing.assert_array_equal(scores, np.array(t["score"]))        # one VAE: the score is its distance
     # the recorded scores are the distances of the recorded codes to the polyline through the path codes
     ref, step = _brute_force_distance(codes, path)
     np.testing.assert_allclose(scores, ref, atol=step)
@@ -103,7 +107,7 @@ def test_steering_score_is_zero_on_the_path_and_grows_off_it(run):
     assert np.abs(_brute_force_distance(on, path)[0]).max() < step
     rng = np.random.default_rng(0)
     mid = 0.5 * (path[0] + path[1])
-    d = rng.normal(size=4); u = path[1] - path[0]
+    d = rng.normal(size=n_z); u = path[1] - path[0]
     d -= d @ u / (u @ u) * u; d /= np.linalg.norm(d)                       # orthogonal to the first segment
     off = mid + np.outer([0.001, 0.002, 0.004], d) * np.linalg.norm(u)
     dist = _brute_force_distance(off, path)[0]
@@ -115,6 +119,14 @@ def test_steering_score_is_zero_on_the_path_and_grows_off_it(run):
     x = vae.preprocess(torch.as_tensor(st.images[:][np.array(t["index"])]))
     with torch.no_grad(): mu = vae.model.encode(x)[0].numpy()
     np.testing.assert_allclose(mu, codes, rtol=1e-4, atol=1e-5)
+    # the alarm threshold, set on the validation fold, flags at most `alarm_rate` of its transformation patterns
+    from diffnb.sim.mote2 import VAE_SETS
+    folds, sets = st.load_split("train_valid_test"), st.param("set").astype(int)
+    vp = np.flatnonzero((folds == 1) & (sets == VAE_SETS.index("2H-1T' transformation")))
+    with torch.no_grad(): mu_v = vae.model.encode(vae.preprocess(torch.as_tensor(st.images[:][vp])))[0].numpy()
+    above = _brute_force_distance(mu_v, path)[0] > m["metrics"]["vae.steering.threshold"] + step
+    assert above.mean() <= m["parameters"]["alarm_rate"]
+    assert m["metrics"]["vae.steering.valid_false_alarm_rate"] <= m["parameters"]["alarm_rate"]
 
 
 def test_unseen_instrument_differs_from_training_instrument(run):
@@ -194,8 +206,11 @@ def test_reused_classifiers_reproduce_the_run_and_refuse_other_settings(run):
         assert read_model_meta(again / "models" / name)["provenance"]["reused_from"] == str(out / "models" / name)
     assert "train.wrn.wall_s" in met2 and m2["tables"]["train.wrn.valid_accuracy_by_epoch"] == m["tables"]["train.wrn.valid_accuracy_by_epoch"]
     for k, v in met.items():       # the test, the transfer runs (same seeds, same shuffles) and the VAE: the same numbers
-        if k.startswith(("test.", "valid.", "transfer.", "randomised.", "vae.steering.")) and not k.endswith("_s"):
+        if k.startswith(("test.", "valid.", "transfer.", "randomised.", "vae.", "calibration.", "series.")) and not k.endswith("_s"):
             assert met2[k] == pytest.approx(v, abs=1e-9), k
+    # the VAE is seeded by the run seed alone: without the classifiers' training before it (other draws from the global
+    # generators), its codes are bitwise the same
+    assert m2["tables"]["vae.test_codes"] == m["tables"]["vae.test_codes"]
     # a run with other training settings is refused before anything is trained
     bad = _diffnb_run(tmp, tmp / "refused", "-p", "seed", "1", "-p", "epochs", "2", "-p", "reuse_models", str(out))
     assert bad.returncode != 0 and "trained with other settings" in bad.stdout + bad.stderr and "epochs" in bad.stdout + bad.stderr
@@ -222,3 +237,72 @@ def test_head_only_fine_tuning_changes_only_the_last_layer(run):
 
 def test_no_kernel_transport_warning(run):
     assert_quiet_kernel(run[0])
+
+
+def test_classifier_probabilities_are_calibrated_on_validation(run):
+    "Each classifier's temperature is fitted on its validation fold, stored in model.json and used by `predict`; the recorded ECE agrees with its reliability diagram."
+    from diffnb.data import open_store
+    from diffnb.learn.io import load_model, predict
+    from diffnb.learn.predict import predict_logits
+    from diffnb.learn.calibration import fit_temperature, calibrated_probabilities, calibration_error
+    out, m = run
+    met, tables = m["metrics"], m["tables"]
+    st = open_store(out / "stores" / "synthetic")
+    folds, y = st.load_split("train_valid_test"), st.targets[:]
+    va, te = np.flatnonzero(folds == 1), np.flatnonzero(folds == 2)
+    wrn = load_model(out / "models" / "wrn", device="cpu")
+    cal = wrn.calibration
+    assert cal["kind"] == "classification" and cal["fitted_on"] == "validation" and cal["n"] == len(va)
+    assert cal["temperature"] == pytest.approx(met["calibration.wrn.temperature"])
+    # refitting on the validation fold gives the stored temperature back (not the test fold's)
+    T_valid = fit_temperature(predict_logits(wrn, st.images[:][va], tta=True), y[va])
+    assert T_valid == pytest.approx(cal["temperature"], rel=1e-3)
+    # predict applies it: softmax(logits / T) averaged over the 8 views; the recorded test ECE is of these probabilities
+    lg = predict_logits(wrn, st.images[:][te], tta=True)
+    p = predict(wrn, st.images[:][te], tta=True, progress=False)
+    assert p.calibration.startswith("temperature scaling")
+    np.testing.assert_allclose(p.probabilities, calibrated_probabilities(lg, cal["temperature"]), rtol=1e-4, atol=1e-6)
+    assert calibration_error(p.probabilities, y[te]) == pytest.approx(met["test.wrn.ece_calibrated"], abs=1e-5)
+    # ECE = sum over bins of (count / N) |accuracy - confidence|, from the recorded reliability diagrams
+    for key in [k for k in tables if ".reliability_" in k]:
+        d = tables[key]
+        n = np.asarray(d["count"]); ok = n > 0
+        ece = np.sum(n[ok] / n.sum() * np.abs(np.asarray(d["accuracy"])[ok] - np.asarray(d["confidence"])[ok]))
+        assert ece == pytest.approx(met[key.replace("reliability_", "ece_")], abs=1e-5), key
+    # the adapted models carry the temperature of the unseen instrument's validation patterns
+    for name in ("fine_tuned", "randomised_head_refit"):
+        c = load_model(out / m["models"][f"transfer_{name}"], device="cpu").calibration
+        assert c["n"] == met["transfer.n_valid"] and c["temperature"] == pytest.approx(met[f"calibration.transfer_{name}.temperature"])
+    assert {"uncalibrated", "calibrated", "recalibrated"} <= {k.rsplit("ece_", 1)[1] for k in met if k.startswith("transfer.unadapted.ece_")}
+
+
+def test_pump_probe_series_alarms(run):
+    "The pump–probe series: onsets are the sampler's, every other series damaged; the recorded alarms give the recorded delays and false alarms."
+    from diffnb.data import open_store
+    from diffnb.data.sampler import get_sampler
+    out, m = run
+    par, met = m["parameters"], m["metrics"]
+    n_s, n_f = par["n_series"], par["n_frames"]
+    st = open_store(out / "stores" / "pump_probe")
+    assert m["stores"]["pump_probe"]["sampler"] == "mote2.pump_probe" and len(st.param("series")) == n_s * n_f
+    smp = get_sampler("mote2.pump_probe", **m["stores"]["pump_probe"]["config"])
+    onsets = st.param("onset_frame").astype(int)[::n_f]
+    truth = [smp.onset_frame(m["seed"] + 3000, j) for j in range(n_s)]
+    assert list(onsets) == truth and all((o >= 0) == (j % 2 == 1) for j, o in enumerate(truth))
+    t = m["tables"]["series.test"]
+    series, onset, alarm = (np.array(t[k]) for k in ("series", "onset", "alarm"))
+    assert list(series) == list(range(n_s // 2, n_s)) and list(onset) == truth[n_s // 2:]
+    dmg = onset >= 0
+    fa = np.mean(alarm[~dmg] >= 0)
+    assert fa == pytest.approx(met["series.test.false_alarm_rate"])
+    delays = [np.inf if a < 0 else a - o for a, o in zip(alarm[dmg], onset[dmg])]
+    assert [None if d == np.inf else d for d in delays] == m["tables"]["series.test_delays"]   # a miss: ∞, recorded as null
+    ok = [d for d in delays if d >= 0]
+    med = met["series.test.median_delay"]
+    assert (med is None and not ok) or med == pytest.approx(float(np.median(ok)))
+    assert met["series.rule"] in ("threshold", "cusum")
+    # the latent explorer reads the saved codes: the test fold's sets and one series' frames, with the path
+    from diffnb.explore_models import _latent_sets
+    codes, labels, path = _latent_sets(out / "latent_codes.npz", None, None, par["vae_latent"])
+    assert sum(lab.startswith("series ") for lab in labels) == n_f and len(path) >= 2
+    assert np.array_equal(path, np.array(m["tables"]["vae.path_codes"]))

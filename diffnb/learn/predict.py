@@ -20,7 +20,7 @@ from .io import LoadedModel, load_model, META_FILE, TASKS
 from .calibration import prediction_setup, calibration_for, calibrate_prediction
 
 # %% auto #0
-__all__ = ['Prediction', 'predict', 'predict_cli']
+__all__ = ['Prediction', 'predict', 'predict_cli', 'predict_logits']
 
 # %% ../../nbs/api/55a_learn.predict.ipynb #2f8e6d94
 @dataclasses.dataclass
@@ -246,3 +246,34 @@ def predict_cli(argv: list[str] | None = None) -> int:
     if df.attrs.get("calibration"): print(f"calibration: {df.attrs['calibration']}")
     print(f"wrote {len(df)} predictions of {len(set(s['file'] for s in sources))} file(s) to {out}{units}")
     return 0
+
+# %% ../../nbs/api/55a_learn.predict.ipynb #55cfce17
+def predict_logits(model,         # classifier `LoadedModel`, model directory, or a list of them (deep ensemble)
+                   images,        # (N, C, H, W) / (N, H, W) / (H, W) array or tensor (raw: the models' preprocessing is applied)
+                   bs: int = 64,  # batch size
+                   tta: bool = False,  # one sample per exact 90° turn and flip of each image (8 views; 4 if not square)
+                   device=None,   # device for models given as paths (default: `default_device()`)
+                  ) -> torch.Tensor:  # (S, N, K) float32 logits on the CPU, S = members × views
+    "Raw logits of a classifier (ensemble) for every member and view: the input of `fit_classification_calibration`."
+    bs = check_int("bs", bs, min_value=1)
+    if not isinstance(tta, (bool, np.bool_)): fail("tta", tta, "True or False")
+    members = _as_members(model, device)
+    for m in members:
+        if m.task != "classification": fail("model", m.task, "a classification model (logits are per class)")
+    x = members[0].check_images(images)
+    views = _views(x.shape[-2:]) if tta else [(0, False)]
+    out = []
+    try:
+        with torch.no_grad():
+            for a in range(0, len(x), bs):
+                samples = []
+                for m in members:
+                    xb = apply_preprocessing(m.steps, x[a:a + bs].to(m.device))
+                    for k, flip in views:
+                        xv = torch.rot90(xb, k, (-2, -1)) if k else xb
+                        samples.append(_main_output(m.model(xv.flip(-1) if flip else xv), "classification").cpu())
+                out.append(torch.stack(samples))
+    finally:
+        for m in members: m.model.eval()
+    return torch.cat(out, 1)
+
