@@ -82,6 +82,7 @@ def test_provenance_and_lazy_reading(tmp_path):
 REAL_CONFIG = {"speckle.mono": dict(n=65, standardise=False, block=0, n_max=6),
                "speckle.poly": dict(n=65, standardise=False, block=0, n_max=6),
                "speckle.poly_study": dict(n=65, standardise=False, block=0, n_max=6),
+               "speckle.poly_area": dict(n=65, standardise=False, block=0, n_max=6),
                "powder.bismuth": dict(shape=(48, 48), pixels_per_inv_angstrom=24.0),
                "kinematic.mote2": dict(grid=33), "kinematic.mote2_vae": dict(grid=33),
                "bloch.lacbed": dict(pixels=16, n_beams=15, max_atoms=12), "bloch.lacbed_icsd": dict(pixels=16, n_beams=15),
