@@ -28,7 +28,8 @@ from .potential import (_PARAMETRIZATIONS, _checked_crystal, _int_vector, _zone_
 
 # %% auto #0
 __all__ = ['bright_field', 'UgOrbit', 'ug_orbits', 'LacbedModel', 'zncc', 'RefineResult', 'plot_fit', 'refine', 'refine_cli',
-           'ug_from_potential', 'potential_from_ug', 'Inversion', 'invert_patterns']
+           'ug_from_potential', 'potential_from_ug', 'patterns_from_potential', 'SiteFit', 'fit_sites', 'Inversion',
+           'invert_patterns']
 
 # %% ../../nbs/api/21b_sim.refine.ipynb #afa92304
 def _divided_differences(lam, st):
@@ -188,6 +189,9 @@ class LacbedModel:
                 * np.exp(-2j * np.pi * frac @ self.refl.T) * np.exp(2j * np.pi * self.refl @ self.origin))
         self._site = torch.as_tensor(site, dtype=torch.complex128, device=self.device)     # (n_sites, M) [1/Å²]
         self._s2 = torch.as_tensor(s ** 2 / 4, dtype=torch.float64, device=self.device)
+        cls = sorted(set(equiv.tolist()))                                     # symmetry-independent sites
+        self.site_labels = [f"{symbols[c]}{k + 1}" for k, c in enumerate(cls)]
+        self._cls = torch.as_tensor([cls.index(e) for e in equiv], device=self.device)
         if b_groups == "element": names, grp = els, [els.index(x) for x in symbols]
         else:
             cls = sorted(set(equiv.tolist()))
@@ -211,16 +215,25 @@ class LacbedModel:
         self.n_tilts = len(reps)
         self.n_evaluations = 0
 
-    def u_iam(self, b=None) -> torch.Tensor:   # U(d) [1/Å²], complex (M,), about self.origin
+    def u_iam(self, b=None,               # (n_groups,) B [Å²] (None: the structure's)
+              scale=None,                 # (n_site_classes,) factor on each symmetry-independent site's scattering (None: 1)
+             ) -> torch.Tensor:           # U(d) [1/Å²], complex (M,), about self.origin
         "Independent-atom potential coefficients of every reflection d for per-group B [Å²] (tensor, differentiable)."
         b = torch.as_tensor(self.b_start if b is None else b, dtype=torch.float64, device=self.device)
-        return (self._site * torch.exp(-b[self._grp][:, None] * self._s2)).sum(0)
+        site = self._site if scale is None else torch.as_tensor(scale, dtype=torch.float64, device=self.device)[self._cls][:, None] * self._site
+        return (site * torch.exp(-b[self._grp][:, None] * self._s2)).sum(0)
+
+    def orbit_values(self, u, k: int | None = None) -> torch.Tensor:   # U(rep) of the k lowest free orbits, complex (k,)
+        "The free orbits' representative U_g read from the coefficients u of every reflection (differentiable)."
+        out = []
+        for o in self.free_orbits[:k]:
+            v = u[o.members[0]] / complex(o.phase[0])
+            out.append(v.conj() if o.conj[0] else v)
+        return torch.stack(out) if out else torch.zeros(0, dtype=torch.complex128, device=self.device)
 
     def ug_start(self, k: int, b=None) -> np.ndarray:   # U(rep) [1/Å²] of the k lowest free orbits, complex (k,)
         "Independent-atom U_g of the representatives of the k lowest-order free orbits."
-        u = self.u_iam(b).detach().cpu().numpy()
-        return np.array([u[o.members[0]] / o.phase[0] if not o.conj[0] else np.conj(u[o.members[0]] / o.phase[0])
-                         for o in self.free_orbits[:k]])
+        with torch.no_grad(): return self.orbit_values(self.u_iam(b), k).cpu().numpy()
 
     def potential(self, b, ug=None) -> torch.Tensor:   # U(d) [1/Å²], complex (M,)
         "U(d) of every reflection: independent atoms with B, the first len(ug) free orbits replaced by `ug` (complex)."
@@ -703,6 +716,105 @@ def potential_from_ug(hkl,                    # (M, 3) reflections (a set closed
     ex, ey = np.exp(-2j * np.pi * gg[:, 0:1] * r), np.exp(-2j * np.pi * gg[:, 1:2] * r)
     return ((ey * c[:, None]).T @ ex).real
 
+# %% ../../nbs/api/21b_sim.refine.ipynb #2fee0b68
+def patterns_from_potential(potential_image,        # (M, M) projected potential over the field of view [Å⁻²] (as `potential_field`)
+                            atoms,                  # crystal (ase.Atoms): the cell, symmetry and phase origin of the image
+                            energy_kev: float,      # electron energy [keV]
+                            alpha: float,           # reciprocal half-width of the tilt field [1/Å]
+                            pixels: int,            # N, pixels per side of the patterns
+                            thickness,              # crystal thicknesses [Å], one pattern each
+                            field_of_view: float = 14.0,  # side of the potential image [Å]
+                            g_max: float | None = None,   # beam cut-off [1/Å] (None: from n_beams)
+                            n_beams: int = 70,      # beams when g_max is None
+                            zone=(0, 0, 1), x_dir=(1, 0, 0),
+                           ) -> np.ndarray:         # (T, N, N) bright-field discs, row 0 the most negative k_y
+    "Bright-field LACBED discs from a projected-potential image by the physics: its U_g on the crystal's cell → `LacbedModel`."
+    t = np.atleast_1d(np.asarray(check_finite("thickness", thickness), float))
+    if t.ndim != 1 or (t <= 0).any() or t.max() > MAX_THICKNESS: fail("thickness", thickness, f"positive thicknesses of at most {MAX_THICKNESS:g} Å")
+    check_positive("field_of_view", field_of_view)
+    m = LacbedModel(atoms, energy_kev, alpha, pixels, g_max, n_beams, zone, x_dir)
+    reps = np.array([o.hkl for o in m.free_orbits]).reshape(-1, 3)
+    _, ug = ug_from_potential(potential_image, atoms, field_of_view, energy_kev, hkl=reps, origin=m.origin, zone=zone, x_dir=x_dir)
+    with torch.no_grad(): return m(t, ug=torch.as_tensor(ug, device=m.device)).cpu().numpy()
+
+
+# %% ../../nbs/api/21b_sim.refine.ipynb #1b5e505a
+@dataclass
+class SiteFit:
+    "Independent-atom fit of a structure guess to patterns: one scattering factor per symmetry-independent site, one B per group."
+    labels: list              # symmetry-independent sites, e.g. ["Ba1", "Mo2", "S3"]
+    scale: np.ndarray         # (C,) factor on each site's scattering
+    b: np.ndarray             # (G,) B [Å²] of each group of `model.b_names`
+    ug: np.ndarray            # (K,) U_g of the free orbits [1/Å²] about `model.origin`
+    chi2: float               # misfit Σ_patterns mean((a·sim + c − y)²)/var(y) (0: exact, ≈ 1 per pattern: no fit)
+    n_evaluations: int        # forward solves
+    model: LacbedModel = field(repr=False)
+
+def _profiled_misfit(sim, y):
+    "Σ over patterns of the mean squared residual after the best scale and background, over the pattern's variance."
+    w = torch.ones_like(y)
+    a, c = _scale_background(sim, y, w)
+    return (((a[:, None, None] * sim + c[:, None, None] - y) ** 2).mean((1, 2)) / y.var((1, 2))).sum()
+
+def fit_sites(patterns,                 # (T, N, N) bright-field discs of one crystal, one per thickness
+              structure_guess,          # ase.Atoms (or CIF path): cell, sites and symmetry; its elements only start the factors
+              energy_kev: float,        # electron energy [keV]
+              alpha: float,             # reciprocal half-width of the tilt field [1/Å]
+              thickness,                # thickness of each pattern [Å] (known)
+              start=None,               # None (factors 1) or an (M, M) potential image over field_of_view that seeds them
+              field_of_view: float = 14.0,  # side of the start image [Å]
+              g_max: float | None = None, n_beams: int = 70,
+              scan=(0.25, 4.0),         # range of the common factor's scan
+              step: float = 0.01,       # relative step of the scans
+              sweep=(0.6, 1.6),         # range of each site's coordinate scan, as factors of its current value
+              n_sweeps: int = 2,        # rounds of coordinate scans (crystals with more than one site)
+              max_iter: int = 40,       # L-BFGS iterations on factors and B
+              ) -> SiteFit:
+    "Scattering factor of each symmetry-independent site and B of each element by global scans, then L-BFGS."
+    p = _check_patterns(patterns)
+    t = np.atleast_1d(np.asarray(check_finite("thickness", thickness), float))
+    if t.shape != (len(p),) or (t <= 0).any() or t.max() > MAX_THICKNESS:
+        fail("thickness", thickness, f"one positive thickness (at most {MAX_THICKNESS:g} Å) per pattern ({len(p)})")
+    if np.shape(scan) != (2,) or not 0 < scan[0] < 1 < scan[1]: fail("scan", scan, "(low, high) with 0 < low < 1 < high")
+    if np.shape(sweep) != (2,) or not 0 < sweep[0] < 1 < sweep[1]: fail("sweep", sweep, "(low, high) with 0 < low < 1 < high")
+    check_positive("step", step); check_int("n_sweeps", n_sweeps, min_value=0); check_int("max_iter", max_iter, min_value=0)
+    atoms = read_structure(structure_guess)
+    m = LacbedModel(atoms, energy_kev, alpha, p.shape[-1], g_max, n_beams)
+    y = torch.as_tensor(p, dtype=torch.float64, device=m.device)
+    nc, b0 = len(m.site_labels), torch.as_tensor(m.b_start, dtype=torch.float64, device=m.device)
+    ls = torch.zeros(nc, dtype=torch.float64, device=m.device)                    # log factors
+    if start is not None:                                                          # least squares of the image's U_g on the sites
+        reps = np.array([o.hkl for o in m.free_orbits]).reshape(-1, 3)
+        _, u_img = ug_from_potential(start, atoms, field_of_view, energy_kev, hkl=reps, origin=m.origin)
+        with torch.no_grad():
+            cols = np.stack([m.orbit_values(m.u_iam(b0, np.eye(nc)[c])).cpu().numpy() for c in range(nc)], 1)
+        a = np.concatenate([cols.real, cols.imag]); rhs = np.concatenate([u_img.real, u_img.imag])
+        s0 = np.linalg.lstsq(a, rhs, rcond=None)[0]
+        ls = torch.as_tensor(np.log(np.clip(s0, 0.05, 20.0)), dtype=torch.float64, device=m.device)
+    def misfit(l, b): return _profiled_misfit(m(t, b, ug=m.orbit_values(m.u_iam(b, torch.exp(l)))), y)
+    def grid(lo, hi): return torch.arange(math.log(lo), math.log(hi) + 1e-12, math.log1p(step), dtype=torch.float64)
+    n_eval = 0
+    with torch.no_grad():
+        g = grid(*scan); cs = torch.stack([misfit(ls + v, b0) for v in g]); n_eval += len(g)
+        ls = ls + g[int(torch.argmin(cs))]
+        for _ in range(n_sweeps if nc > 1 else 0):
+            for c in range(nc):
+                g = grid(*sweep); e = torch.zeros(nc, dtype=torch.float64); e[c] = 1.0
+                cs = torch.stack([misfit(ls + v * e, b0) for v in g]); n_eval += len(g)
+                ls = ls + g[int(torch.argmin(cs))] * e
+    lv, bv = ls.clone().requires_grad_(True), b0.clone().requires_grad_(True)
+    if max_iter:
+        opt = torch.optim.LBFGS([lv, bv], max_iter=max_iter, line_search_fn="strong_wolfe")
+        def closure():
+            nonlocal n_eval
+            opt.zero_grad(); c = misfit(lv, bv); c.backward(); n_eval += 1
+            return c
+        opt.step(closure)
+    with torch.no_grad():
+        chi = float(misfit(lv, bv)); ug = m.orbit_values(m.u_iam(bv, torch.exp(lv))).cpu().numpy()
+    return SiteFit(list(m.site_labels), torch.exp(lv).detach().cpu().numpy(), bv.detach().cpu().numpy(), ug, chi, n_eval + 1, m)
+
+
 # %% ../../nbs/api/21b_sim.refine.ipynb #884ae15c
 @dataclass
 class Inversion:
@@ -714,6 +826,7 @@ class Inversion:
     origin: np.ndarray        # fractional x₀ of the U_g phases
     result: RefineResult      # thickness, B, errors, R, evaluations
     model: LacbedModel = field(repr=False)
+    sites: SiteFit | None = None  # the site fit that started it (`sites=True`)
 
 # %% ../../nbs/api/21b_sim.refine.ipynb #b47abd05
 def invert_patterns(patterns,               # (T, N, N) bright-field discs of one crystal, one per thickness
@@ -731,6 +844,7 @@ def invert_patterns(patterns,               # (T, N, N) bright-field discs of on
                     seed: int = 0,          # signs of the "zero" start
                     noise: float = 1e-3,    # relative pixel noise σ/mean of the uniform weights 1/σ² (when no `weights` are given)
                     outside: str = "guess", # U_g beyond the beam set in the synthesis: "guess" (its independent atoms), "start" (the start image's) or "zero"
+                    sites: bool = False,    # first fit a factor per site and B (`fit_sites`, seeded by a start image) and start there
                     max_iter: int = 300, progress: bool = False, **kwargs,   # more `refine` arguments
                    ) -> Inversion:
     "Structure factors and projected potential from LACBED patterns: `refine` with free U_g from a chosen start."
@@ -739,8 +853,15 @@ def invert_patterns(patterns,               # (T, N, N) bright-field discs of on
     check_choice("outside", outside, ("guess", "start", "zero"))
     if outside == "start" and (isinstance(start, (str, dict))):
         fail("outside", outside, '"start" only when the start is a potential image')
+    if sites is not True and sites is not False: fail("sites", sites, "True or False")
+    if sites and (n_ug is not None or (isinstance(start, str) and start != "iam") or isinstance(start, dict)):
+        fail("sites", sites, 'with every orbit free (n_ug None) and start "iam" or a potential image')
     model = LacbedModel(atoms, energy_kev, alpha, p.shape[-1], g_max, n_beams)
     k = len(model.free_orbits) if n_ug is None else check_int("n_ug", n_ug, min_value=1, max_value=len(model.free_orbits))
+    site_fit = None
+    if sites:
+        site_fit = fit_sites(p, atoms, energy_kev, alpha, thickness, start=None if isinstance(start, str) else start,
+                             field_of_view=field_of_view, g_max=g_max, n_beams=n_beams)
     reps = np.array([o.hkl for o in model.free_orbits[:k]])               # U(rep) = U(o.hkl): the identity maps it to itself
     iam = model.ug_start(k)
     if isinstance(start, str):
@@ -754,6 +875,7 @@ def invert_patterns(patterns,               # (T, N, N) bright-field discs of on
     else:
         _, ug0 = ug_from_potential(start, atoms, field_of_view, energy_kev, hkl=reps, origin=model.origin)
     if isinstance(free, str): free = [x for x in free.split(",") if x.strip()]
+    if site_fit is not None: ug0 = site_fit.ug
     if "weights" not in kwargs:                                           # χ² per pixel ≈ 1 at the noise level: scipy's ftol is then relative
         kwargs["weights"] = np.full(p.shape, 1.0 / (check_positive("noise", noise) * p.mean()) ** 2)
     res = refine(p, atoms, energy_kev, alpha, thickness, free=list(free) + [f"ug:{k}"], g_max=g_max, n_beams=n_beams,
@@ -767,14 +889,17 @@ def invert_patterns(patterns,               # (T, N, N) bright-field discs of on
     hkl_out = np.asarray(outside_hkl, int).reshape(-1, 3)
     if not len(hkl_out) or outside == "zero": u_out = np.zeros(len(hkl_out), complex)
     elif outside == "start": u_out = ug_from_potential(start, atoms, field_of_view, energy_kev, hkl=hkl_out, origin=model.origin)[1]
-    else: u_out = (potential_coefficients(atoms, hkl_out, energy_kev, b_iso=_b_per_site(model, b))
-                   * np.exp(2j * np.pi * hkl_out @ model.origin))
+    else:
+        scale = np.ones(len(model.site_labels)) if site_fit is None else site_fit.scale
+        cls, occ = model._cls.cpu().numpy(), site_properties(atoms)[1]
+        u_out = sum(s * potential_coefficients(atoms, hkl_out, energy_kev, b_iso=_b_per_site(model, b), occupancy=occ * (cls == c))
+                    for c, s in enumerate(scale)) * np.exp(2j * np.pi * hkl_out @ model.origin)
     hkl = np.concatenate([model.refl, hkl_out])
     u_syn = np.concatenate([u_all, u_out])
     s = np.linalg.norm(hkl @ reciprocal_basis(atoms), axis=1)
     keep = s <= (potential_pixels - 1) / (2 * float(field_of_view)) * (1 + 1e-9)
     rho = potential_from_ug(hkl[keep], u_syn[keep], atoms, field_of_view, energy_kev, potential_pixels, origin=model.origin)
-    return Inversion(reps, ug, ug0, rho, model.origin, res, model)
+    return Inversion(reps, ug, ug0, rho, model.origin, res, model, site_fit)
 
 # %% ../../nbs/api/21b_sim.refine.ipynb #09842c6b
 def _b_per_site(model, b):
