@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .core import DiffnbFileNotFoundError, DiffnbValueError, ShapeError, check_int, fail
+from .core import DiffnbFileNotFoundError, DiffnbValueError, ShapeError, check_int, check_scalar, fail
 from .explore import Explorer, _figure, register_explorer
 
 # %% auto #0
@@ -380,27 +380,126 @@ def _latent_sets(codes, labels, path_codes, D: int) -> tuple:
         if codes is None or labels.shape != (len(codes),): fail("labels", np.shape(labels), f"one label per code ({0 if codes is None else len(codes)})")
     return codes, labels, path_codes
 
+# %% ../nbs/api/71_explore_models.ipynb #112d45e0
+def _latent_series(series_codes,       # (F, D) latent codes of a series' frames in time order, or None (no series)
+                   series_scores,      # (F,) score of each frame, e.g. the steering score
+                   series_threshold,   # alarm threshold on the score, or None
+                   series_onset,       # frame of the damage onset (0 … F−1), or None
+                   D: int,             # latent dimensions of the model
+                   score_name=None,    # what the score is, for the axis label (None: "steering score")
+                  ) -> dict | None:    # {codes, scores, threshold, onset, score_name}, checked; None without a series
+    "The checked series of `latent_explorer`: F frame codes and F scores, a finite threshold, an onset frame in 0…F−1."
+    if series_codes is None:
+        rest = dict(series_scores=series_scores, series_threshold=series_threshold, series_onset=series_onset)
+        for k, a in rest.items():
+            if a is not None: fail(k, a, "given together with series_codes (the frames' latent codes)")
+        return None
+    def floats(name, a):
+        try: return np.asarray(a, np.float64)
+        except (TypeError, ValueError): fail(name, a, "an array of numbers")
+    c = floats("series_codes", series_codes)
+    if c.ndim != 2 or c.shape[1] != D or len(c) == 0:
+        fail("series_codes", c.shape, f"an (F, {D}) array of frame codes in time order, F ≥ 1", ShapeError)
+    if not np.isfinite(c).all(): fail("series_codes", "values", "finite latent codes")
+    if series_scores is None: fail("series_scores", None, f"given with series_codes: one score per frame ({len(c)})")
+    s = floats("series_scores", series_scores)
+    if s.ndim != 1: fail("series_scores", s.shape, "a 1-d array, one score per frame", ShapeError)
+    if len(s) != len(c):
+        raise ShapeError(f"series_scores has {len(s)} frames but series_codes has {len(c)}: give one score per frame")
+    if not np.isfinite(s).all(): fail("series_scores", s, "finite scores")
+    threshold = None if series_threshold is None else check_scalar("series_threshold", series_threshold)
+    onset = series_onset
+    if onset is not None:
+        onset = check_int("series_onset", onset)
+        if not 0 <= onset < len(c): fail("series_onset", onset, f"a frame in 0…{len(c) - 1}, or None (no damage)")
+    name = "steering score" if score_name is None else score_name
+    if not isinstance(name, str) or not name.strip(): fail("series_score_name", score_name, "a non-empty text")
+    return dict(codes=c, scores=s, threshold=threshold, onset=onset, score_name=name)
+
+# %% ../nbs/api/71_explore_models.ipynb #b7271ed1
+def _npz_series(f,            # .npz file of latent codes
+                given: dict,  # {"series_codes" …: value or None}
+               ) -> dict:     # `given`, each None entry taken from the file's array of that name when it has one
+    "The series arrays of a codes file, where they are not given as arguments (0-d arrays as Python scalars)."
+    with np.load(f, allow_pickle=False) as z:
+        read = lambda k: z[k].item() if z[k].ndim == 0 else z[k]
+        return {k: read(k) if v is None and k in z.files else v for k, v in given.items()}
+
+# %% ../nbs/api/71_explore_models.ipynb #ba1824c9
+def _alarm_frame(scores,     # (F,) score of each frame, in time order
+                 threshold,  # alarm threshold, or None (no alarm rule)
+                ) -> int | None:  # the first frame whose score exceeds the threshold, or None
+    "The alarm frame of a series, by the rule of `diffnb.learn.steering.first_alarm` (score > threshold)."
+    if threshold is None: return None
+    above = np.flatnonzero(np.asarray(scores, np.float64) > threshold)
+    return int(above[0]) if len(above) else None
+
+# %% ../nbs/api/71_explore_models.ipynb #910d279d
+_FRAME_COLOUR = "#e67e22"   # the frame the slider chose, in both panels
+
+def _series_on_slice(ax, ser: dict, dx: int, dy: int, frame: int):
+    "Draw a checked series (`_latent_series`) on the slice z_dx–z_dy: frames in time order, coloured and numbered."
+    c, F, on = ser["codes"], len(ser["codes"]), ser["onset"]
+    ax.plot(c[:, dx], c[:, dy], "-", color="0.45", lw=1, zorder=2)
+    ax.scatter(c[:, dx], c[:, dy], c=np.arange(F), cmap="viridis", vmin=0, vmax=max(F - 1, 1), s=24, edgecolors="k",
+               linewidths=0.4, zorder=3, label=f"series, frames 0–{F - 1} (dark → light)")
+    for f in sorted({0, F - 1, frame} | ({on} if on is not None else set())):
+        ax.annotate(str(f), (c[f, dx], c[f, dy]), xytext=(5, 4), textcoords="offset points", fontsize=7)
+    if on is not None:
+        ax.plot(c[on, dx], c[on, dy], "X", color="C3", ms=9, mec="k", zorder=4, gid="onset", label=f"damage onset (frame {on})")
+    ax.plot(c[frame, dx], c[frame, dy], "o", ms=14, mfc="none", mec=_FRAME_COLOUR, mew=2, zorder=5, gid="frame",
+            label=f"frame {frame}")
+
+def _series_scores(ax, ser: dict, frame: int, alarm: int | None):
+    "Draw the score of a checked series against the frame, with its threshold, damage onset, alarm and chosen frame."
+    s, F, on, thr, name = ser["scores"], len(ser["scores"]), ser["onset"], ser["threshold"], ser["score_name"]
+    ax.plot(np.arange(F), s, "o-", ms=3, color="C0", gid="scores", label=name)
+    if thr is not None: ax.axhline(thr, color="k", ls="--", lw=1, gid="threshold", label=f"alarm threshold {thr:.3g}")
+    if on is not None: ax.axvline(on - 0.5, color="C3", lw=1.5, gid="onset", label=f"damage onset (frame {on})")
+    if alarm is not None: ax.plot(alarm, s[alarm], "v", color="C1", ms=10, mec="k", gid="alarm", label=f"alarm (frame {alarm})")
+    ax.axvline(frame, color=_FRAME_COLOUR, lw=0.8, alpha=0.6)
+    ax.plot(frame, s[frame], "o", ms=11, mfc="none", mec=_FRAME_COLOUR, mew=2, gid="frame")
+    ax.set_xlim(-0.5, F - 0.5); ax.set_xlabel("frame"); ax.set_ylabel(name)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    what = "" if thr is None else "; no alarm" if alarm is None else f"; alarm at frame {alarm}"
+    if alarm is not None and on is not None:
+        what += f", {alarm - on} after the onset" if alarm >= on else f", {on - alarm} before the onset"
+    ax.set_title(f"frame {frame}: {name} {s[frame]:.3g}{what}", fontsize=9)
+    ax.legend(fontsize=6, loc="upper left")
+
 # %% ../nbs/api/71_explore_models.ipynb #80ee927c
 @register_explorer("latent")
 def latent_explorer(model_dir,        # saved VAE directory (`save_model(..., task="vae")`)
-                    codes=None,       # (N, D) latent codes, {label: (n, D) codes}, or an .npz file (codes, labels, path_codes)
+                    codes=None,       # (N, D) latent codes, {label: (n, D) codes}, or an .npz file (codes, labels, path_codes, series_…)
                     labels=None,      # (N,) label of each code (its set), for the colours
                     path_codes=None,  # (M, D) latent codes along a path (e.g. a transformation), drawn as a polyline
                     device=None,      # torch device of the model (default: `default_device()`)
                     max_sliders: int = 8,  # a slider per latent dimension up to this many; beyond, the others stay 0
+                    series_codes=None,     # (F, D) latent codes of a series' frames in time order (e.g. a pump–probe experiment)
+                    series_scores=None,    # (F,) score of each frame (e.g. the steering score), drawn against the frame
+                    series_threshold=None, # alarm threshold on the score: the alarm is the first frame above it
+                    series_onset=None,     # frame (0…F−1) where damage begins, or None
+                    series_score_name=None,  # what the score is, for the axis label (default "steering score")
                    ) -> Explorer:
-    "A 2-D slice of a VAE's latent space: choose a point, see its decoded pattern, with the data's codes and a path."
+    "A 2-D slice of a VAE's latent space: choose a point, see its decoded pattern, with the data's codes, a path and a series."
     import ipywidgets as W
     model = model_dir if isinstance(model_dir, LoadedModel) else load_model(model_dir, device=device)
     decode = _decoder(model)
     D = model.model.latent_dim
+    series = dict(series_codes=series_codes, series_scores=series_scores, series_threshold=series_threshold,
+                  series_onset=series_onset, series_score_name=series_score_name)
+    codes_file = codes if isinstance(codes, (str, Path)) else None
     codes, labels, path = _latent_sets(codes, labels, path_codes, D)
+    if codes_file is not None: series = _npz_series(codes_file, series)
+    ser = _latent_series(*(series[k] for k in ("series_codes", "series_scores", "series_threshold", "series_onset")), D,
+                         series["series_score_name"])
     max_sliders = check_int("max_sliders", max_sliders, min_value=0)
-    seen = [a for a in (codes, path) if a is not None]
+    seen = [a for a in (codes, path, None if ser is None else ser["codes"]) if a is not None]
     R = max(3.0, 1.1 * float(np.abs(np.concatenate(seen)).max())) if seen else 3.0   # slider range [latent units]
     R = float(np.ceil(R * 10) / 10)
     step = round(R / 100, 4)
     dims = [(f"z{k}", k) for k in range(D)]
+    alarm = None if ser is None else _alarm_frame(ser["scores"], ser["threshold"])
 
     @lru_cache(maxsize=256)
     def decoded(z: tuple):
@@ -419,35 +518,61 @@ def latent_explorer(model_dir,        # saved VAE directory (`save_model(..., ta
         return dict(z=z, decoded=decoded(tuple(np.round(z, 6))))
 
     def draw(d, v):
-        fig, ax = _figure(2)
         dx, dy = int(v["dim_x"]), int(v["dim_y"])
-        a = ax[0]
+        if ser is None: fig, (a, b) = _figure(2)
+        else:                                  # the score against the frame in a strip below the slice and the pattern
+            from matplotlib.figure import Figure
+            fig = Figure(figsize=(8.4, 5.4), layout="constrained")
+            panels = fig.subplot_mosaic([["slice", "decoded"], ["score", "score"]], height_ratios=[3, 1.3])
+            a, b = panels["slice"], panels["decoded"]
         if codes is not None:
             groups = [(None, np.ones(len(codes), bool))] if labels is None else [(l, labels == l) for l in dict.fromkeys(labels)]
             for l, m in groups: a.scatter(codes[m, dx], codes[m, dy], s=10, alpha=0.7, label=l)
         if path is not None:
             a.plot(path[:, dx], path[:, dy], "-", color="k", lw=1.5, label="path")
             a.plot(path[0, dx], path[0, dy], "o", color="k", ms=7, mfc="w"); a.plot(path[-1, dx], path[-1, dy], "s", color="k", ms=7)
+        if ser is not None: _series_on_slice(a, ser, dx, dy, int(v["frame"]))
         a.plot(d["z"][dx], d["z"][dy], "*", color="#c0392b", ms=16, mec="k", label="decoded point")
         a.set_xlim(-R, R); a.set_ylim(-R, R); a.set_aspect("equal")
         a.set_xlabel(f"$z_{dx}$"); a.set_ylabel(f"$z_{dy}$")
-        a.legend(fontsize=7, loc="upper right")
+        a.legend(fontsize=7 if ser is None else 6, loc="upper right", markerscale=1 if ser is None else 0.6)
         rest = ", ".join(f"z{k} = {d['z'][k]:.2f}" for k in range(D) if k not in (dx, dy))
         a.set_title(f"slice z{dx}–z{dy}" + (f" at {rest}" if rest else "") + ("; codes projected" if codes is not None else ""),
                     fontsize=9)
-        _show_image(ax[1], d["decoded"], "decoded: " + ", ".join(f"{x:.2f}" for x in d["z"]))
+        at_frame = ser is not None and np.allclose(d["z"], ser["codes"][int(v["frame"])])
+        _show_image(b, d["decoded"], (f"frame {int(v['frame'])} decoded: " if at_frame else "decoded: ")
+                    + ", ".join(f"{x:.2f}" for x in d["z"]))
+        if ser is not None: _series_scores(panels["score"], ser, int(v["frame"]), alarm)
         return fig
 
     slider = lambda value, desc: W.FloatSlider(value=value, min=-R, max=R, step=step, description=desc,
                                                readout_format=".2f", continuous_update=False)
+    z0 = np.zeros(D) if ser is None else ser["codes"][0]       # the first point: the origin, or the series' first frame
+    dim_y = min(1, D - 1)
     controls = dict(dim_x=W.Dropdown(options=dims, value=0, description="x axis"),
-                    dim_y=W.Dropdown(options=dims, value=min(1, D - 1), description="y axis"),
-                    x=slider(0.0, "x"), y=slider(0.0, "y"))
+                    dim_y=W.Dropdown(options=dims, value=dim_y, description="y axis"),
+                    x=slider(float(z0[0]), "x"), y=slider(float(z0[dim_y]), "y"))
     if D <= max_sliders:
-        for k in range(D): controls[f"z{k}"] = slider(0.0, f"z{k}")
-    return Explorer("latent", f"Latent space of {model.meta['model']['arch']} ({D}-d)", controls, compute, draw,
-                    caches={"decoded": decoded},
-                    note=f"{Path(str(model.path)).name}: decoded intensities in [0, 1]; slider range ±{R:g}")
+        for k in range(D): controls[f"z{k}"] = slider(float(z0[k]), f"z{k}")
+    if ser is not None:
+        controls["frame"] = W.IntSlider(value=0, min=0, max=len(ser["codes"]) - 1, description="frame",
+                                        continuous_update=False)
+
+        def to_frame(change):                  # the point moves to the frame's code: one update, by the Explorer's own
+            z = ser["codes"][int(change["new"])]   # observer of "frame" (registered after this one) or by `set`
+            held, ex._hold = ex._hold, True
+            try:
+                controls["x"].value = float(z[int(controls["dim_x"].value)])
+                controls["y"].value = float(z[int(controls["dim_y"].value)])
+                for k in range(D):
+                    if f"z{k}" in controls: controls[f"z{k}"].value = float(z[k])
+            finally: ex._hold = held
+        controls["frame"].observe(to_frame, names="value")
+    ex = Explorer("latent", f"Latent space of {model.meta['model']['arch']} ({D}-d)", controls, compute, draw,
+                  caches={"decoded": decoded},
+                  note=f"{Path(str(model.path)).name}: decoded intensities in [0, 1]; slider range ±{R:g}"
+                       + ("" if ser is None else f"; a series of {len(ser['codes'])} frames"))
+    return ex
 
 # %% ../nbs/api/71_explore_models.ipynb #0d60ad49
 def _check_latent_args(model_dir, codes=None, **kw):
