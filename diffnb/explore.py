@@ -642,7 +642,8 @@ def explore_cli(argv: list | None = None,  # arguments after `diffnb explore`
     ap.add_argument("--sampler-config", action="append", default=[], metavar="K=V",
                     help="sampler setting of the `model` explorer, overriding the recorded one (repeat), e.g. n=257")
     ap.add_argument("--codes", default=None, metavar="NPZ",
-                    help="latent codes for `latent`: .npz with `codes` (N, D), optional `labels` (N,) and `path_codes` (M, D)")
+                    help="latent codes for `latent`: .npz with `codes` (N, D), optional `labels` (N,), `path_codes` (M, D) "
+                         "and a series of F frames: `series_codes` (F, D), `series_scores` (F,), `series_threshold`, `series_onset`")
     ap.add_argument("--port", type=int, default=None, help="TCP port on 127.0.0.1 (default: a free one); a busy port is refused")
     ap.add_argument("--no-browser", action="store_true", help="do not open a browser, only print the address")
     ap.add_argument("--list", action="store_true", help="list the explorers and exit")

@@ -301,8 +301,17 @@ def test_pump_probe_series_alarms(run):
     med = met["series.test.median_delay"]
     assert (med is None and not ok) or med == pytest.approx(float(np.median(ok)))
     assert met["series.rule"] in ("threshold", "cusum")
-    # the latent explorer reads the saved codes: the test fold's sets and one series' frames, with the path
-    from diffnb.explore_models import _latent_sets
-    codes, labels, path = _latent_sets(out / "latent_codes.npz", None, None, par["vae_latent"])
-    assert sum(lab.startswith("series ") for lab in labels) == n_f and len(path) >= 2
+    # the latent explorer reads the saved codes: the test fold's sets with the path, and the first damaged test series
+    from diffnb.explore_models import _alarm_frame, _latent_series, _latent_sets, _npz_series
+    f = out / "latent_codes.npz"
+    codes, labels, path = _latent_sets(f, None, None, par["vae_latent"])
+    assert len(codes) == len(labels) == met["vae.n_test"] and len(path) >= 2
     assert np.array_equal(path, np.array(m["tables"]["vae.path_codes"]))
+    z = _npz_series(f, dict.fromkeys(("series_codes", "series_scores", "series_threshold", "series_onset", "series_score_name")))
+    s = _latent_series(z["series_codes"], z["series_scores"], z["series_threshold"], z["series_onset"], par["vae_latent"],
+                       z["series_score_name"])
+    rule = met["series.rule"]
+    assert s["codes"].shape == (n_f, par["vae_latent"]) and s["threshold"] == pytest.approx(met[f"series.alarm_threshold.{rule}"])
+    assert s["onset"] == onset[dmg][0]                        # the series shown first in the figure: its onset and alarm
+    a = _alarm_frame(s["scores"], s["threshold"])
+    assert (-1 if a is None else a) == alarm[dmg][0]
