@@ -92,6 +92,24 @@ def test_calibrated_intervals_nest_around_the_prediction(run):
         assert 0 <= m["metrics"][f"dr.calibrated.coverage_{level}"] <= 1 and m["metrics"][f"dr.calibrated.mean_width_k_{level}"] >= 0
 
 
+def test_calibration_is_stored_with_every_member_and_applied_by_predict(run):
+    "Every ensemble member's model.json holds the calibration fitted on fresh pairs; `predict(level=)` uses it, and an interval
+    is the prediction ± the stored conformal quantile × σ; without `level` no interval is claimed."
+    from diffnb.learn.io import load_model, predict
+    out, m = run
+    ens = [load_model(out / m["models"][f"domain_randomised_{k}"], device="cpu") for k in range(m["parameters"]["n_ensemble"])]
+    cal = [e.calibration for e in ens]
+    assert all(c is not None and c == cal[0] for c in cal) and cal[0]["kind"] == "regression" and cal[0]["targets"] == ["u_iso"]
+    assert cal[0]["n"] == m["metrics"]["dr.calibration.n"]
+    x = np.abs(np.random.default_rng(1).normal(0, 0.1, (5, 1, 32, 32))).astype(np.float32)
+    p = predict(ens, x, progress=False, level=0.95)
+    q = cal[0]["quantiles"]["0.95"][0]
+    np.testing.assert_allclose(p.hi - p.values, q * p.std, rtol=1e-6)
+    np.testing.assert_allclose(p.values - p.lo, q * p.std, rtol=1e-6)
+    assert "conformal" in p.calibration or "quantile" in p.calibration, p.calibration
+    assert predict(ens, x, progress=False).lo is None
+
+
 def test_cross_validation_folds_are_grouped_by_experiment(run):
     _, m = run
     e = m["tables"]["experiment"]
