@@ -791,6 +791,7 @@ def fit_sites(patterns,                 # (T, N, N) bright-field discs of one cr
         a = np.concatenate([cols.real, cols.imag]); rhs = np.concatenate([u_img.real, u_img.imag])
         s0 = np.linalg.lstsq(a, rhs, rcond=None)[0]
         ls = torch.as_tensor(np.log(np.clip(s0, 0.05, 20.0)), dtype=torch.float64, device=m.device)
+        ls = ls - ls.mean()                                                        # the image gives the sites' ratios, the scan their level
     def misfit(l, b): return _profiled_misfit(m(t, b, ug=m.orbit_values(m.u_iam(b, torch.exp(l)))), y)
     def grid(lo, hi): return torch.arange(math.log(lo), math.log(hi) + 1e-12, math.log1p(step), dtype=torch.float64)
     n_eval = 0
