@@ -101,6 +101,10 @@ def test_calibration_is_stored_with_every_member_and_applied_by_predict(run):
     cal = [e.calibration for e in ens]
     assert all(c is not None and c == cal[0] for c in cal) and cal[0]["kind"] == "regression" and cal[0]["targets"] == ["u_iso"]
     assert cal[0]["n"] == m["metrics"]["dr.calibration.n"]
+    for name in ("low_fluence", "uiso_band"):                 # coverage on the generalisation splits' held-out frames
+        for lv in (68, 95):
+            k = f"split.{name}.dr_calibrated.coverage_{lv}"
+            assert k not in m["metrics"] or 0 <= m["metrics"][k] <= 1, k
     x = np.abs(np.random.default_rng(1).normal(0, 0.1, (5, 1, 32, 32))).astype(np.float32)
     p = predict(ens, x, progress=False, level=0.95)
     q = cal[0]["quantiles"]["0.95"][0]
