@@ -892,8 +892,8 @@ def invert_patterns(patterns,               # (T, N, N) bright-field discs of on
     elif outside == "start": u_out = ug_from_potential(start, atoms, field_of_view, energy_kev, hkl=hkl_out, origin=model.origin)[1]
     else:
         scale = np.ones(len(model.site_labels)) if site_fit is None else site_fit.scale
-        cls, occ = model._cls.cpu().numpy(), site_properties(atoms)[1]
-        u_out = sum(s * potential_coefficients(atoms, hkl_out, energy_kev, b_iso=_b_per_site(model, b), occupancy=occ * (cls == c))
+        cls, b_site = model._cls.cpu().numpy(), _b_per_site(model, b)       # each site's atoms, scaled by its factor
+        u_out = sum(s * potential_coefficients(atoms[cls == c], hkl_out, energy_kev, b_iso=b_site[cls == c])
                     for c, s in enumerate(scale)) * np.exp(2j * np.pi * hkl_out @ model.origin)
     hkl = np.concatenate([model.refl, hkl_out])
     u_syn = np.concatenate([u_all, u_out])
