@@ -93,8 +93,8 @@ def test_calibrated_intervals_nest_around_the_prediction(run):
 
 
 def test_calibration_is_stored_with_every_member_and_applied_by_predict(run):
-    "Every ensemble member's model.json holds the calibration fitted on fresh pairs; `predict(level=)` uses it, and an interval
-    is the prediction ± the stored conformal quantile × σ; without `level` no interval is claimed."
+    """Every ensemble member's model.json holds the calibration fitted on fresh pairs; `predict(level=)` uses it, and an interval
+    is the prediction ± the stored conformal quantile × σ; without `level` no interval is claimed."""
     from diffnb.learn.io import load_model, predict
     out, m = run
     ens = [load_model(out / m["models"][f"domain_randomised_{k}"], device="cpu") for k in range(m["parameters"]["n_ensemble"])]
