@@ -431,8 +431,9 @@ def _alarm_frame(scores,     # (F,) score of each frame, in time order
                 ) -> int | None:  # the first frame whose score exceeds the threshold, or None
     "The alarm frame of a series, by the rule of `diffnb.learn.steering.first_alarm` (score > threshold)."
     if threshold is None: return None
-    above = np.flatnonzero(np.asarray(scores, np.float64) > threshold)
-    return int(above[0]) if len(above) else None
+    from .learn.steering import first_alarm          # (imported on use: the explorer starts without it)
+    frame = first_alarm(scores, threshold)
+    return None if frame < 0 else frame
 
 # %% ../nbs/api/71_explore_models.ipynb #910d279d
 _FRAME_COLOUR = "#e67e22"   # the frame the slider chose, in both panels

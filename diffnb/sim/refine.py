@@ -750,12 +750,14 @@ class SiteFit:
     n_evaluations: int        # forward solves
     model: LacbedModel = field(repr=False)
 
+# %% ../../nbs/api/21b_sim.refine.ipynb #97b728b9
 def _profiled_misfit(sim, y):
     "Σ over patterns of the mean squared residual after the best scale and background, over the pattern's variance."
     w = torch.ones_like(y)
     a, c = _scale_background(sim, y, w)
     return (((a[:, None, None] * sim + c[:, None, None] - y) ** 2).mean((1, 2)) / y.var((1, 2))).sum()
 
+# %% ../../nbs/api/21b_sim.refine.ipynb #1cc7fca7
 def fit_sites(patterns,                 # (T, N, N) bright-field discs of one crystal, one per thickness
               structure_guess,          # ase.Atoms (or CIF path): cell, sites and symmetry; its elements only start the factors
               energy_kev: float,        # electron energy [keV]
@@ -814,7 +816,6 @@ def fit_sites(patterns,                 # (T, N, N) bright-field discs of one cr
     with torch.no_grad():
         chi = float(misfit(lv, bv)); ug = m.orbit_values(m.u_iam(bv, torch.exp(lv))).cpu().numpy()
     return SiteFit(list(m.site_labels), torch.exp(lv).detach().cpu().numpy(), bv.detach().cpu().numpy(), ug, chi, n_eval + 1, m)
-
 
 # %% ../../nbs/api/21b_sim.refine.ipynb #884ae15c
 @dataclass
