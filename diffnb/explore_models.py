@@ -431,7 +431,7 @@ def _alarm_frame(scores,     # (F,) score of each frame, in time order
                 ) -> int | None:  # the first frame whose score exceeds the threshold, or None
     "The alarm frame of a series, by the rule of `diffnb.learn.steering.first_alarm` (score > threshold)."
     if threshold is None: return None
-    from .learn.steering import first_alarm          # (imported on use: the explorer starts without it)
+    from diffnb.learn.steering import first_alarm    # (imported on use: the explorer starts without it)
     frame = first_alarm(scores, threshold)
     return None if frame < 0 else frame
 
