@@ -300,7 +300,7 @@ def test_pump_probe_series_alarms(run):
     ok = [d for d in delays if d >= 0]
     med = met["series.test.median_delay"]
     assert (med is None and not ok) or med == pytest.approx(float(np.median(ok)))
-    assert met["series.rule"] in ("threshold", "cusum")
+    assert met["series.rule"] in ("threshold", "cusum", "threshold_self", "cusum_self")
     # the latent explorer reads the saved codes: the test fold's sets with the path, and the first damaged test series
     from diffnb.explore_models import _alarm_frame, _latent_series, _latent_sets, _npz_series
     f = out / "latent_codes.npz"

@@ -167,12 +167,17 @@ ALARM_RULES = ("threshold", "cusum")
 
 def alarm_statistic(scores,  # scores of one series `(n_frames,)`
                     rule: str = "threshold",  # "threshold" (the score) or "cusum"
-                    reference: float = 0.0,  # CUSUM: in-control level
+                    reference: float = 0.0,  # CUSUM: in-control level (of the self-referenced score when `baseline` > 0)
                     slack: float = 0.0,  # CUSUM: allowance
+                    baseline: int = 0,  # k > 0: self-referenced — the median of the series' first k frames (known to be in control) is subtracted, and those frames cannot alarm
                    ) -> np.ndarray:  # the statistic compared with the alarm threshold `(n_frames,)`
     "Per frame, what the alarm rule compares with its threshold."
     check_choice("rule", rule, ALARM_RULES)
-    return _series(scores) if rule == "threshold" else cusum(scores, reference, slack)
+    s = _series(scores)
+    k = check_int("baseline", baseline, min_value=0, max_value=max(0, len(s) - 1))
+    if k: s = s - np.median(s[:k])
+    out = s[k:] if rule == "threshold" else cusum(s[k:], reference, slack)   # the CUSUM starts after the baseline
+    return np.concatenate([np.full(k, min(0.0, float(out.min()))), out]) if k else out
 
 def first_alarm(statistic,  # `alarm_statistic` of one series
                 threshold: float,  # alarm when statistic > threshold

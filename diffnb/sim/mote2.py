@@ -30,7 +30,7 @@ __all__ = ['PHASES', 'CLASSES', 'VAE_SETS', 'PARAM_NAMES', 'mote2_data_dir', 'lo
            'mote2_supercell', 'mote2_primitive', 'phonon_fields', 'phonon_displacements', 'chgnet_force_constants',
            'chgnet_phonon_fields', 'transformation_cell', 'MoTe2Sampler', 'MoTe2VAESampler', 'UnseenInstrumentMoTe2',
            'RandomisedInstrumentsMoTe2', 'unseen_instrument_domain', 'randomised_instrument_domain', 'difference_rgb',
-           'MoTe2PumpProbe']
+           'instrument_domain', 'MoTe2PumpProbe']
 
 # %% ../../nbs/api/22a_sim.mote2.ipynb #5adedc85
 PHASES = ("2H", "1T'")
@@ -346,7 +346,7 @@ class _MoTe2Base:
         if kind == "thermal":
             x = thermal_displacements(x, rng, float(rng.uniform(*c["u_iso"]))); row["u_iso"] = x.info["u_iso"]
         elif kind in ("vacancies", "degraded"):
-            lo, hi = c["vacancy"] if kind == "vacancies" else (0.75, 0.98)
+            lo, hi = c["vacancy"] if kind == "vacancies" else c.get("degraded", (0.75, 0.98))
             sp = [None, "Mo", "Te"][int(rng.integers(3))]
             x = add_vacancies(x, rng, float(rng.uniform(lo, hi)), sp)
             row.update(vacancy_fraction=x.info["vacancy_fraction"], vacancy_mo=float(sp in (None, "Mo")),
@@ -417,12 +417,18 @@ class MoTe2VAESampler(_MoTe2Base):
     "Unlabelled MoTe2 sampler for the VAE: flux-normalised single-channel images of the seven classes + path/degraded/molten."
     name, task, classes, target_shape = "kinematic.mote2_vae", "unlabelled", None, ()
 
-    def __init__(self, *args, sets=tuple(VAE_SETS), **kwargs):  # sets: names from VAE_SETS to draw from (index mod len)
+    def __init__(self, *args,
+                 sets=tuple(VAE_SETS),  # names from VAE_SETS to draw from (index mod len)
+                 degraded=(0.75, 0.98),  # vacancy fraction range of the "degraded" set [1]
+                 instrument="training",  # "training" (the sampler's detector), "unseen", "randomised" (an instrument drawn per pattern), or `LabDomain` ranges (dict)
+                 **kwargs):  # `MoTe2Sampler` settings (grid, s_max, size, dose_e_per_px, u_iso, …)
         super().__init__(*args, **kwargs)
         sets = list(sets)
         if not sets: fail("sets", sets, f"a non-empty list of names from {VAE_SETS}")
         for s in sets: check_choice("sets", s, VAE_SETS)
-        self.config["sets"] = sets
+        self.domain = instrument_domain(instrument, self.config)
+        self.config.update(sets=sets, degraded=_pair("degraded", degraded, 0, 1),
+                           instrument=instrument if isinstance(instrument, str) else self.domain.config)
 
     @property
     def image_shape(self): return (1, self.config["grid"], self.config["grid"])
@@ -437,7 +443,12 @@ class MoTe2VAESampler(_MoTe2Base):
         for i in idx:
             rng = numpy_rng(seed, i)
             x, _, row = self._structure(sets[i % len(sets)], rng)
-            obs = self._observe([x], row["dose_e_per_px"], [torch_rng(seed, (i, 1))])[0]
+            if self.domain is None: obs = self._observe([x], row["dose_e_per_px"], [torch_rng(seed, (i, 1))])[0]
+            else:
+                p = self.domain.params_table(seed, [i])                   # pattern i's own instrument and noise
+                p["noise_seed"] = np.asarray([int(numpy_rng(seed, (i, 2)).integers(0, 2**62))])
+                obs = self.domain.apply(self.intensities([x]), p)[0]
+                row["dose_e_per_px"] = float(p["dose_e_per_px"][0])
             imgs.append((obs / obs.mean().clamp_min(1e-30))[None].to(torch.float32)); rows.append(row)
         images = torch.stack(imgs) if idx else torch.zeros((0, *self.image_shape))
         return images, None, {k: np.array([r[k] for r in rows], dtype=np.float64) for k in PARAM_NAMES}
@@ -532,6 +543,20 @@ def difference_rgb(channels: torch.Tensor,  # (2, H, W) positive / negative diff
     r, b = np.clip(c[0] / top, 0, 1), np.clip(c[1] / top, 0, 1)
     return np.stack([r, np.zeros_like(r), b], -1)
 
+# %% ../../nbs/api/22a_sim.mote2.ipynb #be064ec4
+def instrument_domain(instrument,  # "training", "unseen", "randomised", or a dict of `LabDomain` ranges
+                      base: dict,  # configuration of the sampler whose patterns the instrument records
+                     ):  # `LabDomain`, or None for the sampler's own detector
+    "The instrument of a MoTe2 sampler's patterns: its own detector, the study's unseen instrument, broad randomised ranges, or given ranges."
+    if isinstance(instrument, str):
+        check_choice("instrument", instrument, ("training", "unseen", "randomised"))
+        if instrument == "training": return None
+        domain = (unseen_instrument_domain if instrument == "unseen" else randomised_instrument_domain)(dict(base))
+    elif isinstance(instrument, dict): domain = dict(instrument)
+    else: fail("instrument", instrument, "'training', 'unseen', 'randomised' or a dict of `LabDomain` ranges")
+    return LabDomain(**{k: tuple(v) if isinstance(v, list) else v for k, v in domain.items()})
+
+
 # %% ../../nbs/api/22a_sim.mote2.ipynb #b3ad5ce9
 from fastcore.basics import patch
 
@@ -547,18 +572,13 @@ class MoTe2PumpProbe(_MoTe2Base):
                  vacancy_step: float = 0.25,  # vacancy fraction added per frame after onset [1]
                  melt_after: int = 3,  # frames after onset at which melting begins
                  melt_step: float = 0.2,  # amorphous fraction added per molten frame (from 0.3) [1]
-                 instrument="training",  # "training" (the sampler's detector), "unseen", or `LabDomain` ranges (dict)
+                 instrument="training",  # "training" (the sampler's detector), "unseen", "randomised" (a broad `LabDomain`), or `LabDomain` ranges (dict)
                  **kwargs):  # `MoTe2Sampler` settings (grid, s_max, size, dose_e_per_px, u_iso, …)
         super().__init__(*args, **kwargs)
         base = dict(self.config)
         n_frames = check_int("n_frames", n_frames, min_value=2); melt_after = check_int("melt_after", melt_after, min_value=0)
         onset = _pair("onset", onset, 0, 1); check_range("vacancy_step", vacancy_step, 0, 1); check_range("melt_step", melt_step, 0, 1)
-        if isinstance(instrument, str):
-            check_choice("instrument", instrument, ("training", "unseen"))
-            domain = None if instrument == "training" else unseen_instrument_domain(base)
-        elif isinstance(instrument, dict): domain = dict(instrument)
-        else: fail("instrument", instrument, "'training', 'unseen' or a dict of `LabDomain` ranges")
-        self.domain = None if domain is None else LabDomain(**{k: tuple(v) if isinstance(v, list) else v for k, v in domain.items()})
+        self.domain = instrument_domain(instrument, base)
         self.config.update(json.loads(json.dumps(dict(n_frames=n_frames, onset=onset, vacancy_step=float(vacancy_step),
                            melt_after=melt_after, melt_step=float(melt_step),
                            instrument=instrument if isinstance(instrument, str) else self.domain.config))))
