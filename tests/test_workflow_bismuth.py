@@ -93,14 +93,19 @@ def test_calibrated_intervals_nest_around_the_prediction(run):
 
 
 def test_calibration_is_stored_with_every_member_and_applied_by_predict(run):
-    """Every ensemble member's model.json holds the calibration fitted on fresh pairs; `predict(level=)` uses it, and an interval
-    is the prediction ± the stored conformal quantile × σ; without `level` no interval is claimed."""
+    """Every ensemble member's model.json holds the calibration fitted on the calibration experiments (every pumped frame of
+    4 × n_experiments series); `predict(level=)` uses it, and an interval is the prediction ± the stored conformal quantile ×
+    the chosen scale (σ, |prediction| or 1); without `level` no interval is claimed."""
     from diffnb.learn.io import load_model, predict
     out, m = run
     ens = [load_model(out / m["models"][f"domain_randomised_{k}"], device="cpu") for k in range(m["parameters"]["n_ensemble"])]
     cal = [e.calibration for e in ens]
     assert all(c is not None and c == cal[0] for c in cal) and cal[0]["kind"] == "regression" and cal[0]["targets"] == ["u_iso"]
-    assert cal[0]["n"] == m["metrics"]["dr.calibration.n"]
+    prm = m["parameters"]
+    assert cal[0]["n"] == m["metrics"]["dr.calibration.n"] == 4 * prm["n_experiments"] * sum(d > 0 for d in prm["delays_ps"])
+    assert cal[0]["sigma"] == m["metrics"]["dr.calibration.scale_by"]
+    widths = {k.rsplit(".", 1)[1]: v for k, v in m["metrics"].items() if k.startswith("dr.calibration.cross_fitted_width_k.")}
+    assert set(widths) == {"spread", "relative", "none"} and widths[cal[0]["sigma"]] == min(widths.values())
     t = {k: np.array(v) for k, v in m["tables"]["experiment"].items() if k in ("fluence", "u_iso", "delay_ps", "temperature_k", "dr_lo68_k", "dr_hi68_k")}
     low = sorted(m["parameters"]["fluences"])[: max(1, len(m["parameters"]["fluences"]) // 4)]
     held = {"low_fluence": np.isin(t["fluence"], low), "uiso_band": (t["u_iso"] >= 0.024) & (t["u_iso"] <= 0.030)}
@@ -113,8 +118,9 @@ def test_calibration_is_stored_with_every_member_and_applied_by_predict(run):
     x = np.abs(np.random.default_rng(1).normal(0, 0.1, (5, 1, 32, 32))).astype(np.float32)
     p = predict(ens, x, progress=False, level=0.95)
     q = cal[0]["quantiles"]["0.95"][0]
-    np.testing.assert_allclose(p.hi - p.values, q * p.std, rtol=1e-6)
-    np.testing.assert_allclose(p.values - p.lo, q * p.std, rtol=1e-6)
+    scale = {"spread": p.std, "relative": np.abs(p.values), "none": np.ones_like(p.values)}[cal[0]["sigma"]]
+    np.testing.assert_allclose(p.hi - p.values, q * scale, rtol=1e-6)
+    np.testing.assert_allclose(p.values - p.lo, q * scale, rtol=1e-6)
     assert "conformal" in p.calibration or "quantile" in p.calibration, p.calibration
     assert predict(ens, x, progress=False).lo is None
 

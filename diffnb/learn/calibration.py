@@ -11,7 +11,7 @@ from statistics import NormalDist
 
 import numpy as np
 import torch
-from ..core import DiffnbValueError, ShapeError, fail, check_int
+from ..core import DiffnbValueError, ShapeError, fail, check_int, check_choice
 
 # %% auto #0
 __all__ = ['DEFAULT_LEVELS', 'check_level', 'check_calibration', 'variance_scale', 'normal_quantile', 'conformal_quantile',
@@ -62,7 +62,7 @@ def check_calibration(record,             # a calibration record (dict)
     if kind == "regression":
         s = record.get("scale")
         if not (isinstance(s, list) and s and all(_positive(v) for v in s)): fail(f"{name} scale", s, "a list of positive numbers, one per output")
-        if record.get("sigma") not in ("spread", "none"): fail(f"{name} sigma", record.get("sigma"), "'spread' or 'none'")
+        if record.get("sigma") not in ("spread", "none", "relative"): fail(f"{name} sigma", record.get("sigma"), "'spread', 'none' or 'relative'")
         names = record.get("targets")
         if names is not None and not (isinstance(names, list) and len(names) == len(s)):
             fail(f"{name} targets", names, f"null or {len(s)} name(s), one per output")
@@ -110,14 +110,20 @@ def fit_regression_calibration(y_true,           # (N,) or (N, T) true values of
                                mean,             # (N,) or (N, T) predicted values (ensemble / MC-dropout mean)
                                std=None,         # (N,) or (N, T) predicted spread σ; None: the model has no spread (σ = 1)
                                *,
+                               scale_by=None,    # what scales an error: "spread" (σ), "none" (a fixed width) or "relative" (|μ|: a fixed relative width); None: "spread" with `std`, else "none"
+
                                levels=DEFAULT_LEVELS,  # levels whose conformal quantiles are stored
                                targets=None,     # target names, one per output
                                setup=None,       # how σ was made (`Prediction.setup`): ensemble members, MC-dropout passes, tta
                               ) -> dict:         # JSON-ready calibration record for `model.json`
     "Fit the variance scale and the conformal quantiles of |error|/σ on the validation fold."
     y = _as_2d("y_true", y_true); mu = _as_2d("mean", mean, y.shape)
-    sigma = np.ones_like(y) if std is None else _as_2d("std", std, y.shape)
-    if (sigma <= 0).any(): fail("std", std, f"positive spreads, but {int((sigma <= 0).sum())} value(s) are <= 0")
+    scale_by = ("none" if std is None else "spread") if scale_by is None else scale_by
+    check_choice("scale_by", scale_by, ("spread", "none", "relative"))
+    if scale_by == "spread" and std is None: fail("std", std, "the predicted spread σ, which scale_by='spread' divides the errors by")
+    sigma = {"spread": lambda: _as_2d("std", std, y.shape), "none": lambda: np.ones_like(y), "relative": lambda: np.abs(mu)}[scale_by]()
+    if (sigma <= 0).any(): fail("std" if scale_by == "spread" else "mean", std if scale_by == "spread" else mean,
+                                f"positive scales |error| is divided by, but {int((sigma <= 0).sum())} value(s) are <= 0")
     if len(y) < 2: fail("y_true", y_true, "at least 2 validation samples")
     if isinstance(targets, str): targets = [targets]
     if targets is not None and len(targets) != y.shape[1]: fail("targets", targets, f"{y.shape[1]} name(s), one per output")
@@ -125,13 +131,13 @@ def fit_regression_calibration(y_true,           # (N,) or (N, T) true values of
     quantiles = {_level_key(p): [float(v) if np.isfinite(v) else None for v in conformal_quantile(scores, p)]
                  for p in sorted({check_level(p) for p in levels})}
     return check_calibration({
-        "kind": "regression", "fitted_on": "validation", "n": int(len(y)), "sigma": "none" if std is None else "spread",
+        "kind": "regression", "fitted_on": "validation", "n": int(len(y)), "sigma": scale_by,
         "targets": None if targets is None else [str(t) for t in targets], "setup": setup,
         "scale": [float(s) for s in variance_scale(y, mu, sigma)], "quantiles": quantiles, "temperature": None})
 
 # %% ../../nbs/api/55b_learn.calibration.ipynb #f558c700
 def regression_interval(mean,    # (N,) or (N, T) predicted values
-                        std,     # (N,) or (N, T) predicted spread σ (ignored when the record was fitted without one)
+                        std,     # (N,) or (N, T) predicted spread σ (ignored unless the record scales by the spread)
                         record,  # a regression calibration record
                         level,   # coverage in (0, 1)
                        ) -> tuple:  # (lo, hi, how): (N, T) arrays and a sentence naming the calibration used
@@ -140,6 +146,7 @@ def regression_interval(mean,    # (N,) or (N, T) predicted values
     if record["kind"] != "regression": fail("record", record["kind"], "a regression calibration record")
     mu = _as_2d("mean", mean)
     if record["sigma"] == "none": sigma = np.ones_like(mu)
+    elif record["sigma"] == "relative": sigma = np.abs(mu)
     elif std is None: fail("std", std, "the prediction's spread σ, which this calibration scales (an ensemble or MC dropout)")
     else: sigma = _as_2d("std", std, mu.shape)
     if len(record["scale"]) != mu.shape[1]:
@@ -147,7 +154,8 @@ def regression_interval(mean,    # (N,) or (N, T) predicted values
     q = record["quantiles"].get(_level_key(level))
     if q is not None:
         half = np.array([np.inf if v is None else v for v in q]) * sigma
-        how = f"split-conformal quantile of |error|/σ at level {level:g}, fitted on {record['n']} validation samples"
+        unit = {"spread": "|error|/σ", "none": "|error|", "relative": "|error|/|prediction|"}[record["sigma"]]
+        how = f"split-conformal quantile of {unit} at level {level:g}, fitted on {record['n']} validation samples"
     else:
         half = normal_quantile(level) * np.asarray(record["scale"]) * sigma
         how = (f"Gaussian at level {level:g} with σ scaled by {', '.join(f'{s:.3g}' for s in record['scale'])}, "
