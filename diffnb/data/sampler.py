@@ -145,6 +145,10 @@ SAMPLERS: dict[str, Any] = {
     "bloch.lacbed_icsd": ("diffnb.sim.bloch:LacbedSampler", {"crystals": "icsd"}),  # ICSD prototypes + variants
     "speckle.poly_study": ("diffnb.sim.speckle:SpeckleSampler", {"radii": "per_class"}),
     "speckle.poly_area": ("diffnb.sim.speckle:SpeckleSampler", {"radii": "fresh_area"}),  # the study's draw of radii, per pattern
+    "speckle.mono_profile": ("diffnb.sim.speckle:SpeckleProfileSampler", {}),                 # exact radial profiles of the same systems
+    "speckle.poly_profile": ("diffnb.sim.speckle:SpeckleProfileSampler", {"polydispersity": 1 / 3}),
+    "speckle.poly_study_profile": ("diffnb.sim.speckle:SpeckleProfileSampler", {"radii": "per_class"}),
+    "speckle.poly_area_profile": ("diffnb.sim.speckle:SpeckleProfileSampler", {"radii": "fresh_area"}),
 }
 
 def register_sampler(name: str,  # registry name, e.g. "powder.bismuth"

@@ -19,8 +19,8 @@ from .registry import register_model
 
 # %% auto #0
 __all__ = ['ConversionCNN', 'conversion_cnn', 'ccnn_opt_func', 'ExponentialDecay', 'WideBlock', 'WideResNet', 'wide_resnet',
-           'wide_resnet_ued', 'resnet', 'AzimuthalAverage', 'RadialProfileNet', 'radial_mlp', 'PolarResample',
-           'PolarSpeckleNet', 'polar_cnn', 'load_weights', 'ConvVAE', 'conv_vae']
+           'wide_resnet_ued', 'resnet', 'AzimuthalAverage', 'RadialProfileNet', 'radial_mlp', 'ProfileMLP',
+           'profile_mlp', 'PolarResample', 'PolarSpeckleNet', 'polar_cnn', 'load_weights', 'ConvVAE', 'conv_vae']
 
 # %% ../../nbs/api/51_learn.models.ipynb #8e5ca1be
 from fastai.callback.core import Callback
@@ -269,6 +269,34 @@ def radial_mlp(n_in: int = 1,                 # image channels
     check_range("p_drop", p_drop, 0, 1, hi_inclusive=False)
     if not isinstance(affine_invariant, bool): fail("affine_invariant", affine_invariant, "True or False")
     return RadialProfileNet(n_in, n_out, (h, w), skip, tail, hidden, float(p_drop), affine_invariant)
+
+# %% ../../nbs/api/51_learn.models.ipynb #fc7e4fa8
+class ProfileMLP(nn.Module):
+    "Radial profiles (b, n_in, 1, n_bins) → batch norm per bin → MLP."
+    def __init__(self, n_in, n_out, n_bins, hidden, p_drop):
+        super().__init__()
+        self.n_in, self.n_bins = n_in, n_bins
+        f = n_in * n_bins
+        layers = [nn.BatchNorm1d(f)]
+        for nh in hidden: layers += [nn.Linear(f, nh), nn.GELU(), nn.Dropout(p_drop)]; f = nh
+        self.head = nn.Sequential(*layers, nn.Linear(f, n_out))
+
+    def forward(self, x): return self.head(_check_images(x, self.n_in, (1, self.n_bins)).flatten(1))
+
+@register_model("profile_mlp")
+def profile_mlp(n_in: int = 1,                # channels
+                n_out: int = 1,               # outputs (classes or regressed quantities)
+                n_bins: int = 1024,           # bins of the profile
+                hidden=(512, 256),            # widths of the MLP's hidden layers
+                p_drop: float = 0.1,          # dropout after each hidden layer
+               ) -> nn.Module:                # maps (b, n_in, 1, n_bins) profiles to (b, n_out)
+    "An MLP on radial profiles recorded as (1, n_bins) images."
+    n_in, n_out, n_bins = check_int("n_in", n_in, 1), check_int("n_out", n_out, 1), check_int("n_bins", n_bins, 2)
+    if not isinstance(hidden, (list, tuple)): fail("hidden", hidden, "a list of hidden-layer widths")
+    hidden = [check_int("hidden", c, 1) for c in hidden]
+    check_range("p_drop", p_drop, 0, 1, hi_inclusive=False)
+    return ProfileMLP(n_in, n_out, n_bins, hidden, float(p_drop))
+
 
 # %% ../../nbs/api/51_learn.models.ipynb #7e4b9d20
 class PolarResample(nn.Module):

@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from scipy.special import j1 as _scipy_j1
+from scipy.special import j0 as _scipy_j0, j1 as _scipy_j1
 
 from ..core import (check_device, check_memory, check_scalar, DiffnbValueError, ShapeError, as_device, check_choice, check_finite, check_int,
                          check_positive, check_range, check_shape, fail, numpy_rng, torch_rng)
@@ -26,7 +26,8 @@ from ..core import (check_device, check_memory, check_scalar, DiffnbValueError, 
 __all__ = ['STUDY_BOX', 'STUDY_PADDED', 'STUDY_TOTAL_AREA', 'STUDY_CODE_TOTAL_AREA', 'STUDY_MARGIN', 'RSA_JAMMING',
            'MOMENT_VARIANTS', 'study_k_step', 'DiskSystem', 'disk_system', 'area_coefficient_radii', 'study_radii',
            'airy_amplitude', 'k_axes', 'speckle', 'rasterise_disks', 'raster_speckle', 'central_mask', 'preprocess',
-           'photon_noise', 'first_moment', 'NearestClassMean', 'SpeckleSampler']
+           'photon_noise', 'first_moment', 'NearestClassMean', 'radial_profile', 'SpeckleSampler',
+           'SpeckleProfileSampler']
 
 # %% ../../nbs/api/23_sim.speckle.ipynb #e7d3c0c6
 STUDY_BOX = 2000.0            # side of the study's simulation box [px]
@@ -509,6 +510,30 @@ class NearestClassMean:
         "Accuracy on (features, labels)."
         return float((self.predict(features) == np.asarray(labels)).mean())
 
+# %% ../../nbs/api/23_sim.speckle.ipynb #c5513427
+def radial_profile(disks,          # DiskSystem, or a list of them
+                   k,              # |k| values [rad/px], 1-d
+                  ) -> torch.Tensor:  # (B, n_k) or (n_k,) for one system: the exact azimuthal average of |A(k)|² [px⁴]
+    "Azimuthal average of the speckle intensity of disk systems at |k| values, by the 2-D Debye formula Σ a_j a_l F_j F_l J₀(k d_jl)."
+    single = isinstance(disks, DiskSystem)
+    systems = [disks] if single else list(disks) if isinstance(disks, (list, tuple)) else None
+    if not systems or not all(isinstance(d, DiskSystem) for d in systems): fail("disks", disks, "a DiskSystem or a non-empty list of them")
+    k = np.asarray(k, dtype=np.float64)
+    if k.ndim != 1 or not len(k): fail("k", k, "a non-empty 1-d array of |k| values", ShapeError)
+    check_finite("k", k); check_positive("k", k, allow_zero=True)
+    out = np.empty((len(systems), len(k)))
+    for b, s in enumerate(systems):
+        r, c = np.asarray(s.radii, np.float64), np.asarray(s.centres, np.float64)
+        x = np.maximum(np.outer(r, k), 1e-20)
+        amp = (np.pi * r**2)[:, None] * (2 * _scipy_j1(x) / x)          # a_j F_j(k), (N, n_k)
+        d = np.sqrt(((c[:, None] - c[None]) ** 2).sum(-1))               # pair distances, (N, N)
+        iu = np.triu_indices(len(r), 1)
+        cross = (amp[iu[0]] * amp[iu[1]] * _scipy_j0(d[iu][:, None] * k)).sum(0)
+        out[b] = (amp**2).sum(0) + 2 * cross
+    t = torch.from_numpy(out)
+    return t[0] if single else t
+
+
 # %% ../../nbs/api/23_sim.speckle.ipynb #83423ffd
 class SpeckleSampler:
     "Labelled speckle patterns of random disk systems; class = number of disks (protocol of `diffnb.data`)."
@@ -607,3 +632,58 @@ class SpeckleSampler:
                   "max_radius": np.array([r.max() for r in radii]),
                   "first_moment": raw_m1.astype(np.float64)}
         return x.float()[:, None], torch.as_tensor(nd - cfg["n_min"], dtype=torch.int64), params
+
+# %% ../../nbs/api/23_sim.speckle.ipynb #b87a66a8
+class SpeckleProfileSampler(SpeckleSampler):
+    "Exact radial profiles (2-D Debye formula) of the disk systems of `SpeckleSampler`, on bins of |k| outside the beam stop."
+    version = "1"
+
+    def __init__(self,
+                 profile_bins: int = 1024,     # equal |k| bins between k_stop and k_max
+                 k_max: float = 0.4,           # outer edge of the last bin [rad/px]
+                 k_stop: float | None = None,  # beam-stop radius: inner edge of the first bin [rad/px]; None: 5.5 pixels of the study's grid
+                 **kwargs):                    # `SpeckleSampler` settings: polydispersity, radii, radii_seed, total_area, box, n_min, n_max, min_gap, standardise, fluence, margin
+        for k in ("n", "grid", "k_step", "block"):
+            if k in kwargs: fail(k, kwargs[k], "not a setting of a profile (profile_bins, k_max and k_stop set its |k| bins)")
+        super().__init__(n=3, block=0, **kwargs)
+        profile_bins = check_int("profile_bins", profile_bins, min_value=2)
+        check_scalar("k_max", k_max); check_positive("k_max", k_max)
+        k_stop = 5.5 * study_k_step() if k_stop is None else k_stop
+        check_scalar("k_stop", k_stop); check_range("k_stop", k_stop, 0, k_max, hi_inclusive=False)
+        for k in ("n", "grid", "k_step", "block"): self.config.pop(k)
+        self.config.update(profile_bins=profile_bins, k_max=float(k_max), k_stop=float(k_stop))
+        self.name += "_profile"
+        self.image_shape = (1, 1, profile_bins)
+
+    @property
+    def k(self) -> np.ndarray:
+        "Bin centres [rad/px]."
+        c = self.config; dk = (c["k_max"] - c["k_stop"]) / c["profile_bins"]
+        return c["k_stop"] + (np.arange(c["profile_bins"]) + 0.5) * dk
+
+    def sample(self, seed: int, indices: Sequence[int]):
+        "Profiles (B, 1, 1, profile_bins) float32, targets (B,) int64 = n_disks − n_min, params (columns of length B)."
+        cfg = self.config
+        check_int("seed", seed, min_value=0)
+        indices = [check_int("index", i, min_value=0) for i in indices]
+        systems = [self.disks(seed, i) for i in indices]
+        k = self.k; dk = (cfg["k_max"] - cfg["k_stop"]) / cfg["profile_bins"]
+        P = radial_profile(systems, k).numpy() if systems else np.zeros((0, len(k)))
+        if cfg["fluence"] is not None:            # photons per ring: Poisson(Φ P k Δk / 2π), read back as a profile
+            per = cfg["fluence"] * k * dk / (2 * np.pi)
+            counts = np.stack([numpy_rng(seed, (i, 1)).poisson(P[b] * per) for b, i in enumerate(indices)]) if systems else P
+            P = (counts + 0.5) / per
+        m1 = (P * k**2).sum(1) / (P * k).sum(1) if systems else np.zeros(0)
+        x = np.log(np.maximum(P, 1e-300))
+        if cfg["standardise"]:
+            sd = x.std(1, keepdims=True)
+            if (sd == 0).any(): fail("profiles", x, "profiles that are not constant")
+            x = (x - x.mean(1, keepdims=True)) / sd
+        nd = np.asarray([s.n_disks for s in systems], np.int64)
+        radii = [s.radii for s in systems]
+        spread = [r.std() / r.mean() for r in radii] if "radii" in cfg else np.full(len(nd), cfg["polydispersity"])
+        params = {"n_disks": nd, "polydispersity": np.asarray(spread, np.float64), "mean_radius": np.array([r.mean() for r in radii]),
+                  "min_radius": np.array([r.min() for r in radii]), "max_radius": np.array([r.max() for r in radii]),
+                  "first_moment": np.asarray(m1, np.float64)}
+        return torch.from_numpy(x).float()[:, None, None], torch.as_tensor(nd - cfg["n_min"], dtype=torch.int64), params
+
