@@ -185,6 +185,22 @@ def test_speckle_cnn_model_run(workflow_run):
     assert (out / "saliency_gradcam.png").stat().st_size > 5000
 
 
+def test_speckle_profile_model_run(workflow_run):
+    "arch 'profile' (a small run): the stores hold exact radial profiles of the same disk systems, the MLP is reloaded and reproduces its test accuracy."
+    from diffnb.data import open_store
+    from diffnb.sim.speckle import SpeckleProfileSampler, SpeckleSampler, radial_profile
+    out, m = workflow_run("speckle", "-p", "arch", "profile", "-p", "profile_bins", "64", "-p", "epochs", "1",
+                          "-p", "fluences", "[10.0]", "-p", "n_saliency", "2")
+    assert m["stores"]["poly"]["sampler"] == "speckle.poly_profile" and m["stores"]["mono"]["config"]["profile_bins"] == 64
+    _reloaded_models_reproduce_their_test_accuracy(out, m, "ProfileMLP")
+    st = open_store(out / "stores" / "poly")
+    smp = SpeckleProfileSampler(**m["stores"]["poly"]["config"])
+    d = SpeckleSampler(polydispersity=1 / 3).disks(m["seed"], 5)              # the 2-D sampler's system of sample 5
+    p = np.log(radial_profile(d, smp.k).numpy())
+    np.testing.assert_allclose(st.images[5, 0, 0], (p - p.mean()) / p.std(), atol=1e-4)
+    assert st.targets[5] == d.n_disks - 2
+
+
 def test_speckle_tiny_defaults_train_a_model_that_works(workflow_run):
     "The demo: at its tiny defaults the speckle model counts monodisperse disks on the held-out test set (≥ 95 %), ahead of the first moment, and says so last."
     out, m = workflow_run("speckle", *SPECKLE)
