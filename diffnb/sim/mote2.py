@@ -28,9 +28,9 @@ from .kinematic import (_checked_atoms, _check_rng, add_vacancies, amorphize, cr
 # %% auto #0
 __all__ = ['PHASES', 'CLASSES', 'VAE_SETS', 'PARAM_NAMES', 'mote2_data_dir', 'load_mote2_cell', 'load_phonon_snapshots',
            'mote2_supercell', 'mote2_primitive', 'phonon_fields', 'phonon_displacements', 'chgnet_force_constants',
-           'chgnet_phonon_fields', 'transformation_cell', 'MoTe2Sampler', 'MoTe2VAESampler', 'UnseenInstrumentMoTe2',
-           'RandomisedInstrumentsMoTe2', 'unseen_instrument_domain', 'randomised_instrument_domain', 'difference_rgb',
-           'instrument_domain', 'MoTe2PumpProbe']
+           'chgnet_phonon_fields', 'transformation_cell', 'instrument_domain', 'MoTe2Sampler', 'MoTe2VAESampler',
+           'UnseenInstrumentMoTe2', 'RandomisedInstrumentsMoTe2', 'unseen_instrument_domain',
+           'randomised_instrument_domain', 'difference_rgb', 'MoTe2PumpProbe']
 
 # %% ../../nbs/api/22a_sim.mote2.ipynb #5adedc85
 PHASES = ("2H", "1T'")
@@ -381,6 +381,21 @@ class _MoTe2Base:
         idx = [check_int("indices[i]", i, min_value=0) for i in indices]
         return idx
 
+# %% ../../nbs/api/22a_sim.mote2.ipynb #be064ec4
+def instrument_domain(instrument,  # "training", "unseen", "randomised", or a dict of `LabDomain` ranges
+                      base: dict,  # configuration of the sampler whose patterns the instrument records
+                     ):  # `LabDomain`, or None for the sampler's own detector
+    "The instrument of a MoTe2 sampler's patterns: its own detector, the study's unseen instrument, broad randomised ranges, or given ranges."
+    if isinstance(instrument, str):
+        check_choice("instrument", instrument, ("training", "unseen", "randomised"))
+        if instrument == "training": return None
+        domain = (unseen_instrument_domain if instrument == "unseen" else randomised_instrument_domain)(dict(base))
+    elif isinstance(instrument, dict): domain = dict(instrument)
+    else: fail("instrument", instrument, "'training', 'unseen', 'randomised' or a dict of `LabDomain` ranges")
+    from diffnb.sim.detector import LabDomain
+    return LabDomain(**{k: tuple(v) if isinstance(v, list) else v for k, v in domain.items()})
+
+
 # %% ../../nbs/api/22a_sim.mote2.ipynb #e98cb85e
 class MoTe2Sampler(_MoTe2Base):
     "Seven-class MoTe2 sampler: 2-channel difference images from the pristine 2H reference (same size, orientation, dose)."
@@ -542,20 +557,6 @@ def difference_rgb(channels: torch.Tensor,  # (2, H, W) positive / negative diff
     top = np.percentile(c[c > 0], clip) if (c > 0).any() else 1.0
     r, b = np.clip(c[0] / top, 0, 1), np.clip(c[1] / top, 0, 1)
     return np.stack([r, np.zeros_like(r), b], -1)
-
-# %% ../../nbs/api/22a_sim.mote2.ipynb #be064ec4
-def instrument_domain(instrument,  # "training", "unseen", "randomised", or a dict of `LabDomain` ranges
-                      base: dict,  # configuration of the sampler whose patterns the instrument records
-                     ):  # `LabDomain`, or None for the sampler's own detector
-    "The instrument of a MoTe2 sampler's patterns: its own detector, the study's unseen instrument, broad randomised ranges, or given ranges."
-    if isinstance(instrument, str):
-        check_choice("instrument", instrument, ("training", "unseen", "randomised"))
-        if instrument == "training": return None
-        domain = (unseen_instrument_domain if instrument == "unseen" else randomised_instrument_domain)(dict(base))
-    elif isinstance(instrument, dict): domain = dict(instrument)
-    else: fail("instrument", instrument, "'training', 'unseen', 'randomised' or a dict of `LabDomain` ranges")
-    return LabDomain(**{k: tuple(v) if isinstance(v, list) else v for k, v in domain.items()})
-
 
 # %% ../../nbs/api/22a_sim.mote2.ipynb #b3ad5ce9
 from fastcore.basics import patch
