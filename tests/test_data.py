@@ -83,6 +83,7 @@ REAL_CONFIG = {"speckle.mono": dict(n=65, standardise=False, block=0, n_max=6),
                "speckle.poly": dict(n=65, standardise=False, block=0, n_max=6),
                "speckle.poly_study": dict(n=65, standardise=False, block=0, n_max=6),
                "speckle.poly_area": dict(n=65, standardise=False, block=0, n_max=6),
+               **{f"speckle.{k}_profile": dict(profile_bins=64, standardise=False, n_max=6) for k in ("mono", "poly", "poly_study", "poly_area")},
                "powder.bismuth": dict(shape=(48, 48), pixels_per_inv_angstrom=24.0),
                "kinematic.mote2": dict(grid=33), "kinematic.mote2_vae": dict(grid=33),
                "bloch.lacbed": dict(pixels=16, n_beams=15, max_atoms=12), "bloch.lacbed_icsd": dict(pixels=16, n_beams=15),
@@ -109,7 +110,10 @@ def test_real_simulator_end_to_end(tmp_path, name):
     if sampler.task == "classification":
         np.testing.assert_array_equal(a.targets[[4, 1]], ys.numpy())
         assert set(a.targets[:].tolist()) <= set(range(len(sampler.classes)))
-    if name.startswith("speckle."):
+    if name.endswith("_profile"):   # the log of a ring average of |A|², each at most I(0) = (total disk area)²
+        assert np.all(x <= 2 * np.log(sampler.config["total_area"]) + 1e-5)
+        np.testing.assert_array_equal(a.targets[:] + sampler.config["n_min"], a.param("n_disks"))
+    elif name.startswith("speckle."):
         # physics: forward scattering is the maximum, I(0) = (total disk area)² ≥ I(k); label = n_disks − n_min
         c = sampler.image_shape[-1] // 2
         assert np.all(x[:, 0, c, c] >= x.reshape(6, -1).max(axis=1) * (1 - 1e-5))

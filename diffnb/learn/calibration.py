@@ -122,8 +122,10 @@ def fit_regression_calibration(y_true,           # (N,) or (N, T) true values of
     check_choice("scale_by", scale_by, ("spread", "none", "relative"))
     if scale_by == "spread" and std is None: fail("std", std, "the predicted spread σ, which scale_by='spread' divides the errors by")
     sigma = {"spread": lambda: _as_2d("std", std, y.shape), "none": lambda: np.ones_like(y), "relative": lambda: np.abs(mu)}[scale_by]()
-    if (sigma <= 0).any(): fail("std" if scale_by == "spread" else "mean", std if scale_by == "spread" else mean,
-                                f"positive scales |error| is divided by, but {int((sigma <= 0).sum())} value(s) are <= 0")
+    if (sigma <= 0).any():
+        bad = int((sigma <= 0).sum())
+        if scale_by == "spread": fail("std", std, f"positive spreads, but {bad} value(s) are <= 0")
+        fail("mean", mean, f"non-zero predictions to scale the errors by (scale_by='relative'), but {bad} are 0")
     if len(y) < 2: fail("y_true", y_true, "at least 2 validation samples")
     if isinstance(targets, str): targets = [targets]
     if targets is not None and len(targets) != y.shape[1]: fail("targets", targets, f"{y.shape[1]} name(s), one per output")
