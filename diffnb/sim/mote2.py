@@ -428,6 +428,8 @@ class MoTe2Sampler(_MoTe2Base):
         params = {k: np.array([r[k] for r in rows], dtype=np.float64) for k in PARAM_NAMES}
         return images, targets, params
 
+
+# %% ../../nbs/api/22a_sim.mote2.ipynb #d696778e
 class MoTe2VAESampler(_MoTe2Base):
     "Unlabelled MoTe2 sampler for the VAE: flux-normalised single-channel images of the seven classes + path/degraded/molten."
     name, task, classes, target_shape = "kinematic.mote2_vae", "unlabelled", None, ()

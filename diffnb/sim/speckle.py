@@ -606,12 +606,28 @@ class SpeckleSampler:
         return disk_system(k, rng, box=cfg["box"], total_area=cfg["total_area"],
                            polydispersity=cfg["polydispersity"], min_gap=cfg["min_gap"])
 
+    def _systems(self, seed, indices):
+        "The checked indices and their disk systems."
+        check_int("seed", seed, min_value=0)
+        indices = [check_int("index", i, min_value=0) for i in indices]
+        return indices, [self.disks(seed, i) for i in indices]
+
+    def _params(self, systems, first_moment):
+        "The recorded parameters of `systems` (columns of length B), with their first moments."
+        radii = [s.radii for s in systems]
+        spread = ([r.std() / r.mean() for r in radii] if "radii" in self.config  # the study's draw: the pattern's own σ/mean
+                  else np.full(len(systems), self.config["polydispersity"]))
+        return {"n_disks": np.asarray([s.n_disks for s in systems], np.int64),
+                "polydispersity": np.asarray(spread, np.float64),
+                "mean_radius": np.array([r.mean() for r in radii]),
+                "min_radius": np.array([r.min() for r in radii]),
+                "max_radius": np.array([r.max() for r in radii]),
+                "first_moment": np.asarray(first_moment, np.float64)}
+
     def sample(self, seed: int, indices: Sequence[int]):
         "Images (B, 1, n, n) float32, targets (B,) int64 = n_disks − n_min, params (columns of length B)."
         cfg = self.config
-        check_int("seed", seed, min_value=0)
-        indices = [check_int("index", i, min_value=0) for i in indices]
-        systems = [self.disks(seed, i) for i in indices]
+        indices, systems = self._systems(seed, indices)
         # one system at a time: a batched matrix product may round differently with the batch size, and a
         # sample must be bitwise the same whatever batch it is drawn in
         I = torch.cat([speckle([s], n=cfg["n"], grid=cfg["grid"], k_step=cfg["k_step"], box=cfg["box"]) for s in systems]) \
@@ -621,17 +637,9 @@ class SpeckleSampler:
                              for b, i in enumerate(indices)]) if len(indices) else I
         raw_m1 = first_moment(I, "raw", cfg["k_step"], cfg["grid"], box=cfg["box"]).numpy() if len(indices) else np.zeros(0)
         x = preprocess(I, cfg["block"], cfg["standardise"], cfg["grid"]) if (cfg["block"] or cfg["standardise"]) else I
-        nd = np.asarray([s.n_disks for s in systems], np.int64)
-        radii = [s.radii for s in systems]
-        spread = ([r.std() / r.mean() for r in radii] if "radii" in cfg  # the study's draw: the pattern's own σ/mean
-                  else np.full(len(nd), cfg["polydispersity"]))
-        params = {"n_disks": nd,
-                  "polydispersity": np.asarray(spread, np.float64),
-                  "mean_radius": np.array([r.mean() for r in radii]),
-                  "min_radius": np.array([r.min() for r in radii]),
-                  "max_radius": np.array([r.max() for r in radii]),
-                  "first_moment": raw_m1.astype(np.float64)}
-        return x.float()[:, None], torch.as_tensor(nd - cfg["n_min"], dtype=torch.int64), params
+        params = self._params(systems, raw_m1)
+        targets = torch.as_tensor(params["n_disks"] - cfg["n_min"], dtype=torch.int64)
+        return x.float()[:, None], targets, params
 
 # %% ../../nbs/api/23_sim.speckle.ipynb #b87a66a8
 class SpeckleProfileSampler(SpeckleSampler):
@@ -656,18 +664,20 @@ class SpeckleProfileSampler(SpeckleSampler):
         self.image_shape = (1, 1, profile_bins)
 
     @property
+    def dk(self) -> float:
+        "Bin width [rad/px]."
+        return (self.config["k_max"] - self.config["k_stop"]) / self.config["profile_bins"]
+
+    @property
     def k(self) -> np.ndarray:
         "Bin centres [rad/px]."
-        c = self.config; dk = (c["k_max"] - c["k_stop"]) / c["profile_bins"]
-        return c["k_stop"] + (np.arange(c["profile_bins"]) + 0.5) * dk
+        return self.config["k_stop"] + (np.arange(self.config["profile_bins"]) + 0.5) * self.dk
 
     def sample(self, seed: int, indices: Sequence[int]):
         "Profiles (B, 1, 1, profile_bins) float32, targets (B,) int64 = n_disks − n_min, params (columns of length B)."
         cfg = self.config
-        check_int("seed", seed, min_value=0)
-        indices = [check_int("index", i, min_value=0) for i in indices]
-        systems = [self.disks(seed, i) for i in indices]
-        k = self.k; dk = (cfg["k_max"] - cfg["k_stop"]) / cfg["profile_bins"]
+        indices, systems = self._systems(seed, indices)
+        k, dk = self.k, self.dk
         P = radial_profile(systems, k).numpy() if systems else np.zeros((0, len(k)))
         if cfg["fluence"] is not None:            # photons per ring: Poisson(Φ P k Δk / 2π), read back as a profile
             per = cfg["fluence"] * k * dk / (2 * np.pi)
@@ -679,11 +689,6 @@ class SpeckleProfileSampler(SpeckleSampler):
             sd = x.std(1, keepdims=True)
             if (sd == 0).any(): fail("profiles", x, "profiles that are not constant")
             x = (x - x.mean(1, keepdims=True)) / sd
-        nd = np.asarray([s.n_disks for s in systems], np.int64)
-        radii = [s.radii for s in systems]
-        spread = [r.std() / r.mean() for r in radii] if "radii" in cfg else np.full(len(nd), cfg["polydispersity"])
-        params = {"n_disks": nd, "polydispersity": np.asarray(spread, np.float64), "mean_radius": np.array([r.mean() for r in radii]),
-                  "min_radius": np.array([r.min() for r in radii]), "max_radius": np.array([r.max() for r in radii]),
-                  "first_moment": np.asarray(m1, np.float64)}
-        return torch.from_numpy(x).float()[:, None, None], torch.as_tensor(nd - cfg["n_min"], dtype=torch.int64), params
+        params = self._params(systems, m1)
+        return torch.from_numpy(x).float()[:, None, None], torch.as_tensor(params["n_disks"] - cfg["n_min"], dtype=torch.int64), params
 
