@@ -323,11 +323,12 @@ class PolarResample(nn.Module):
 
 # %% ../../nbs/api/51_learn.models.ipynb #5f0e2a84
 class PolarSpeckleNet(nn.Module):
-    "Polar resampling → affine-invariant log profile + CNN on the unit-mean speckle (circular in φ, pooled over φ) → MLP."
+    "Exact azimuthal average → affine-invariant log profile; polar resampling → CNN on the unit-mean speckle (circular in φ, pooled over φ) → MLP."
     def __init__(self, n_in, n_out, img_size, skip, tail, n_phi, channels, hidden, p_drop):
         super().__init__()
         self.n_in, self.img_size, self.tail = n_in, tuple(img_size), tail
         self.polar = PolarResample(img_size, n_phi, r_min=skip)
+        self.average, self.skip = AzimuthalAverage(img_size), skip        # the same rings, every pixel
         convs, c = [], n_in
         for ch in channels: convs += [nn.Conv2d(c, ch, 3, padding=(1, 0), bias=False), nn.BatchNorm2d(ch), nn.ReLU()]; c = ch
         self.convs = nn.ModuleList(convs)
@@ -339,7 +340,7 @@ class PolarSpeckleNet(nn.Module):
     def features(self, x):
         "Profile (b, n_in · n_k) and ring features (b, 2 · channels[-1] · n_k), concatenated."
         P = self.polar(_check_images(x, self.n_in, self.img_size))         # (b, c, n_k, n_phi)
-        m = P.mean(-1, keepdim=True)                                        # ring means
+        m = self.average(x)[..., self.skip:, None]                          # ring means over every pixel of the ring
         tail = m[..., -self.tail:, :].mean(-2, keepdim=True)
         scale = (m[..., :1, :] - tail).clamp_min(1e-12)
         prof = torch.log(((m - tail) / scale).clamp(1e-6, 1e6))[..., 0]

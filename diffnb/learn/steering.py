@@ -13,9 +13,9 @@ from ..core import DiffnbValueError, ShapeError, fail, check_int, check_range, c
 from .interpret import polyline_distance
 
 # %% auto #0
-__all__ = ['ALARM_RULES', 'path_from_bins', 'principal_curve', 'steering_score', 'ensemble_score', 'threshold_at_false_alarm',
-           'roc_auc', 'steering_report', 'threshold_alarm', 'cusum', 'cusum_alarm', 'alarm_statistic', 'first_alarm',
-           'calibrate_alarm', 'detection_summary']
+__all__ = ['ALARM_RULES', 'path_from_bins', 'principal_curve', 'path_residuals', 'fit_whitening', 'steering_score',
+           'ensemble_score', 'threshold_at_false_alarm', 'roc_auc', 'steering_report', 'threshold_alarm', 'cusum',
+           'cusum_alarm', 'alarm_statistic', 'first_alarm', 'calibrate_alarm', 'detection_summary']
 
 # %% ../../nbs/api/57_learn.steering.ipynb #39ce8ebf
 def _codes(codes, name="codes"):
@@ -66,23 +66,61 @@ def principal_curve(codes,  # latent codes of the transformation patterns `(n, d
     return v
 
 # %% ../../nbs/api/57_learn.steering.ipynb #a6358af6
+def path_residuals(codes,  # latent codes `(n, d)`
+                   path,  # path vertices `(m, d)`
+                  ) -> np.ndarray:  # `(n, d)`: each code minus its nearest point on the path
+    "The vector from the nearest point of the path (exact point-to-segment projection) to each code."
+    c, v = _codes(codes), _codes(path, "path")
+    if v.shape[1] != c.shape[1]: fail("path", path, f"vertices of dimension {c.shape[1]}, as the codes", ShapeError)
+    if len(v) == 1: v = np.concatenate([v, v])
+    a, ab = v[:-1], v[1:] - v[:-1]
+    l2 = (ab ** 2).sum(1)
+    t = np.einsum("nsd,sd->ns", c[:, None, :] - a[None], ab) / np.where(l2 > 0, l2, 1.0)
+    t = np.clip(np.where(l2 > 0, t, 0.0), 0.0, 1.0)
+    r = c[:, None, :] - (a[None] + t[..., None] * ab[None])          # (n, s, d) to each segment
+    k = (r ** 2).sum(-1).argmin(1)
+    return r[np.arange(len(c)), k]
+
+def fit_whitening(codes,  # latent codes of patterns that follow the transformation `(n, d)` (the training fold's)
+                  path,  # the path built from them `(m, d)`
+                  ridge: float = 1e-3,  # added to the scatter matrix, in units of its mean eigenvalue
+                 ) -> np.ndarray:  # `(d, d)` matrix W: ‖W r‖ is the Mahalanobis length of a residual r
+    "Whitening of the scatter of `codes` about `path`: W = L⁻¹ with L Lᵀ = E[r rᵀ] + ridge·tr/d·I over their residuals r."
+    r = path_residuals(codes, path)
+    if len(r) <= r.shape[1]: fail("codes", codes, f"more codes than latent dimensions ({r.shape[1]}) to estimate their scatter")
+    check_range("ridge", ridge, 0.0, None)
+    S = r.T @ r / len(r)
+    S = S + ridge * np.trace(S) / len(S) * np.eye(len(S))
+    try: L = np.linalg.cholesky(S)
+    except np.linalg.LinAlgError: fail("codes", codes, "codes that scatter about the path (their scatter matrix is singular: raise `ridge`)")
+    return np.linalg.inv(L)
+
 def steering_score(codes,  # latent codes `(n, d)`
                    path,  # path vertices `(m, d)` (`path_from_bins` or `principal_curve`)
-                  ) -> np.ndarray:  # distances `(n,)` [latent units]
-    "The steering score of each code: its Euclidean distance to the path."
-    return polyline_distance(_codes(codes), _codes(path, "path"))
+                   whitening=None,  # `(d, d)` matrix from `fit_whitening`: the distance in units of the normal scatter about the path
+                  ) -> np.ndarray:  # distances `(n,)` [latent units, or standard deviations when whitened]
+    "The steering score of each code: its Euclidean distance to the path, or the Mahalanobis length of its residual."
+    if whitening is None: return polyline_distance(_codes(codes), _codes(path, "path"))
+    W = np.asarray(whitening, dtype=np.float64)
+    r = path_residuals(codes, path)
+    if W.shape != (r.shape[1], r.shape[1]): fail("whitening", whitening, f"a ({r.shape[1]}, {r.shape[1]}) matrix (`fit_whitening`)", ShapeError)
+    return np.linalg.norm(r @ W.T, axis=1)
+
 
 # %% ../../nbs/api/57_learn.steering.ipynb #f297471a
 def ensemble_score(codes,  # a list with each member's latent codes of the same n patterns, `(n, d_k)`
                    paths,  # a list with each member's path `(m_k, d_k)`
                    scales=None,  # each member's distance scale (None: 1, raw latent distances)
+                   whitenings=None,  # each member's `fit_whitening` matrix (None: Euclidean distances)
                   ) -> np.ndarray:  # mean scaled distance `(n,)`
     "Mean over an ensemble of VAEs of the distance to each member's path, in units of the member's scale."
     if not isinstance(codes, (list, tuple)) or not isinstance(paths, (list, tuple)) or len(codes) != len(paths) or not codes:
         fail("codes", type(codes).__name__, "a non-empty list of code arrays, one per path in `paths`")
     scales = np.ones(len(codes)) if scales is None else np.asarray(scales, dtype=np.float64).reshape(-1)
     if len(scales) != len(codes) or not (scales > 0).all(): fail("scales", scales, f"{len(codes)} positive scales")
-    d = [steering_score(c, p) / s for c, p, s in zip(codes, paths, scales)]
+    whitenings = [None] * len(codes) if whitenings is None else list(whitenings)
+    if len(whitenings) != len(codes): fail("whitenings", len(whitenings), f"{len(codes)} matrices, one per member")
+    d = [steering_score(c, p, w) / s for c, p, s, w in zip(codes, paths, scales, whitenings)]
     if len({len(x) for x in d}) != 1: fail("codes", [len(x) for x in d], "the codes of the same patterns for every member", ShapeError)
     return np.mean(d, axis=0)
 
