@@ -186,7 +186,7 @@ def test_speckle_cnn_model_run(workflow_run):
 
 
 def test_speckle_profile_model_run(workflow_run):
-    "arch 'profile' (a small run): the stores hold exact radial profiles of the same disk systems, the MLP is reloaded and reproduces its test accuracy."
+    "arch 'profile' (a small run): the stores hold exact radial profiles of the same disk systems on their absolute scale, the MLP is reloaded and reproduces its test accuracy, and the flux-error study runs."
     from diffnb.data import open_store
     from diffnb.sim.speckle import SpeckleProfileSampler, SpeckleSampler, radial_profile
     out, m = workflow_run("speckle", "-p", "arch", "profile", "-p", "profile_bins", "64", "-p", "epochs", "1",
@@ -196,9 +196,12 @@ def test_speckle_profile_model_run(workflow_run):
     st = open_store(out / "stores" / "poly")
     smp = SpeckleProfileSampler(**m["stores"]["poly"]["config"])
     d = SpeckleSampler(polydispersity=1 / 3).disks(m["seed"], 5)              # the 2-D sampler's system of sample 5
-    p = np.log(radial_profile(d, smp.k).numpy())
-    np.testing.assert_allclose(st.images[5, 0, 0], (p - p.mean()) / p.std(), atol=1e-4)
+    p = np.log(radial_profile(d, smp.k).numpy())                            # the default profile_scale "absolute": log P itself
+    assert m["parameters"]["profile_scale"] == "absolute" and smp.config["standardise"] is False
+    np.testing.assert_allclose(st.images[5, 0, 0], p, rtol=1e-6, atol=1e-4)
     assert st.targets[5] == d.n_disks - 2
+    flux = [m["metrics"][f"flux.poly.{e:g}.cnn_macro_f1"] for e in m["parameters"]["flux_errors"]]
+    assert all(0 <= f <= 1 for f in flux)                                   # the test profiles read again at each flux error
 
 
 def test_speckle_tiny_defaults_train_a_model_that_works(workflow_run):
