@@ -17,12 +17,12 @@ import numpy as np
 import torch
 
 from ..core import DiffnbValueError, ShapeError, fail, check_int, check_range, check_positive, check_choice, as_device
-from .preprocess import LogIntensityStep, SqrtIntensityStep, PercentileNormalizeStep
+from .preprocess import LogIntensityStep, SqrtIntensityStep, PercentileNormalizeStep, AutocorrelationStep
 from .store import SAMPLERS, SampleStore, StoreWarning, DamagedStoreError, make_split, fold_indices, _resolve_sampler
 
 # %% auto #0
-__all__ = ['FloatImage', 'FloatTarget', 'LogIntensity', 'SqrtIntensity', 'PercentileNormalize', 'DihedralAugment', 'ZarrDataset',
-           'ZarrDL', 'SimulatedDL', 'dataloaders']
+__all__ = ['FloatImage', 'FloatTarget', 'LogIntensity', 'SqrtIntensity', 'PercentileNormalize', 'Autocorrelation',
+           'DihedralAugment', 'ZarrDataset', 'ZarrDL', 'SimulatedDL', 'dataloaders']
 
 # %% ../../nbs/api/43_data.loaders.ipynb #4af00891
 from fastai.torch_core import TensorBase, TensorImage, TensorCategory, show_title
@@ -100,6 +100,13 @@ class PercentileNormalize(Transform):
     order = 20
     def __init__(self, lo: float = 1.0, hi: float = 99.0): super().__init__(); self.step = PercentileNormalizeStep(lo, hi)
     lo, hi = property(lambda self: self.step.lo), property(lambda self: self.step.hi)
+    def encodes(self, x: FloatImage): return self.step(x)
+    def record(self): return self.step.to_json()
+
+class Autocorrelation(Transform):
+    "`autocorrelation` of centred patterns: the object's autocorrelation (runs after any intensity scaling; not invertible here)."
+    order = 30
+    def __init__(self): super().__init__(); self.step = AutocorrelationStep()
     def encodes(self, x: FloatImage): return self.step(x)
     def record(self): return self.step.to_json()
 

@@ -15,8 +15,9 @@ from ..core import DiffnbValueError, fail
 
 # %% auto #0
 __all__ = ['PREPROCESSING', 'TASKS', 'TASK_ALIASES', 'log_intensity', 'sqrt_intensity', 'percentile_normalize', 'normalize',
-           'Step', 'FloatImageStep', 'LogIntensityStep', 'SqrtIntensityStep', 'PercentileNormalizeStep',
-           'NormalizeStep', 'preprocessing_from_json', 'preprocessing_to_json', 'apply_preprocessing', 'canonical_task']
+           'autocorrelation', 'Step', 'FloatImageStep', 'LogIntensityStep', 'SqrtIntensityStep',
+           'PercentileNormalizeStep', 'NormalizeStep', 'AutocorrelationStep', 'preprocessing_from_json',
+           'preprocessing_to_json', 'apply_preprocessing', 'canonical_task']
 
 # %% ../../nbs/api/42_data.preprocess.ipynb #9d3316d7
 def log_intensity(x: torch.Tensor,       # intensities [counts]
@@ -52,6 +53,15 @@ def normalize(x: torch.Tensor,  # batch (N, C, H, W)
     m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(shp)
     s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(shp)
     return (x - m) / s
+
+# %% ../../nbs/api/42_data.preprocess.ipynb #046b3384
+def autocorrelation(x: torch.Tensor,  # batch (..., H, W) of centred patterns: k = 0 at pixel (H // 2, W // 2)
+                   ) -> torch.Tensor:  # (..., H, W): the object's autocorrelation, r = 0 at pixel (H // 2, W // 2)
+    "Inverse Fourier transform of each pattern (real part, orthonormal scaling), centred: the object's autocorrelation."
+    if x.ndim < 2: fail("x", tuple(x.shape), "a batch of 2-D patterns (..., H, W)")
+    a = torch.fft.ifft2(torch.fft.ifftshift(x.double(), dim=(-2, -1)), norm="ortho").real
+    return torch.fft.fftshift(a, dim=(-2, -1)).to(x.dtype if x.is_floating_point() else torch.float32)
+
 
 # %% ../../nbs/api/42_data.preprocess.ipynb #dc1cd6d5
 PREPROCESSING: dict[str, type] = {}  # JSON name -> step class
@@ -122,6 +132,14 @@ class NormalizeStep(Step):
         if min(std) <= 0: fail("std", std, "positive")
         self.mean, self.std = mean, std
     def __call__(self, x): return normalize(x, self.mean, self.std)
+
+# %% ../../nbs/api/42_data.preprocess.ipynb #6ccdf734
+@_register_step
+class AutocorrelationStep(Step):
+    "`autocorrelation`: centred patterns to the object's autocorrelation."
+    name = "Autocorrelation"
+    def __call__(self, x): return autocorrelation(x)
+
 
 # %% ../../nbs/api/42_data.preprocess.ipynb #dbb9977f
 _LEGACY_NAMES = {"log": "LogIntensity", "sqrt": "SqrtIntensity", "percentile": "PercentileNormalize"}  # read, never written
