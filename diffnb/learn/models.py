@@ -272,13 +272,13 @@ def radial_mlp(n_in: int = 1,                 # image channels
 
 # %% ../../nbs/api/51_learn.models.ipynb #fc7e4fa8
 class ProfileMLP(nn.Module):
-    "Radial profiles (b, n_in, 1, n_bins) → (batch norm per bin) → MLP."
-    def __init__(self, n_in, n_out, n_bins, hidden, p_drop, input_norm=False):
+    "Radial profiles (b, n_in, 1, n_bins) → (batch norm per bin) → MLP (optionally batch-normalised hidden layers)."
+    def __init__(self, n_in, n_out, n_bins, hidden, p_drop, input_norm=False, hidden_norm=False):
         super().__init__()
         self.n_in, self.n_bins = n_in, n_bins
         f = n_in * n_bins
         layers = [nn.BatchNorm1d(f)] if input_norm else []
-        for nh in hidden: layers += [nn.Linear(f, nh), nn.GELU(), nn.Dropout(p_drop)]; f = nh
+        for nh in hidden: layers += [nn.Linear(f, nh), *([nn.BatchNorm1d(nh)] if hidden_norm else []), nn.GELU(), nn.Dropout(p_drop)]; f = nh
         self.head = nn.Sequential(*layers, nn.Linear(f, n_out))
 
     def forward(self, x): return self.head(_check_images(x, self.n_in, (1, self.n_bins)).flatten(1))
@@ -289,15 +289,17 @@ def profile_mlp(n_in: int = 1,                # channels
                 n_bins: int = 1024,           # bins of the profile
                 hidden=(512, 256),            # widths of the MLP's hidden layers
                 p_drop: float = 0.1,          # dropout after each hidden layer
-                input_norm: bool = False,     # batch-normalise each bin first (the sampler's profiles are standardised already)
+                input_norm: bool = False,     # batch-normalise each bin first (for profiles on their absolute scale; the sampler's standardised profiles need not)
+                hidden_norm: bool = False,    # batch-normalise each hidden layer before its activation
                ) -> nn.Module:                # maps (b, n_in, 1, n_bins) profiles to (b, n_out)
     "An MLP on radial profiles recorded as (1, n_bins) images."
     n_in, n_out, n_bins = check_int("n_in", n_in, 1), check_int("n_out", n_out, 1), check_int("n_bins", n_bins, 2)
     if not isinstance(hidden, (list, tuple)): fail("hidden", hidden, "a list of hidden-layer widths")
     hidden = [check_int("hidden", c, 1) for c in hidden]
     check_range("p_drop", p_drop, 0, 1, hi_inclusive=False)
-    if not isinstance(input_norm, bool): fail("input_norm", input_norm, "True or False")
-    return ProfileMLP(n_in, n_out, n_bins, hidden, float(p_drop), input_norm)
+    for name, v in (("input_norm", input_norm), ("hidden_norm", hidden_norm)):
+        if not isinstance(v, bool): fail(name, v, "True or False")
+    return ProfileMLP(n_in, n_out, n_bins, hidden, float(p_drop), input_norm, hidden_norm)
 
 
 # %% ../../nbs/api/51_learn.models.ipynb #7e4b9d20
