@@ -19,7 +19,7 @@ from .learner import unwrap_model, vae_encode, vae_decode
 __all__ = ['EMBEDDINGS', 'FloatInterpretation', 'interpret_classifier', 'plot_confusion', 'plot_top_losses', 'last_conv',
            'saliency_maps', 'gradcam_maps', 'plot_attributions', 'regression_results', 'parity_stats', 'plot_parity',
            'plot_regression', 'latent_embedding', 'plot_latent', 'latent_traversal', 'plot_traversal',
-           'polyline_distance', 'mean_path', 'youden_threshold', 'draw_confusion', 'draw_losses']
+           'polyline_residuals', 'polyline_distance', 'mean_path', 'youden_threshold', 'draw_confusion', 'draw_losses']
 
 # %% ../../nbs/api/54_learn.interpret.ipynb #fd040657
 from fastai.learner import Learner
@@ -295,11 +295,11 @@ def plot_traversal(grid,  # `(n_dims, steps, c, h, w)` from `latent_traversal`
     return fig
 
 # %% ../../nbs/api/54_learn.interpret.ipynb #8eae81a1
-def polyline_distance(codes,  # latent codes `(n, d)`
-                      path_codes,  # the path's vertices `(m, d)`, in order (m >= 1)
-                      return_position: bool = False,  # also return the arc length of the nearest path point
-                     ):  # distances `(n,)` [latent units] (and arc lengths `(n,)` from the first vertex)
-    "Euclidean distance of each code to the polyline through `path_codes` (exact point-to-segment distances)."
+def polyline_residuals(codes,  # latent codes `(n, d)`
+                       path_codes,  # the path's vertices `(m, d)`, in order (m >= 1)
+                       return_position: bool = False,  # also return the arc length of the nearest path point
+                      ):  # `(n, d)`: each code minus its nearest point on the polyline (and arc lengths `(n,)` from the first vertex)
+    "The vector from the nearest point of the polyline through `path_codes` to each code (exact point-to-segment projection)."
     p, v = np.asarray(codes, dtype=np.float64), np.asarray(path_codes, dtype=np.float64)
     if p.ndim == 1: p = p[None]
     if p.ndim != 2: fail("codes", codes, "a (n, d) array of latent codes", ShapeError)
@@ -311,12 +311,22 @@ def polyline_distance(codes,  # latent codes `(n, d)`
     l2 = (ab ** 2).sum(1)  # squared lengths (s,)
     t = np.einsum("nsd,sd->ns", p[:, None, :] - a[None], ab) / np.where(l2 > 0, l2, 1.0)
     t = np.clip(np.where(l2 > 0, t, 0.0), 0.0, 1.0)  # (n, s)
-    d2 = (((a[None] + t[..., None] * ab[None]) - p[:, None, :]) ** 2).sum(-1)
-    k = d2.argmin(1)
-    dist = np.sqrt(d2[np.arange(len(p)), k])
-    if not return_position: return dist
+    r = p[:, None, :] - (a[None] + t[..., None] * ab[None])  # (n, s, d) to each segment's nearest point
+    k = (r ** 2).sum(-1).argmin(1)
+    i = np.arange(len(p))
+    if not return_position: return r[i, k]
     starts = np.concatenate([[0.0], np.cumsum(np.sqrt(l2))])[:-1]
-    return dist, starts[k] + t[np.arange(len(p)), k] * np.sqrt(l2[k])
+    return r[i, k], starts[k] + t[i, k] * np.sqrt(l2[k])
+
+def polyline_distance(codes,  # latent codes `(n, d)`
+                      path_codes,  # the path's vertices `(m, d)`, in order (m >= 1)
+                      return_position: bool = False,  # also return the arc length of the nearest path point
+                     ):  # distances `(n,)` [latent units] (and arc lengths `(n,)` from the first vertex)
+    "Euclidean distance of each code to the polyline through `path_codes` (exact point-to-segment distances)."
+    r, pos = polyline_residuals(codes, path_codes, return_position=True)
+    dist = np.linalg.norm(r, axis=1)
+    return (dist, pos) if return_position else dist
+
 
 # %% ../../nbs/api/54_learn.interpret.ipynb #a1724012
 def mean_path(codes,     # latent codes `(n, d)` of patterns along a path

@@ -10,12 +10,12 @@ import numpy as np
 from scipy.stats import rankdata
 
 from ..core import DiffnbValueError, ShapeError, fail, check_int, check_range, check_finite, check_choice
-from .interpret import polyline_distance
+from .interpret import polyline_distance, polyline_residuals
 
 # %% auto #0
-__all__ = ['ALARM_RULES', 'path_from_bins', 'principal_curve', 'path_residuals', 'fit_whitening', 'steering_score',
-           'ensemble_score', 'threshold_at_false_alarm', 'roc_auc', 'steering_report', 'threshold_alarm', 'cusum',
-           'cusum_alarm', 'alarm_statistic', 'first_alarm', 'calibrate_alarm', 'detection_summary']
+__all__ = ['ALARM_RULES', 'path_from_bins', 'principal_curve', 'fit_whitening', 'steering_score', 'ensemble_score',
+           'threshold_at_false_alarm', 'roc_auc', 'steering_report', 'threshold_alarm', 'cusum', 'cusum_alarm',
+           'alarm_statistic', 'first_alarm', 'calibrate_alarm', 'detection_summary']
 
 # %% ../../nbs/api/57_learn.steering.ipynb #39ce8ebf
 def _codes(codes, name="codes"):
@@ -66,27 +66,12 @@ def principal_curve(codes,  # latent codes of the transformation patterns `(n, d
     return v
 
 # %% ../../nbs/api/57_learn.steering.ipynb #a6358af6
-def path_residuals(codes,  # latent codes `(n, d)`
-                   path,  # path vertices `(m, d)`
-                  ) -> np.ndarray:  # `(n, d)`: each code minus its nearest point on the path
-    "The vector from the nearest point of the path (exact point-to-segment projection) to each code."
-    c, v = _codes(codes), _codes(path, "path")
-    if v.shape[1] != c.shape[1]: fail("path", path, f"vertices of dimension {c.shape[1]}, as the codes", ShapeError)
-    if len(v) == 1: v = np.concatenate([v, v])
-    a, ab = v[:-1], v[1:] - v[:-1]
-    l2 = (ab ** 2).sum(1)
-    t = np.einsum("nsd,sd->ns", c[:, None, :] - a[None], ab) / np.where(l2 > 0, l2, 1.0)
-    t = np.clip(np.where(l2 > 0, t, 0.0), 0.0, 1.0)
-    r = c[:, None, :] - (a[None] + t[..., None] * ab[None])          # (n, s, d) to each segment
-    k = (r ** 2).sum(-1).argmin(1)
-    return r[np.arange(len(c)), k]
-
 def fit_whitening(codes,  # latent codes of patterns that follow the transformation `(n, d)` (the training fold's)
                   path,  # the path built from them `(m, d)`
                   ridge: float = 1e-3,  # added to the scatter matrix, in units of its mean eigenvalue
                  ) -> np.ndarray:  # `(d, d)` matrix W: ‖W r‖ is the Mahalanobis length of a residual r
     "Whitening of the scatter of `codes` about `path`: W = L⁻¹ with L Lᵀ = E[r rᵀ] + ridge·tr/d·I over their residuals r."
-    r = path_residuals(codes, path)
+    r = polyline_residuals(_codes(codes), _codes(path, "path"))
     if len(r) <= r.shape[1]: fail("codes", codes, f"more codes than latent dimensions ({r.shape[1]}) to estimate their scatter")
     check_range("ridge", ridge, 0.0, None)
     S = r.T @ r / len(r)
@@ -102,7 +87,7 @@ def steering_score(codes,  # latent codes `(n, d)`
     "The steering score of each code: its Euclidean distance to the path, or the Mahalanobis length of its residual."
     if whitening is None: return polyline_distance(_codes(codes), _codes(path, "path"))
     W = np.asarray(whitening, dtype=np.float64)
-    r = path_residuals(codes, path)
+    r = polyline_residuals(_codes(codes), _codes(path, "path"))
     if W.shape != (r.shape[1], r.shape[1]): fail("whitening", whitening, f"a ({r.shape[1]}, {r.shape[1]}) matrix (`fit_whitening`)", ShapeError)
     return np.linalg.norm(r @ W.T, axis=1)
 
