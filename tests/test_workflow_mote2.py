@@ -286,6 +286,13 @@ def test_pump_probe_series_alarms(run):
     st = open_store(out / "stores" / "pump_probe")
     assert m["stores"]["pump_probe"]["sampler"] == "mote2.pump_probe" and len(st.param("series")) == n_s * n_f
     smp = get_sampler("mote2.pump_probe", **m["stores"]["pump_probe"]["config"])
+    # vae_oversample 0: every frame, and every VAE pattern, integrates its pixels with sub-samples no further apart
+    # than 1/D (D the largest crystallite's diagonal), so no spot falls between them
+    from diffnb.sim.kinematic import exact_oversample
+    assert par["vae_oversample"] == 0
+    for k in ("pump_probe", "vae"):
+        c = m["stores"][k]["config"]
+        assert c["oversample"] == exact_oversample(c["grid"], c["s_max"], np.hypot(*np.array(c["size"]) * (1 + c["size_spread"])))
     onsets = st.param("onset_frame").astype(int)[::n_f]
     truth = [smp.onset_frame(m["seed"] + 3000, j) for j in range(n_s)]
     assert list(onsets) == truth and all((o >= 0) == (j % 2 == 1) for j, o in enumerate(truth))
@@ -300,7 +307,7 @@ def test_pump_probe_series_alarms(run):
     ok = [d for d in delays if d >= 0]
     med = met["series.test.median_delay"]
     assert (med is None and not ok) or med == pytest.approx(float(np.median(ok)))
-    assert met["series.rule"] in ("threshold", "cusum", "threshold_self", "cusum_self")
+    assert met["series.rule"] in ("threshold", "cusum", "threshold_self", "cusum_self", "threshold_window")
     # the latent explorer reads the saved codes: the test fold's sets with the path, and the first damaged test series
     from diffnb.explore_models import _alarm_frame, _latent_series, _latent_sets, _npz_series
     f = out / "latent_codes.npz"

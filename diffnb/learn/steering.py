@@ -193,12 +193,15 @@ def alarm_statistic(scores,  # scores of one series `(n_frames,)`
                     reference: float = 0.0,  # CUSUM: in-control level (of the self-referenced score when `baseline` > 0)
                     slack: float = 0.0,  # CUSUM: allowance
                     baseline: int = 0,  # k > 0: self-referenced — the median of the series' first k frames (known to be in control) is subtracted, and those frames cannot alarm
+                    window: bool = False,  # with `baseline` k: each later frame referenced to the median of the k frames just before it (follows a slow drift) instead of the first k
                    ) -> np.ndarray:  # the statistic compared with the alarm threshold `(n_frames,)`
     "Per frame, what the alarm rule compares with its threshold."
     check_choice("rule", rule, ALARM_RULES)
     s = _series(scores)
     k = check_int("baseline", baseline, min_value=0, max_value=max(0, len(s) - 1))
-    if k: s = s - np.median(s[:k])
+    check_choice("window", window, (False, True))
+    if window and k: s = np.concatenate([s[:k] - np.median(s[:k]), [s[i] - np.median(s[i - k:i]) for i in range(k, len(s))]])
+    elif k: s = s - np.median(s[:k])
     out = s[k:] if rule == "threshold" else cusum(s[k:], reference, slack)   # the CUSUM starts after the baseline
     return np.concatenate([np.full(k, min(0.0, float(out.min()))), out]) if k else out
 

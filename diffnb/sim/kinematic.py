@@ -23,8 +23,9 @@ from ..scattering import electron_form_factor
 from ..structure import check_structure
 
 # %% auto #0
-__all__ = ['reciprocal_axis', 'excitation_qz', 'pattern', 'crystallite', 'direct_sum', 'add_vacancies', 'strain_tensor',
-           'apply_strain', 'random_strain', 'thermal_displacements', 'amorphize', 'observe', 'difference_channels']
+__all__ = ['reciprocal_axis', 'excitation_qz', 'pattern', 'crystallite', 'direct_sum', 'exact_oversample', 'add_vacancies',
+           'strain_tensor', 'apply_strain', 'random_strain', 'thermal_displacements', 'amorphize', 'observe',
+           'difference_channels']
 
 # %% ../../nbs/api/22_sim.kinematic.ipynb #47f456cf
 def reciprocal_axis(grid: int = 261,  # number of pixels per axis N (>= 8)
@@ -274,6 +275,19 @@ def direct_sum(atoms: Atoms,  # structure
         ph = np.exp(-2j * np.pi * (g @ pos[:, :2].T))  # (K, M)
         out += fn(z, s) * np.exp(-b * s**2 / 4) * (ph @ w)
     return out
+
+# %% ../../nbs/api/22_sim.kinematic.ipynb #f458d952
+def exact_oversample(grid: int,  # pixels per axis N
+                     s_max: float,  # half-width of the reciprocal grid [1/Å]
+                     extent: float,  # largest extent D of the crystallite (its diagonal for a rectangle) [Å]
+                    ) -> int:  # smallest odd m with Δs/m ≤ 1/D (Δs = s_max/(N//2), the pixel)
+    "Sub-samples per pixel axis that integrate every spot of a crystallite of extent D exactly (spacing ≤ 1/D, Poisson summation)."
+    grid = check_int("grid", grid, min_value=8)
+    check_scalar("s_max", s_max); check_positive("s_max", s_max)
+    check_scalar("extent", extent); check_positive("extent", extent)
+    m = max(1, math.ceil(s_max / (grid // 2) * float(extent) - 1e-9))
+    return m + 1 - m % 2
+
 
 # %% ../../nbs/api/22_sim.kinematic.ipynb #04f2e2b4
 def _check_rng(rng):

@@ -22,7 +22,7 @@ from ase import Atoms
 from scipy.optimize import linear_sum_assignment
 
 from ..core import check_choice, check_int, check_positive, check_range, fail, numpy_rng, torch_rng, StructureError
-from .kinematic import (_checked_atoms, _check_rng, add_vacancies, amorphize, crystallite, difference_channels,
+from .kinematic import (_checked_atoms, _check_rng, add_vacancies, amorphize, crystallite, difference_channels, exact_oversample,
                                   observe, pattern, random_strain, reciprocal_axis, thermal_displacements)
 
 # %% auto #0
@@ -306,7 +306,7 @@ class _MoTe2Base:
                  phonon_temperature_k=None,  # None: the study's snapshots; a temperature: CHGNet/phonopy fields at it [K]
                  energy_kev: float = 3000.0,  # electron energy (MeV UED), used with `ewald` [keV]
                  ewald: bool = False,  # Ewald-sphere curvature
-                 oversample: int = 1,  # odd m: each pixel integrates m×m sub-samples (spots narrower than a pixel)
+                 oversample=1,  # odd m: each pixel integrates m×m sub-samples (spots narrower than a pixel); "exact": the smallest m that integrates every spot exactly (`exact_oversample`)
                 ):
         grid = check_int("grid", grid, min_value=8); check_positive("s_max", s_max)
         size = _pair("size", size, 1e-6); check_range("size_spread", size_spread, 0, 0.9)
@@ -317,6 +317,9 @@ class _MoTe2Base:
         check_range("strain", strain, 0, 0.9); phonon_strength = _pair("phonon_strength", phonon_strength)
         check_positive("stop_radius_px", stop_radius_px, allow_zero=True); check_positive("psf_sigma_px", psf_sigma_px, allow_zero=True)
         check_positive("energy_kev", energy_kev)
+        if isinstance(oversample, str):
+            check_choice("oversample", oversample, ["exact"])          # the largest crystallite's diagonal sets the spacing
+            oversample = exact_oversample(grid, s_max, math.hypot(*(np.array(size) * (1 + size_spread))))
         oversample = check_int("oversample", oversample, min_value=1)
         if oversample % 2 == 0: fail("oversample", oversample, "an odd number (the pixel centre is one of the samples)")
         if phonon_temperature_k is not None: check_positive("phonon_temperature_k", phonon_temperature_k)
