@@ -200,7 +200,8 @@ def alarm_statistic(scores,  # scores of one series `(n_frames,)`
     s = _series(scores)
     k = check_int("baseline", baseline, min_value=0, max_value=max(0, len(s) - 1))
     check_choice("window", window, (False, True))
-    if window and k: s = np.concatenate([s[:k] - np.median(s[:k]), [s[i] - np.median(s[i - k:i]) for i in range(k, len(s))]])
+    if window and k:                                              # frame i against the median of frames i-k … i-1
+        s = np.concatenate([s[:k] - np.median(s[:k]), s[k:] - np.median(np.lib.stride_tricks.sliding_window_view(s, k)[:-1], axis=1)])
     elif k: s = s - np.median(s[:k])
     out = s[k:] if rule == "threshold" else cusum(s[k:], reference, slack)   # the CUSUM starts after the baseline
     return np.concatenate([np.full(k, min(0.0, float(out.min()))), out]) if k else out
