@@ -329,46 +329,6 @@ class _MoTe2Base:
             phonon_strength=phonon_strength, energy_kev=float(energy_kev), ewald=bool(ewald), oversample=oversample,
             phonon_temperature_k=None if phonon_temperature_k is None else float(phonon_temperature_k))))
 
-    def _structure(self, k: int, rng: np.random.Generator):
-        "Perturbed crystallite of set `k`, its pristine 2H reference, and the parameter row."
-        c = self.config
-        phase, kind = _SPEC[k]
-        size = np.array(c["size"]) * (1 + rng.uniform(-c["size_spread"], c["size_spread"], 2))
-        rot = float(rng.uniform(*c["rotation_deg"]))
-        dose = float(np.exp(rng.uniform(*np.log(c["dose_e_per_px"]))))
-        row = dict.fromkeys(PARAM_NAMES, 0.0)
-        row.update(set=k, is_1t=float(phase == "1T'"), size_x=size[0], size_y=size[1], rotation_deg=rot, dose_e_per_px=dose)
-        ref = crystallite(mote2_supercell("2H"), tuple(size), c["shape"], rot)
-        if kind == "transformation":
-            t = float(rng.uniform(0, 1))
-            x = thermal_displacements(crystallite(transformation_cell(t), tuple(size), c["shape"], rot), rng,
-                                      float(rng.uniform(*c["u_iso"])))
-            row.update(transformation_t=t, u_iso=x.info["u_iso"], is_1t=t)
-        else:
-            x = crystallite(mote2_supercell(phase), tuple(size), c["shape"], rot)
-        if kind == "thermal":
-            x = thermal_displacements(x, rng, float(rng.uniform(*c["u_iso"]))); row["u_iso"] = x.info["u_iso"]
-        elif kind in ("vacancies", "degraded"):
-            lo, hi = c["vacancy"] if kind == "vacancies" else c.get("degraded", (0.75, 0.98))
-            sp = [None, "Mo", "Te"][int(rng.integers(3))]
-            x = add_vacancies(x, rng, float(rng.uniform(lo, hi)), sp)
-            row.update(vacancy_fraction=x.info["vacancy_fraction"], vacancy_mo=float(sp in (None, "Mo")),
-                       vacancy_te=float(sp in (None, "Te")))
-        elif kind == "strain":
-            x = random_strain(x, rng, c["strain"])
-            row.update(strain_xx=x.info["strain_xx"], strain_yy=x.info["strain_yy"], strain_xy=x.info["strain_xy"])
-        elif kind == "phonons":
-            tk = c.get("phonon_temperature_k")
-            fields = None if tk is None else chgnet_phonon_fields(phase, tk)
-            x = phonon_displacements(x, rng, float(rng.uniform(*c["phonon_strength"])), phase, fields)
-            row["phonon_strength"] = x.info["phonon_strength"]
-        elif kind == "molten":
-            x = amorphize(x, rng, float(rng.uniform(0.3, 1.0)))
-            x = thermal_displacements(x, rng, float(rng.uniform(0.02, 0.05)))
-            row.update(amorphous_fraction=x.info["amorphous_fraction"], u_iso=x.info["u_iso"])
-        row["n_atoms"] = float(len(x))
-        return x, ref, row
-
     def intensities(self, structures: list) -> torch.Tensor:  # (n, grid, grid) float64 kinematic intensities
         "Noise-free kinematic patterns of `structures` on this sampler's grid, before any detector."
         c = self.config
@@ -383,6 +343,51 @@ class _MoTe2Base:
         check_int("seed", seed, min_value=0)
         idx = [check_int("indices[i]", i, min_value=0) for i in indices]
         return idx
+
+# %% ../../nbs/api/22a_sim.mote2.ipynb #a9b03641
+from fastcore.basics import patch
+
+@patch
+def _structure(self: _MoTe2Base, k: int, rng: np.random.Generator):
+    "Perturbed crystallite of set `k`, its pristine 2H reference, and the parameter row."
+    c = self.config
+    phase, kind = _SPEC[k]
+    size = np.array(c["size"]) * (1 + rng.uniform(-c["size_spread"], c["size_spread"], 2))
+    rot = float(rng.uniform(*c["rotation_deg"]))
+    dose = float(np.exp(rng.uniform(*np.log(c["dose_e_per_px"]))))
+    row = dict.fromkeys(PARAM_NAMES, 0.0)
+    row.update(set=k, is_1t=float(phase == "1T'"), size_x=size[0], size_y=size[1], rotation_deg=rot, dose_e_per_px=dose)
+    ref = crystallite(mote2_supercell("2H"), tuple(size), c["shape"], rot)
+    if kind == "transformation":
+        t = float(rng.uniform(0, 1))
+        x = thermal_displacements(crystallite(transformation_cell(t), tuple(size), c["shape"], rot), rng,
+                                  float(rng.uniform(*c["u_iso"])))
+        row.update(transformation_t=t, u_iso=x.info["u_iso"], is_1t=t)
+    else:
+        x = crystallite(mote2_supercell(phase), tuple(size), c["shape"], rot)
+    if kind == "thermal":
+        x = thermal_displacements(x, rng, float(rng.uniform(*c["u_iso"]))); row["u_iso"] = x.info["u_iso"]
+    elif kind in ("vacancies", "degraded"):
+        lo, hi = c["vacancy"] if kind == "vacancies" else c.get("degraded", (0.75, 0.98))
+        sp = [None, "Mo", "Te"][int(rng.integers(3))]
+        x = add_vacancies(x, rng, float(rng.uniform(lo, hi)), sp)
+        row.update(vacancy_fraction=x.info["vacancy_fraction"], vacancy_mo=float(sp in (None, "Mo")),
+                   vacancy_te=float(sp in (None, "Te")))
+    elif kind == "strain":
+        x = random_strain(x, rng, c["strain"])
+        row.update(strain_xx=x.info["strain_xx"], strain_yy=x.info["strain_yy"], strain_xy=x.info["strain_xy"])
+    elif kind == "phonons":
+        tk = c.get("phonon_temperature_k")
+        fields = None if tk is None else chgnet_phonon_fields(phase, tk)
+        x = phonon_displacements(x, rng, float(rng.uniform(*c["phonon_strength"])), phase, fields)
+        row["phonon_strength"] = x.info["phonon_strength"]
+    elif kind == "molten":
+        x = amorphize(x, rng, float(rng.uniform(0.3, 1.0)))
+        x = thermal_displacements(x, rng, float(rng.uniform(0.02, 0.05)))
+        row.update(amorphous_fraction=x.info["amorphous_fraction"], u_iso=x.info["u_iso"])
+    row["n_atoms"] = float(len(x))
+    return x, ref, row
+
 
 # %% ../../nbs/api/22a_sim.mote2.ipynb #be064ec4
 def instrument_domain(instrument,  # "training", "unseen", "randomised", or a dict of `LabDomain` ranges
