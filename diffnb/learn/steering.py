@@ -6,6 +6,7 @@ Docs: https://diffnb.github.io/diffnb/api/learn.steering.html.md"""
 
 # %% ../../nbs/api/57_learn.steering.ipynb #5adc4066
 from __future__ import annotations
+import warnings
 import numpy as np
 from scipy.stats import rankdata
 
@@ -111,13 +112,18 @@ def ensemble_score(codes,  # a list with each member's latent codes of the same 
 
 # %% ../../nbs/api/57_learn.steering.ipynb #608e8441
 def threshold_at_false_alarm(negative_scores,  # scores of patterns that must not raise an alarm `(n,)`
-                             rate: float = 0.05,  # largest fraction of them allowed above the threshold
+                             rate: float = 0.05,  # largest false-alarm rate allowed
+                             conformal: bool = True,  # True: bound the rate of a new negative, (k+1)/(n+1) ≤ rate; False: at most ⌊rate·n⌋ of these above
                             ) -> float:  # threshold; alarm when score > threshold
-    "The smallest threshold with at most ⌊rate·n⌋ of the negative scores above it."
+    "The smallest threshold at which a new negative (conformal) or these negatives raise alarms at most at `rate`."
     s = np.sort(np.asarray(negative_scores, dtype=np.float64).reshape(-1))
     if len(s) == 0: fail("negative_scores", negative_scores, "at least one score")
-    check_finite("negative_scores", s); check_range("rate", rate, 0.0, 1.0)
-    k = int(np.floor(rate * len(s) + 1e-9))
+    check_finite("negative_scores", s); check_range("rate", rate, 0.0, 1.0); check_choice("conformal", conformal, (True, False))
+    k = int(np.floor(rate * (len(s) + 1) + 1e-9)) - 1 if conformal else int(np.floor(rate * len(s) + 1e-9))
+    if k < 0:
+        warnings.warn(f"threshold_at_false_alarm: {len(s)} negatives cannot bound a false-alarm rate of {rate} "
+                      f"(the largest score bounds it at 1/(n+1) = {1 / (len(s) + 1):.3g}); need at least {int(np.ceil(1 / rate)) - 1 if rate > 0 else 'infinitely many'}", stacklevel=2)
+        k = 0
     return float(s[len(s) - k - 1]) if k < len(s) else float(-np.inf)
 
 # %% ../../nbs/api/57_learn.steering.ipynb #d5fd572f
@@ -222,12 +228,13 @@ def _onsets(onsets, n):
 def calibrate_alarm(statistics,  # list of `alarm_statistic` arrays of validation series
                     onsets,  # damage onset frame of each series (-1: undamaged)
                     rate: float = 0.05,  # largest fraction of undamaged series allowed to alarm
+                    conformal: bool = True,  # as `threshold_at_false_alarm`: bound the rate of a new series (True) or of these (False)
                    ) -> float:  # alarm threshold on the statistic
     "The threshold at which at most `rate` of the undamaged validation series raise an alarm."
     o = _onsets(onsets, len(statistics))
     peaks = [_series(s).max() for s, k in zip(statistics, o) if k < 0 and len(s)]
     if not peaks: fail("onsets", onsets, "at least one undamaged series (onset -1) to set the false-alarm rate on")
-    return threshold_at_false_alarm(peaks, rate)
+    return threshold_at_false_alarm(peaks, rate, conformal)
 
 # %% ../../nbs/api/57_learn.steering.ipynb #a657da41
 def detection_summary(alarms,  # alarm frame of each series (-1: none)
